@@ -1,0 +1,41 @@
+"""Exceptions raised by pubsubsse.
+
+Every error the library raises on purpose derives from :class:`PubSubError`, so
+``except PubSubError`` catches them all. Removing something that does not exist
+(or was already removed) is a no-op, never an error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PubSubError",
+    "ClientNotFound",
+    "TopicNotFound",
+    "GroupNotFound",
+    "NotSubscribed",
+]
+
+
+class PubSubError(Exception):
+    """Base class of every error raised by pubsubsse."""
+
+
+class ClientNotFound(PubSubError):
+    """The client does not exist (never created, or already removed)."""
+
+
+class TopicNotFound(PubSubError):
+    """The topic does not exist, or the client cannot see it.
+
+    A client can see every public topic, its own private topics and the topics
+    of the groups it is a member of. Any other topic is "not found" for it, so
+    that a client never learns whether another client's private topic exists.
+    """
+
+
+class GroupNotFound(PubSubError):
+    """The group does not exist (never created, or already removed)."""
+
+
+class NotSubscribed(PubSubError):
+    """The client can see the topic but is not subscribed to it."""

@@ -1,0 +1,417 @@
+"""The objects users hold: :class:`Client`, :class:`Topic`, :class:`Group` and friends.
+
+These are handles. Their state is guarded by the owning service's lock and is
+changed only by :class:`~pubsubsse.service.SSEPubSubService`; every method here
+either takes a snapshot under that lock or asks the service to make a change.
+See :mod:`pubsubsse.service` for the lock discipline.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .events import EventManager
+
+if TYPE_CHECKING:
+    from .service import SSEPubSubService
+    from .stream import Mailbox, Stream
+
+__all__ = ["Status", "TopicType", "GroupTopic", "Client", "Topic", "Group", "new_id"]
+
+
+def new_id(prefix: str) -> str:
+    """Return a fresh id: ``prefix``, a dash and a random UUID4."""
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def short_id(object_id: str) -> str:
+    """Return a shortened id that is safe to log (client ids are credentials)."""
+    return object_id[:10] + "…"
+
+
+class Status(str, enum.Enum):
+    """Connection status of a client."""
+
+    #: No stream is attached; messages are kept for the client (bounded) until it reconnects.
+    WAITING = "waiting"
+    #: A stream is attached and messages flow to it as they are published.
+    RECEIVING = "receiving"
+
+
+class TopicType(str, enum.Enum):
+    """Kind of a topic, which decides who can see it."""
+
+    #: Seen by every client.
+    PUBLIC = "public"
+    #: Seen only by the client that owns it.
+    PRIVATE = "private"
+    #: Seen by the members of the group that holds it.
+    GROUP = "group"
+
+
+class GroupTopic(NamedTuple):
+    """An immutable (topic, group) pair, the item of the group-topic events of a client."""
+
+    topic: Topic
+    group: Group
+
+
+class Topic:
+    """A topic: something clients subscribe to and publishers publish to.
+
+    Create topics with :meth:`SSEPubSubService.new_public_topic`,
+    :meth:`Client.new_private_topic` or :meth:`Group.new_topic`; never directly.
+    """
+
+    __slots__ = (
+        "_service",
+        "_id",
+        "_type",
+        "_owner",
+        "_group",
+        "_subscribers",
+        "_removed",
+        "on_new_client",
+        "on_new_sub_of_client",
+        "on_pub",
+        "on_remove_client",
+        "on_unsub_of_client",
+    )
+
+    def __init__(
+        self,
+        service: SSEPubSubService,
+        topic_id: str,
+        topic_type: TopicType,
+        owner: Client | None = None,
+        group: Group | None = None,
+    ) -> None:
+        self._service = service
+        self._id = topic_id
+        self._type = topic_type
+        self._owner = owner
+        self._group = group
+        self._subscribers: dict[str, Client] = {}
+        self._removed = False
+        #: A client can now see this topic (``Client``).
+        self.on_new_client: EventManager[Client] = EventManager("topic.on_new_client")
+        #: A client subscribed to this topic (``Client``).
+        self.on_new_sub_of_client: EventManager[Client] = EventManager("topic.on_new_sub_of_client")
+        #: Data was published to this topic (the data as given to :meth:`pub`).
+        self.on_pub: EventManager[Any] = EventManager("topic.on_pub")
+        #: A client can no longer see this topic (``Client``).
+        self.on_remove_client: EventManager[Client] = EventManager("topic.on_remove_client")
+        #: A client unsubscribed from this topic, explicitly or implicitly (``Client``).
+        self.on_unsub_of_client: EventManager[Client] = EventManager("topic.on_unsub_of_client")
+
+    def __repr__(self) -> str:
+        return f"<Topic {self._id} {self._type.value}{' removed' if self._removed else ''}>"
+
+    @property
+    def id(self) -> str:
+        """The topic's id, ``T-…``."""
+        return self._id
+
+    @property
+    def type(self) -> TopicType:
+        """Whether the topic is public, private or a group topic."""
+        return self._type
+
+    def get_clients(self) -> dict[str, Client]:
+        """Return a snapshot of the subscribers, keyed by client id."""
+        with self._service._lock:
+            return dict(self._subscribers)
+
+    def is_subscribed(self, client: Client) -> bool:
+        """Return whether ``client`` is subscribed to this topic."""
+        with self._service._lock:
+            return self._subscribers.get(client.id) is client
+
+    def pub(self, data: Any) -> None:
+        """Publish ``data`` (any JSON-serialisable value) to every subscriber.
+
+        The value is encoded once, before anything is sent: a value JSON cannot
+        represent raises :class:`TypeError` or :class:`ValueError` and nothing is
+        sent. Never blocks on a slow or disconnected subscriber. Raises
+        :class:`~pubsubsse.errors.TopicNotFound` if the topic was removed.
+        """
+        self._service._publish(self, data)
+
+
+class Group:
+    """A set of member clients sharing group topics.
+
+    Create groups with :meth:`SSEPubSubService.new_group`; never directly.
+    """
+
+    __slots__ = (
+        "_service",
+        "_id",
+        "_topics",
+        "_members",
+        "_removed",
+        "on_new_client",
+        "on_new_group_topic",
+        "on_remove_client",
+        "on_remove_group_topic",
+    )
+
+    def __init__(self, service: SSEPubSubService, group_id: str) -> None:
+        self._service = service
+        self._id = group_id
+        self._topics: dict[str, Topic] = {}
+        self._members: dict[str, Client] = {}
+        self._removed = False
+        #: A client joined the group (``Client``).
+        self.on_new_client: EventManager[Client] = EventManager("group.on_new_client")
+        #: A topic was created in the group (``Topic``).
+        self.on_new_group_topic: EventManager[Topic] = EventManager("group.on_new_group_topic")
+        #: A client left the group (``Client``).
+        self.on_remove_client: EventManager[Client] = EventManager("group.on_remove_client")
+        #: A topic of the group was removed (``Topic``).
+        self.on_remove_group_topic: EventManager[Topic] = EventManager("group.on_remove_group_topic")
+
+    def __repr__(self) -> str:
+        return f"<Group {self._id}{' removed' if self._removed else ''}>"
+
+    @property
+    def id(self) -> str:
+        """The group's id, ``G-…``."""
+        return self._id
+
+    def get_topics(self) -> dict[str, Topic]:
+        """Return a snapshot of the group's topics, keyed by id, in creation order."""
+        with self._service._lock:
+            return dict(self._topics)
+
+    def get_topic_by_id(self, topic_id: str) -> Topic | None:
+        """Return the group topic with this id, or ``None``."""
+        with self._service._lock:
+            return self._topics.get(topic_id)
+
+    def get_clients(self) -> dict[str, Client]:
+        """Return a snapshot of the members, keyed by client id."""
+        with self._service._lock:
+            return dict(self._members)
+
+    def get_client_by_id(self, client_id: str) -> Client | None:
+        """Return the member with this id, or ``None``."""
+        with self._service._lock:
+            return self._members.get(client_id)
+
+    def new_topic(self) -> Topic:
+        """Create a topic that every member (present and future) can see.
+
+        Raises :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
+        """
+        return self._service._execute("new_group_topic", self._id, new_id("T"))
+
+    def remove_topic(self, topic: Topic) -> None:
+        """Remove a topic of this group; members subscribed to it are unsubscribed.
+
+        A topic that is not (or no longer) in this group is ignored.
+        """
+        self._service._execute("remove_group_topic", self._id, topic.id)
+
+    def add_client(self, client: Client) -> None:
+        """Make ``client`` a member; it can now see the group's topics.
+
+        Adding a member twice is a no-op. Raises
+        :class:`~pubsubsse.errors.ClientNotFound` or
+        :class:`~pubsubsse.errors.GroupNotFound` if either was removed.
+        """
+        self._service._execute("add_group_client", self._id, client.id)
+
+    def remove_client(self, client: Client) -> None:
+        """Remove ``client`` from the group and unsubscribe it from the group's topics.
+
+        Removing a client that is not a member is a no-op.
+        """
+        self._service._execute("remove_group_client", self._id, client.id)
+
+
+class Client:
+    """A subscriber: one browser tab or other consumer of an SSE stream.
+
+    Create clients with :meth:`SSEPubSubService.new_client`; never directly.
+    The client's id is its credential on the HTTP API: do not log it in full.
+
+    Consume the client's messages without HTTP with :meth:`stream`.
+    """
+
+    __slots__ = (
+        "_service",
+        "_id",
+        "_status",
+        "_private",
+        "_groups",
+        "_subs",
+        "_removed",
+        "_mailbox",
+        "_waiting_since",
+        "on_status_change",
+        "on_new_topic",
+        "on_new_public_topic",
+        "on_new_private_topic",
+        "on_new_group_topic",
+        "on_new_group",
+        "on_sub_to_topic",
+        "on_remove_topic",
+        "on_remove_public_topic",
+        "on_remove_private_topic",
+        "on_remove_group_topic",
+        "on_remove_group",
+        "on_unsub_from_topic",
+    )
+
+    def __init__(self, service: SSEPubSubService, client_id: str, mailbox: Mailbox, now: float) -> None:
+        self._service = service
+        self._id = client_id
+        self._status = Status.WAITING
+        self._private: dict[str, Topic] = {}
+        self._groups: dict[str, Group] = {}
+        self._subs: dict[str, Topic] = {}
+        self._removed = False
+        self._mailbox = mailbox
+        self._waiting_since = now
+        #: The connection status changed (the new ``Status``).
+        self.on_status_change: EventManager[Status] = EventManager("client.on_status_change")
+        #: The client can see a new topic of any type (``Topic``).
+        self.on_new_topic: EventManager[Topic] = EventManager("client.on_new_topic")
+        #: A public topic was created (``Topic``).
+        self.on_new_public_topic: EventManager[Topic] = EventManager("client.on_new_public_topic")
+        #: A private topic of this client was created (``Topic``).
+        self.on_new_private_topic: EventManager[Topic] = EventManager("client.on_new_private_topic")
+        #: The client can see a new group topic (``GroupTopic``).
+        self.on_new_group_topic: EventManager[GroupTopic] = EventManager("client.on_new_group_topic")
+        #: The client joined a group (``Group``).
+        self.on_new_group: EventManager[Group] = EventManager("client.on_new_group")
+        #: The client subscribed to a topic (``Topic``).
+        self.on_sub_to_topic: EventManager[Topic] = EventManager("client.on_sub_to_topic")
+        #: The client can no longer see a topic of any type (``Topic``).
+        self.on_remove_topic: EventManager[Topic] = EventManager("client.on_remove_topic")
+        #: A public topic was removed (``Topic``).
+        self.on_remove_public_topic: EventManager[Topic] = EventManager("client.on_remove_public_topic")
+        #: A private topic of this client was removed (``Topic``).
+        self.on_remove_private_topic: EventManager[Topic] = EventManager("client.on_remove_private_topic")
+        #: The client can no longer see a group topic (``GroupTopic``).
+        self.on_remove_group_topic: EventManager[GroupTopic] = EventManager("client.on_remove_group_topic")
+        #: The client left a group (``Group``).
+        self.on_remove_group: EventManager[Group] = EventManager("client.on_remove_group")
+        #: The client unsubscribed from a topic, explicitly or implicitly (``Topic``).
+        self.on_unsub_from_topic: EventManager[Topic] = EventManager("client.on_unsub_from_topic")
+
+    def __repr__(self) -> str:
+        return f"<Client {short_id(self._id)} {self._status.value}{' removed' if self._removed else ''}>"
+
+    @property
+    def id(self) -> str:
+        """The client's id, ``C-…``. It is the client's credential: keep it secret."""
+        return self._id
+
+    @property
+    def status(self) -> Status:
+        """:attr:`Status.RECEIVING` while a stream is attached, else :attr:`Status.WAITING`."""
+        return self._status
+
+    def get_public_topics(self) -> dict[str, Topic]:
+        """Return a snapshot of the public topics (all clients see them all)."""
+        with self._service._lock:
+            return dict(self._service._public)
+
+    def get_public_topic_by_id(self, topic_id: str) -> Topic | None:
+        """Return the public topic with this id, or ``None``."""
+        with self._service._lock:
+            return self._service._public.get(topic_id)
+
+    def get_private_topics(self) -> dict[str, Topic]:
+        """Return a snapshot of this client's private topics."""
+        with self._service._lock:
+            return dict(self._private)
+
+    def get_private_topic_by_id(self, topic_id: str) -> Topic | None:
+        """Return this client's private topic with this id, or ``None``."""
+        with self._service._lock:
+            return self._private.get(topic_id)
+
+    def get_groups(self) -> dict[str, Group]:
+        """Return a snapshot of the groups this client is a member of."""
+        with self._service._lock:
+            return dict(self._groups)
+
+    def get_group_by_id(self, group_id: str) -> Group | None:
+        """Return the group with this id if the client is a member, else ``None``."""
+        with self._service._lock:
+            return self._groups.get(group_id)
+
+    def get_all_topics(self) -> dict[str, Topic]:
+        """Return every topic the client can see: public, its groups' and its private ones.
+
+        The order is the protocol's: public topics in creation order, then group
+        topics, then private topics.
+        """
+        with self._service._lock:
+            return {t.id: t for t in self._service._visible_topics(self)}
+
+    def get_topic_by_id(self, topic_id: str) -> Topic | None:
+        """Return the topic with this id if the client can see it, else ``None``."""
+        with self._service._lock:
+            return self._service._find_visible(self, topic_id)
+
+    def get_subscribed_topics(self) -> dict[str, Topic]:
+        """Return a snapshot of the topics the client is subscribed to."""
+        with self._service._lock:
+            return dict(self._subs)
+
+    def new_private_topic(self) -> Topic:
+        """Create a topic only this client can see.
+
+        Raises :class:`~pubsubsse.errors.ClientNotFound` if the client was removed.
+        """
+        return self._service._execute("new_private_topic", self._id, new_id("T"))
+
+    def remove_private_topic(self, topic: Topic) -> None:
+        """Remove one of this client's private topics.
+
+        A topic that is not (or no longer) a private topic of this client is ignored.
+        """
+        self._service._execute("remove_private_topic", self._id, topic.id)
+
+    def sub(self, topic: Topic) -> None:
+        """Subscribe to ``topic``; the client then receives what is published to it.
+
+        Subscribing twice is allowed: the client is told again that it is
+        subscribed, and no event fires. Raises
+        :class:`~pubsubsse.errors.TopicNotFound` if the client cannot see the
+        topic and :class:`~pubsubsse.errors.ClientNotFound` if it was removed.
+        """
+        self._service._execute("sub", self._id, topic.id)
+
+    def unsub(self, topic: Topic) -> None:
+        """Unsubscribe from ``topic``.
+
+        Raises :class:`~pubsubsse.errors.TopicNotFound` if the client cannot see
+        the topic, :class:`~pubsubsse.errors.NotSubscribed` if it is not
+        subscribed and :class:`~pubsubsse.errors.ClientNotFound` if it was removed.
+        """
+        self._service._execute("unsub", self._id, topic.id)
+
+    def stream(self, last_event_id: str | None = None) -> Stream:
+        """Attach a stream and return it: the core-level way to consume this client's messages.
+
+        The returned :class:`~pubsubsse.stream.Stream` is an iterator of
+        ready-to-send SSE byte chunks (the first one starts with the ``retry:``
+        field). The HTTP layer wraps it in a response; tests and non-Flask
+        servers can iterate it directly. Attaching sets the status to
+        ``RECEIVING`` and ends any stream attached before (takeover). Close the
+        stream (or exhaust it) to detach; the status returns to ``WAITING``.
+
+        ``last_event_id`` is the id of the last event the consumer received.
+        When every message after it is still held, they are replayed and no
+        init message is sent; otherwise the stream starts with a full init
+        message. Raises :class:`~pubsubsse.errors.ClientNotFound` if the
+        client was removed.
+        """
+        return self._service._attach(self, last_event_id)

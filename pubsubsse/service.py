@@ -1,0 +1,658 @@
+"""The service: every state change, and the one lock that guards them.
+
+Lock discipline
+===============
+
+There is **one lock per service**, ``SSEPubSubService._lock`` (a plain,
+non-reentrant ``threading.Lock``; under gevent monkey patching it is gevent's).
+It guards all shared state: the service's registries, the private state of
+every :class:`~pubsubsse.model.Client`, :class:`~pubsubsse.model.Topic` and
+:class:`~pubsubsse.model.Group`, every client's
+:class:`~pubsubsse.stream.Mailbox`, and the ``resync_pending`` and ``detached``
+flags of every :class:`~pubsubsse.stream.Stream`.
+
+Rules, which together make deadlock impossible:
+
+1. Every change goes through :meth:`SSEPubSubService._execute`, which takes the
+   lock, applies one operation (an ``_op_*`` method) and releases it.
+   Snapshots (``get_*``) take the lock only to copy.
+2. While holding the service lock, code may take only *leaf* locks: the
+   internal lock of a stream's ``queue.Queue`` (when a message is queued). A
+   leaf lock is never held while taking the service lock: a stream reader
+   returns from ``queue.get()`` before it asks the service to catch up.
+3. No user code runs under the lock. Event emissions are collected while the
+   change is applied and fired after the lock is released, in the thread or
+   greenlet that made the change, so listeners may call back into the API.
+   The locks inside :class:`~pubsubsse.events.EventManager` are never held
+   while a listener runs.
+4. Nothing under the lock blocks: messages are appended to unbounded queues
+   with ``put_nowait`` (the bound is enforced by the mailbox, see
+   :mod:`pubsubsse.stream`), and nothing writes to a socket.
+
+Messages to clients are queued while the lock is held, so each client sees
+its messages in the same order as the changes that caused them: an update of
+a topic never arrives after the client was told it is unsubscribed from it.
+
+Operations are named and take ids, not objects (``_execute("sub", client_id,
+topic_id)``), so that a change can be described as data; that is the seam a
+multi-process backend plugs into.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from .encoding import encode_sys, encode_update, frame, id_list_item, retry_field, topics_item
+from .errors import ClientNotFound, GroupNotFound, NotSubscribed, TopicNotFound
+from .events import EventManager
+from .model import Client, Group, GroupTopic, Status, Topic, TopicType, new_id, short_id
+from .stream import CLOSE_MARK, HEARTBEAT_MARK, Mailbox, Stream, Ticker
+
+__all__ = ["SSEPubSubService"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAX_EVENT_ID_LENGTH = 20
+
+
+class _Effects:
+    """Event emissions collected while the lock is held, fired after it is released."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[tuple[EventManager[Any], Any]] = []
+
+    def add(self, manager: EventManager[Any], item: Any) -> None:
+        self.events.append((manager, item))
+
+    def fire(self) -> None:
+        for manager, item in self.events:
+            manager.emit(item)
+
+
+def _parse_event_id(value: str | None) -> int | None:
+    """Return the event id a consumer last saw, or ``None`` if it is absent or not one of ours."""
+    if value is None or not (0 < len(value) <= _MAX_EVENT_ID_LENGTH):
+        return None
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def _check_number(name: str, value: Any, minimum: float, *, allow_none: bool = False, integer: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+
+
+class SSEPubSubService:
+    """A publish/subscribe service: clients, public topics, private topics and groups.
+
+    Everything is thread-safe and greenlet-safe. Create the service after
+    gevent's monkey patching, if you use gevent (``gunicorn -k gevent`` patches
+    before it imports your app, unless you use ``--preload``).
+
+    Options (all keyword-only):
+
+    ``heartbeat`` (seconds, default 15)
+        An idle stream gets a ``:`` comment line this often. It keeps proxies
+        from closing the connection and is how a dead peer is noticed.
+    ``retry`` (seconds, default 3)
+        Sent as the SSE ``retry:`` field: how long a browser waits before it
+        reconnects after a drop.
+    ``replay_size`` (events, default 1000)
+        How many recent events are kept per client, for resume
+        (``Last-Event-ID``) and for clients that are ``WAITING``. A consumer
+        that missed more gets a fresh init message with the full state.
+    ``queue_size`` (events, default 1000)
+        How many events may wait in an attached stream's queue. A consumer that
+        falls further behind is caught up from the replay buffer, or resynced
+        with an init message (see :mod:`pubsubsse.stream`); the publisher is
+        never slowed down.
+    ``client_timeout`` (seconds or ``None``, default 300)
+        A client that stays ``WAITING`` (no stream attached) this long is
+        removed as by :meth:`remove_client`. ``None`` keeps clients forever.
+    ``redis_url``
+        Reserved for scale-out across processes on Redis; not available yet.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat: float = 15.0,
+        retry: float = 3.0,
+        replay_size: int = 1000,
+        queue_size: int = 1000,
+        client_timeout: float | None = 300.0,
+        redis_url: str | None = None,
+    ) -> None:
+        if redis_url is not None:
+            raise NotImplementedError(
+                "redis_url: scale-out on Redis is not available in this version; "
+                "leave it out to run the service in this process"
+            )
+        _check_number("heartbeat", heartbeat, 0.01)
+        _check_number("retry", retry, 0)
+        _check_number("replay_size", replay_size, 0, integer=True)
+        _check_number("queue_size", queue_size, 1, integer=True)
+        _check_number("client_timeout", client_timeout, 0.01, allow_none=True)
+        self._id = new_id("S")
+        self._heartbeat = float(heartbeat)
+        self._retry = float(retry)
+        self._replay_size = replay_size
+        self._queue_size = queue_size
+        self._client_timeout = None if client_timeout is None else float(client_timeout)
+
+        self._lock = threading.Lock()
+        self._clients: dict[str, Client] = {}
+        self._public: dict[str, Topic] = {}
+        self._groups: dict[str, Group] = {}
+        #: Every live topic of any type, for lookups by id.
+        self._topics: dict[str, Topic] = {}
+        tick = min(1.0, self._heartbeat / 2, (self._client_timeout or 2.0) / 2)
+        self._ticker = Ticker(self, tick)
+
+        #: A client was created (``Client``).
+        self.on_new_client: EventManager[Client] = EventManager("service.on_new_client")
+        #: A public topic was created (``Topic``).
+        self.on_new_public_topic: EventManager[Topic] = EventManager("service.on_new_public_topic")
+        #: A group was created (``Group``).
+        self.on_new_group: EventManager[Group] = EventManager("service.on_new_group")
+        #: A client was removed (``Client``).
+        self.on_remove_client: EventManager[Client] = EventManager("service.on_remove_client")
+        #: A public topic was removed (``Topic``).
+        self.on_remove_public_topic: EventManager[Topic] = EventManager("service.on_remove_public_topic")
+        #: A group was removed (``Group``).
+        self.on_remove_group: EventManager[Group] = EventManager("service.on_remove_group")
+
+    def __repr__(self) -> str:
+        return f"<SSEPubSubService {self._id} clients={len(self._clients)} topics={len(self._topics)}>"
+
+    @property
+    def id(self) -> str:
+        """The service's id, ``S-…``."""
+        return self._id
+
+    # Public API: changes -------------------------------------------------
+
+    def new_client(self) -> Client:
+        """Create a client. It is ``WAITING`` until a stream is attached."""
+        return self._execute("new_client", new_id("C"))
+
+    def remove_client(self, client: Client) -> None:
+        """Remove a client: it is unsubscribed from everything and leaves its groups.
+
+        Its private topics are removed with it. An attached stream receives a
+        final message (no topics, every subscription ended) and then ends.
+        Removing a client twice is a no-op.
+        """
+        self._execute("remove_client", client.id)
+
+    def new_public_topic(self) -> Topic:
+        """Create a topic every client can see."""
+        return self._execute("new_public_topic", new_id("T"))
+
+    def remove_public_topic(self, topic: Topic) -> None:
+        """Remove a public topic; its subscribers are unsubscribed. Unknown topics are ignored."""
+        self._execute("remove_public_topic", topic.id)
+
+    def new_group(self) -> Group:
+        """Create an empty group."""
+        return self._execute("new_group", new_id("G"))
+
+    def remove_group(self, group: Group) -> None:
+        """Remove a group with its topics; its members leave it. Unknown groups are ignored."""
+        self._execute("remove_group", group.id)
+
+    # Public API: snapshots -----------------------------------------------
+
+    def get_clients(self) -> dict[str, Client]:
+        """Return a snapshot of all clients, keyed by id."""
+        with self._lock:
+            return dict(self._clients)
+
+    def get_client_by_id(self, client_id: str) -> Client | None:
+        """Return the client with this id, or ``None``."""
+        with self._lock:
+            return self._clients.get(client_id)
+
+    def get_public_topics(self) -> dict[str, Topic]:
+        """Return a snapshot of the public topics, keyed by id, in creation order."""
+        with self._lock:
+            return dict(self._public)
+
+    def get_public_topic_by_id(self, topic_id: str) -> Topic | None:
+        """Return the public topic with this id, or ``None``."""
+        with self._lock:
+            return self._public.get(topic_id)
+
+    def get_groups(self) -> dict[str, Group]:
+        """Return a snapshot of all groups, keyed by id."""
+        with self._lock:
+            return dict(self._groups)
+
+    def get_group_by_id(self, group_id: str) -> Group | None:
+        """Return the group with this id, or ``None``."""
+        with self._lock:
+            return self._groups.get(group_id)
+
+    def close(self) -> None:
+        """Stop the background timer and end every attached stream.
+
+        Call it when the server shuts down so open streams end promptly and
+        their clients reconnect elsewhere. The service stays usable; a stream
+        attached later restarts the timer.
+        """
+        self._ticker.stop()
+        with self._lock:
+            streams = [c._mailbox.stream for c in self._clients.values()]
+        for stream in streams:
+            if stream is not None:
+                stream.queue.put_nowait(CLOSE_MARK)
+
+    # The one place where changes are applied ----------------------------
+
+    def _execute(self, operation: str, *args: Any) -> Any:
+        apply: Callable[..., Any] = getattr(self, "_op_" + operation)
+        effects = _Effects()
+        with self._lock:
+            result = apply(effects, *args)
+        effects.fire()
+        return result
+
+    def _publish(self, topic: Topic, data: Any) -> None:
+        body = encode_update(topic.id, data)
+        self._execute("pub", topic.id, body)
+        topic.on_pub.emit(data)
+
+    # Helpers; all of them run under the lock -----------------------------
+
+    def _client(self, client_id: str) -> Client:
+        client = self._clients.get(client_id)
+        if client is None:
+            raise ClientNotFound(f"client {short_id(client_id)} does not exist (removed or never created)")
+        return client
+
+    def _group(self, group_id: str) -> Group:
+        group = self._groups.get(group_id)
+        if group is None:
+            raise GroupNotFound(f"group {group_id} does not exist (removed or never created)")
+        return group
+
+    def _can_see(self, client: Client, topic: Topic) -> bool:
+        if topic._type is TopicType.PUBLIC:
+            return True
+        if topic._type is TopicType.PRIVATE:
+            return topic._owner is client
+        return topic._group is not None and topic._group._id in client._groups
+
+    def _find_visible(self, client: Client, topic_id: str) -> Topic | None:
+        topic = self._topics.get(topic_id)
+        if topic is None or not self._can_see(client, topic):
+            return None
+        return topic
+
+    def _visible_topics(self, client: Client) -> Iterator[Topic]:
+        return itertools.chain(
+            self._public.values(),
+            (t for g in client._groups.values() for t in g._topics.values()),
+            client._private.values(),
+        )
+
+    def _init_body(self, client: Client) -> bytes:
+        return encode_sys(
+            [
+                topics_item(self._visible_topics(client)),
+                id_list_item("subscribed", client._subs.values()),
+            ]
+        )
+
+    def _send_topics(self, client: Client, unsubscribed: list[Topic] | None = None) -> None:
+        """Send the client its topic list, followed by what it was unsubscribed from, in one message."""
+        items = [topics_item(self._visible_topics(client))]
+        if unsubscribed:
+            items.append(id_list_item("unsubscribed", unsubscribed))
+        client._mailbox.deliver(encode_sys(items))
+
+    def _unsubscribe(self, fx: _Effects, client: Client, topic: Topic) -> None:
+        del client._subs[topic._id]
+        del topic._subscribers[client._id]
+        fx.add(client.on_unsub_from_topic, topic)
+        fx.add(topic.on_unsub_of_client, client)
+
+    def _typed_new(self, client: Client, topic: Topic) -> tuple[EventManager[Any], Any]:
+        if topic._type is TopicType.PUBLIC:
+            return client.on_new_public_topic, topic
+        if topic._type is TopicType.PRIVATE:
+            return client.on_new_private_topic, topic
+        assert topic._group is not None
+        return client.on_new_group_topic, GroupTopic(topic, topic._group)
+
+    def _typed_remove(self, client: Client, topic: Topic) -> tuple[EventManager[Any], Any]:
+        if topic._type is TopicType.PUBLIC:
+            return client.on_remove_public_topic, topic
+        if topic._type is TopicType.PRIVATE:
+            return client.on_remove_private_topic, topic
+        assert topic._group is not None
+        return client.on_remove_group_topic, GroupTopic(topic, topic._group)
+
+    def _gain_topic(self, fx: _Effects, client: Client, topic: Topic) -> None:
+        """Fire the events of ``client`` starting to see ``topic``."""
+        fx.add(client.on_new_topic, topic)
+        fx.add(*self._typed_new(client, topic))
+        fx.add(topic.on_new_client, client)
+
+    def _lose_topic(self, fx: _Effects, client: Client, topic: Topic) -> None:
+        """Fire the events of ``client`` no longer seeing ``topic``."""
+        fx.add(client.on_remove_topic, topic)
+        fx.add(*self._typed_remove(client, topic))
+        fx.add(topic.on_remove_client, client)
+
+    def _add_topic(self, topic: Topic) -> Topic:
+        self._topics[topic._id] = topic
+        return topic
+
+    def _drop_topic(self, fx: _Effects, topic: Topic, affected: dict[Client, list[Topic]]) -> None:
+        """Unregister ``topic``: unsubscribe its subscribers, then fire the events of everyone who saw it.
+
+        ``affected`` collects, per client that saw it, the topics it was unsubscribed from.
+        """
+        del self._topics[topic._id]
+        topic._removed = True
+        subscribers = list(topic._subscribers.values())
+        for client in subscribers:
+            self._unsubscribe(fx, client, topic)
+        if topic._type is TopicType.PUBLIC:
+            viewers: Iterator[Client] | list[Client] = iter(self._clients.values())
+        elif topic._type is TopicType.PRIVATE:
+            assert topic._owner is not None
+            viewers = [topic._owner]
+        else:
+            assert topic._group is not None
+            viewers = iter(topic._group._members.values())
+        for client in viewers:
+            self._lose_topic(fx, client, topic)
+            affected.setdefault(client, [])
+        for client in subscribers:
+            affected[client].append(topic)
+
+    def _leave_group(self, fx: _Effects, group: Group, client: Client, affected: dict[Client, list[Topic]]) -> None:
+        """Take ``client`` out of ``group`` with its implicit unsubscriptions and events."""
+        del group._members[client._id]
+        del client._groups[group._id]
+        unsubscribed = affected.setdefault(client, [])
+        for topic in group._topics.values():
+            if topic._id in client._subs:
+                self._unsubscribe(fx, client, topic)
+                unsubscribed.append(topic)
+        for topic in group._topics.values():
+            self._lose_topic(fx, client, topic)
+        fx.add(client.on_remove_group, group)
+        fx.add(group.on_remove_client, client)
+
+    def _notify(self, affected: dict[Client, list[Topic]]) -> None:
+        for client, unsubscribed in affected.items():
+            if not client._removed:
+                self._send_topics(client, unsubscribed)
+
+    # Operations: one per kind of change; each runs under the lock ---------
+
+    def _op_new_client(self, fx: _Effects, client_id: str) -> Client:
+        client = Client(self, client_id, Mailbox(self._replay_size, self._queue_size), time.monotonic())
+        self._clients[client_id] = client
+        fx.add(self.on_new_client, client)
+        for topic in self._public.values():
+            fx.add(topic.on_new_client, client)
+        log.debug("client %s created", short_id(client_id))
+        return client
+
+    def _op_remove_client(self, fx: _Effects, client_id: str) -> None:
+        client = self._clients.pop(client_id, None)
+        if client is None:
+            return
+        client._removed = True
+        unsubscribed = list(client._subs.values())
+        for topic in unsubscribed:
+            self._unsubscribe(fx, client, topic)
+        for topic in itertools.chain(self._public.values(), client._private.values()):
+            self._lose_topic(fx, client, topic)
+        for group in list(client._groups.values()):
+            self._leave_group(fx, group, client, {})
+        for topic in client._private.values():
+            del self._topics[topic._id]
+            topic._removed = True
+        client._private.clear()
+        mailbox = client._mailbox
+        mailbox.deliver(encode_sys([topics_item(()), id_list_item("unsubscribed", unsubscribed)]))
+        if mailbox.stream is not None:
+            mailbox.stream.queue.put_nowait(CLOSE_MARK)
+        fx.add(self.on_remove_client, client)
+        log.debug("client %s removed", short_id(client_id))
+
+    def _op_expire_client(self, fx: _Effects, client_id: str, waiting_since: float) -> None:
+        client = self._clients.get(client_id)
+        if client is not None and client._mailbox.stream is None and client._waiting_since == waiting_since:
+            log.info("client %s expired after %.0f s without a stream", short_id(client_id), self._client_timeout)
+            self._op_remove_client(fx, client_id)
+
+    def _op_new_public_topic(self, fx: _Effects, topic_id: str) -> Topic:
+        topic = self._add_topic(Topic(self, topic_id, TopicType.PUBLIC))
+        self._public[topic_id] = topic
+        fx.add(self.on_new_public_topic, topic)
+        shared_body: bytes | None = None
+        for client in self._clients.values():
+            self._gain_topic(fx, client, topic)
+            if client._groups or client._private:
+                self._send_topics(client)
+            else:
+                if shared_body is None:
+                    shared_body = encode_sys([topics_item(self._public.values())])
+                client._mailbox.deliver(shared_body)
+        return topic
+
+    def _op_remove_public_topic(self, fx: _Effects, topic_id: str) -> None:
+        topic = self._public.pop(topic_id, None)
+        if topic is None:
+            return
+        affected: dict[Client, list[Topic]] = {}
+        self._drop_topic(fx, topic, affected)
+        self._notify(affected)
+        fx.add(self.on_remove_public_topic, topic)
+
+    def _op_new_private_topic(self, fx: _Effects, client_id: str, topic_id: str) -> Topic:
+        client = self._client(client_id)
+        topic = self._add_topic(Topic(self, topic_id, TopicType.PRIVATE, owner=client))
+        client._private[topic_id] = topic
+        self._gain_topic(fx, client, topic)
+        self._send_topics(client)
+        return topic
+
+    def _op_remove_private_topic(self, fx: _Effects, client_id: str, topic_id: str) -> None:
+        client = self._clients.get(client_id)
+        topic = None if client is None else client._private.pop(topic_id, None)
+        if client is None or topic is None:
+            return
+        affected: dict[Client, list[Topic]] = {}
+        self._drop_topic(fx, topic, affected)
+        self._notify(affected)
+
+    def _op_new_group(self, fx: _Effects, group_id: str) -> Group:
+        group = Group(self, group_id)
+        self._groups[group_id] = group
+        fx.add(self.on_new_group, group)
+        return group
+
+    def _op_remove_group(self, fx: _Effects, group_id: str) -> None:
+        group = self._groups.pop(group_id, None)
+        if group is None:
+            return
+        affected: dict[Client, list[Topic]] = {}
+        for topic in list(group._topics.values()):
+            del group._topics[topic._id]
+            self._drop_topic(fx, topic, affected)
+            fx.add(group.on_remove_group_topic, topic)
+        for client in list(group._members.values()):
+            self._leave_group(fx, group, client, affected)
+        group._removed = True
+        self._notify(affected)
+        fx.add(self.on_remove_group, group)
+
+    def _op_new_group_topic(self, fx: _Effects, group_id: str, topic_id: str) -> Topic:
+        group = self._group(group_id)
+        topic = self._add_topic(Topic(self, topic_id, TopicType.GROUP, group=group))
+        group._topics[topic_id] = topic
+        fx.add(group.on_new_group_topic, topic)
+        for client in group._members.values():
+            self._gain_topic(fx, client, topic)
+            self._send_topics(client)
+        return topic
+
+    def _op_remove_group_topic(self, fx: _Effects, group_id: str, topic_id: str) -> None:
+        group = self._groups.get(group_id)
+        topic = None if group is None else group._topics.pop(topic_id, None)
+        if group is None or topic is None:
+            return
+        affected: dict[Client, list[Topic]] = {}
+        self._drop_topic(fx, topic, affected)
+        self._notify(affected)
+        fx.add(group.on_remove_group_topic, topic)
+
+    def _op_add_group_client(self, fx: _Effects, group_id: str, client_id: str) -> None:
+        group = self._group(group_id)
+        client = self._client(client_id)
+        if client_id in group._members:
+            return
+        group._members[client_id] = client
+        client._groups[group_id] = group
+        fx.add(group.on_new_client, client)
+        fx.add(client.on_new_group, group)
+        for topic in group._topics.values():
+            self._gain_topic(fx, client, topic)
+        self._send_topics(client)
+
+    def _op_remove_group_client(self, fx: _Effects, group_id: str, client_id: str) -> None:
+        group = self._groups.get(group_id)
+        client = self._clients.get(client_id)
+        if group is None or client is None or client_id not in group._members:
+            return
+        affected: dict[Client, list[Topic]] = {}
+        self._leave_group(fx, group, client, affected)
+        self._notify(affected)
+
+    def _op_sub(self, fx: _Effects, client_id: str, topic_id: str) -> None:
+        client = self._client(client_id)
+        topic = self._find_visible(client, topic_id)
+        if topic is None:
+            raise TopicNotFound(f"topic {topic_id} does not exist or is not visible to this client")
+        if topic_id not in client._subs:
+            client._subs[topic_id] = topic
+            topic._subscribers[client_id] = client
+            fx.add(client.on_sub_to_topic, topic)
+            fx.add(topic.on_new_sub_of_client, client)
+        client._mailbox.deliver(encode_sys([id_list_item("subscribed", (topic,))]))
+
+    def _op_unsub(self, fx: _Effects, client_id: str, topic_id: str) -> None:
+        client = self._client(client_id)
+        topic = self._find_visible(client, topic_id)
+        if topic is None:
+            raise TopicNotFound(f"topic {topic_id} does not exist or is not visible to this client")
+        if topic_id not in client._subs:
+            raise NotSubscribed(f"the client is not subscribed to topic {topic_id}")
+        self._unsubscribe(fx, client, topic)
+        client._mailbox.deliver(encode_sys([id_list_item("unsubscribed", (topic,))]))
+
+    def _op_pub(self, fx: _Effects, topic_id: str, body: bytes) -> None:
+        topic = self._topics.get(topic_id)
+        if topic is None:
+            raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
+        for client in topic._subscribers.values():
+            client._mailbox.deliver(body)
+
+    # Streams -------------------------------------------------------------
+
+    def _attach(self, client: Client, last_event_id: str | None) -> Stream:
+        last_id = _parse_event_id(last_event_id)
+        fx = _Effects()
+        with self._lock:
+            if self._clients.get(client._id) is not client:
+                raise ClientNotFound(f"client {short_id(client._id)} does not exist (removed or never created)")
+            mailbox = client._mailbox
+            previous = mailbox.stream
+            if previous is not None:
+                previous.detached = True
+                previous.queue.put_nowait(CLOSE_MARK)
+                mailbox.stream = None
+            events = None if last_id is None else mailbox.since(last_id)
+            resumed = events is not None
+            if events is None:
+                body = self._init_body(client)
+                events = [(mailbox.record(body), body)]
+            pieces = [retry_field(self._retry)]
+            for event_id, body in events:
+                pieces += frame(event_id, body)
+            stream = Stream(self, client, b"".join(pieces), mailbox.seq)
+            mailbox.stream = stream
+            if client._status is not Status.RECEIVING:
+                client._status = Status.RECEIVING
+                fx.add(client.on_status_change, Status.RECEIVING)
+        self._ticker.ensure_running()
+        fx.fire()
+        log.debug("stream attached for client %s (%s)", short_id(client._id), "resumed" if resumed else "init")
+        return stream
+
+    def _catch_up(self, stream: Stream) -> list[bytes]:
+        with self._lock:
+            stream.resync_pending = False
+            if stream.detached:
+                return []
+            mailbox = stream.client._mailbox
+            events = mailbox.since(stream.cursor)
+            if events is None:
+                log.info("client %s fell behind its replay buffer; resyncing", short_id(stream.client._id))
+                body = self._init_body(stream.client)
+                events = [(mailbox.record(body), body)]
+            stream.cursor = mailbox.seq
+        pieces: list[bytes] = []
+        for event_id, body in events:
+            pieces += frame(event_id, body)
+        return pieces
+
+    def _detach(self, stream: Stream) -> None:
+        fx = _Effects()
+        with self._lock:
+            if stream.detached:
+                return
+            stream.detached = True
+            client = stream.client
+            if client._mailbox.stream is stream:
+                client._mailbox.stream = None
+                client._status = Status.WAITING
+                client._waiting_since = time.monotonic()
+                fx.add(client.on_status_change, Status.WAITING)
+        fx.fire()
+
+    def _tick(self, now: float) -> None:
+        expired: list[tuple[str, float]] = []
+        with self._lock:
+            for client in self._clients.values():
+                stream = client._mailbox.stream
+                if stream is not None:
+                    if now - stream.last_write >= self._heartbeat and stream.queue.empty():
+                        stream.queue.put_nowait(HEARTBEAT_MARK)
+                elif self._client_timeout is not None and now - client._waiting_since >= self._client_timeout:
+                    expired.append((client._id, client._waiting_since))
+        for client_id, waiting_since in expired:
+            self._execute("expire_client", client_id, waiting_since)

@@ -1,0 +1,266 @@
+"""The stream loop: how a client's messages travel from publishers to its SSE stream.
+
+Three pieces live here:
+
+* :class:`Mailbox`, one per client: the event counter, the replay buffer that
+  makes resume possible, and the attached stream (if any). Publishers deliver
+  into it while holding the service lock (see :mod:`pubsubsse.service`);
+  delivery never blocks.
+* :class:`Stream`, one per attached connection: it owns the client's
+  ``queue.Queue`` of outgoing ``(event id, body)`` pairs and turns them into SSE
+  bytes. Each wake-up drains everything queued and returns it as one chunk, so
+  a server does one socket write per wake-up, not one per event.
+* :class:`Ticker`, one per service: a single background thread (a greenlet
+  under gevent) that queues heartbeats on idle streams and expires clients
+  that have been ``WAITING`` too long. One timer for all streams is far cheaper
+  than a timed ``get()`` per stream.
+
+Slow consumers: a stream's queue holds at most ``queue_size`` events. When a
+delivery finds it full, the queue is emptied and a resync marker is queued
+instead; until the stream reaches that marker, new events go only to the
+replay buffer. At the marker the stream catches up from the replay buffer if
+it still holds every event the consumer has not seen, and otherwise sends a
+fresh init message with the full current state. Either way nothing is lost
+silently and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .encoding import HEARTBEAT, frame
+
+if TYPE_CHECKING:
+    from .model import Client
+    from .service import SSEPubSubService
+
+__all__ = ["Stream", "Mailbox", "Ticker"]
+
+log = logging.getLogger(__name__)
+
+
+class _Marker:
+    """A queue item that is not an event: tells the stream to do something."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+#: Write a heartbeat comment if nothing else is written in this wake-up.
+HEARTBEAT_MARK = _Marker("heartbeat")
+#: The queue overflowed: catch up from the replay buffer or resync.
+RESYNC_MARK = _Marker("resync")
+#: End the stream after everything queued before this marker.
+CLOSE_MARK = _Marker("close")
+
+
+class Mailbox:
+    """Outgoing messages of one client. Every attribute is guarded by the service lock."""
+
+    __slots__ = ("seq", "replay", "stream", "queue_size")
+
+    def __init__(self, replay_size: int, queue_size: int) -> None:
+        #: Id of the last event given to this client; ids are 1, 2, 3, …
+        self.seq = 0
+        #: Bodies of the last events, oldest first; the last one has id ``seq``.
+        self.replay: deque[bytes] = deque(maxlen=replay_size)
+        #: The attached stream, or ``None`` while the client is ``WAITING``.
+        self.stream: Stream | None = None
+        self.queue_size = queue_size
+
+    def record(self, body: bytes) -> int:
+        """Give the next event id to ``body`` and keep it for replay, without queueing it."""
+        self.seq += 1
+        self.replay.append(body)
+        return self.seq
+
+    def deliver(self, body: bytes) -> int:
+        """Give the client one event with this encoded body; return its id. Never blocks."""
+        self.record(body)
+        stream = self.stream
+        if stream is not None and not stream.resync_pending:
+            q = stream.queue
+            if q.qsize() >= self.queue_size:
+                stream.request_resync()
+            else:
+                q.put_nowait((self.seq, body))
+        return self.seq
+
+    def since(self, last_id: int) -> list[tuple[int, bytes]] | None:
+        """Return the events after ``last_id``, or ``None`` if the replay buffer no longer holds them all."""
+        first = self.seq - len(self.replay) + 1
+        if last_id < first - 1 or last_id > self.seq:
+            return None
+        start = last_id + 1 - first
+        return list(zip(itertools.count(last_id + 1), itertools.islice(self.replay, start, None)))
+
+
+class Stream:
+    """One attached SSE connection of a client: an iterator of ready-to-send byte chunks.
+
+    Get one from :meth:`Client.stream`. Iterating blocks until there is
+    something to send and yields it as one chunk (several events are coalesced
+    into one chunk). Iteration ends when the stream is closed, taken over by a
+    newer stream of the same client, or the client is removed (after its final
+    message). :meth:`close` detaches the stream; it is safe to call from any
+    thread, any number of times, and wakes a reader blocked in the iterator.
+    """
+
+    def __init__(self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int) -> None:
+        self._service = service
+        self.client = client
+        #: The client's outgoing queue: ``(event id, body)`` pairs and markers.
+        self.queue: queue.Queue[Any] = queue.Queue()
+        #: Id of the last event this stream has handed out.
+        self.cursor = cursor
+        #: Guarded by the service lock: a resync marker is queued and not yet handled.
+        self.resync_pending = False
+        #: Guarded by the service lock: the stream is no longer the client's stream.
+        self.detached = False
+        #: Monotonic time of the last chunk handed out; read by the ticker for heartbeats.
+        self.last_write = time.monotonic()
+        self._first: bytes | None = first_chunk
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<Stream of {self.client!r} cursor={self.cursor}{' ended' if self._ended else ''}>"
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        while True:
+            chunk = self.read()
+            if chunk is None:
+                raise StopIteration
+            if chunk:
+                return chunk
+
+    def read(self, timeout: float | None = None) -> bytes | None:
+        """Return the next chunk to send.
+
+        Blocks up to ``timeout`` seconds (forever if ``None``). Returns ``b""``
+        when the time ran out with nothing to send, and ``None`` once the stream
+        has ended (everything queued before the end has been returned by then).
+        """
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            self.last_write = time.monotonic()
+            return chunk
+        if self._ended:
+            return None
+        try:
+            item = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return b""
+        pieces: list[bytes] = []
+        heartbeat = False
+        while True:
+            if type(item) is tuple:
+                event_id, body = item
+                if event_id > self.cursor:
+                    self.cursor = event_id
+                    pieces += frame(event_id, body)
+            elif item is HEARTBEAT_MARK:
+                heartbeat = True
+            elif item is RESYNC_MARK:
+                pieces += self._service._catch_up(self)
+            elif item is CLOSE_MARK:
+                self._end()
+                break
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+        if pieces:
+            chunk = b"".join(pieces)
+        elif heartbeat:
+            chunk = HEARTBEAT
+        elif self._ended:
+            return None
+        else:
+            return b""
+        self.last_write = time.monotonic()
+        return chunk
+
+    def request_resync(self) -> None:
+        """Empty the queue and queue a resync marker instead. Called under the service lock."""
+        closing = False
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            closing = closing or item is CLOSE_MARK
+        self.resync_pending = True
+        self.queue.put_nowait(RESYNC_MARK)
+        if closing:
+            self.queue.put_nowait(CLOSE_MARK)
+
+    def close(self) -> None:
+        """Detach the stream and end the iteration. Idempotent, callable from any thread."""
+        self._service._detach(self)
+        self.queue.put_nowait(CLOSE_MARK)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the stream has handed out its last chunk."""
+        return self._ended and self._first is None
+
+    def _end(self) -> None:
+        self._ended = True
+        self._service._detach(self)
+
+
+class Ticker:
+    """The service's one timer: heartbeats for idle streams, expiry of long-``WAITING`` clients.
+
+    Started lazily by the first stream (so that a service built before a
+    server forks, or before gevent patches ``threading``, does not own a thread
+    in the wrong process) and restarted if the process has forked since.
+    """
+
+    def __init__(self, service: SSEPubSubService, interval: float) -> None:
+        self._service = service
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        """Start the timer thread unless it already runs in this process."""
+        pid = os.getpid()
+        if self._thread is not None and self._pid == pid and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == pid and self._thread.is_alive():
+                return
+            self._stop = threading.Event()
+            self._pid = pid
+            self._thread = threading.Thread(target=self._run, name="pubsubsse-ticker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the timer; it ends within one interval at most (at once, in practice)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        stop = self._stop
+        while not stop.wait(self._interval):
+            try:
+                self._service._tick(time.monotonic())
+            except Exception:
+                log.exception("pubsubsse ticker failed; it keeps running")

@@ -1,0 +1,50 @@
+"""Packaging for pubsubsse."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = next(
+    line.split('"')[1]
+    for line in (here / "pubsubsse" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+setup(
+    name="pubsubsse",
+    version=version,
+    description="Topic-based publish/subscribe over Server-Sent Events for Flask and other WSGI apps",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["pubsubsse", "pubsubsse.*"]),
+    package_data={"pubsubsse": ["py.typed", "static/*.js"]},
+    include_package_data=True,
+    install_requires=["flask>=2.2", "werkzeug>=2.2", "blinker>=1.6"],
+    extras_require={
+        "gevent": ["gevent>=22.10", "gunicorn>=21.2"],
+        "redis": ["redis>=4.5"],
+        "test": [
+            "pytest>=7.4",
+            "pytest-timeout>=2.1",
+            "gevent>=22.10",
+            "gunicorn>=21.2",
+            "httpx>=0.24",
+            "httpx-sse>=0.4",
+            "sseclient-py>=1.8",
+            "hypothesis>=6.80",
+            "playwright>=1.40",
+            "redis>=4.5",
+        ],
+        "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1"],
+    },
+    classifiers=[
+        "Framework :: Flask",
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: Dynamic Content",
+        "Typing :: Typed",
+    ],
+)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pubsubsse import Client, EventManager, Group, GroupTopic, SSEPubSubService, Topic
+
+
+@pytest.fixture
+def service():
+    svc = SSEPubSubService(client_timeout=None)
+    yield svc
+    svc.close()
+
+
+def _key(item: Any) -> Any:
+    if isinstance(item, (dict, list)):
+        return ("json", json.dumps(item, sort_keys=True))
+    return item
+
+
+class Recorder:
+    """Listens to every event manager of every object it discovers; counts emissions exactly.
+
+    Objects are discovered through the items of the events it sees, so a topic
+    created by the change being recorded is instrumented as soon as the first
+    event naming it fires (the service-level or client-level ``on_new_*``
+    event always fires before the topic's own events).
+    """
+
+    def __init__(self, service: SSEPubSubService) -> None:
+        self.records: list[tuple[Any, str, Any]] = []
+        self._seen: set[int] = set()
+        self.watch(service)
+
+    def watch(self, obj: Any) -> None:
+        if isinstance(obj, GroupTopic):
+            self.watch(obj.topic)
+            self.watch(obj.group)
+            return
+        if not isinstance(obj, (SSEPubSubService, Client, Topic, Group)) or id(obj) in self._seen:
+            return
+        self._seen.add(id(obj))
+        for name in dir(obj):
+            manager = getattr(obj, name)
+            if name.startswith("on_") and isinstance(manager, EventManager):
+                manager.listen(self._listener(obj, name))
+
+    def _listener(self, owner: Any, name: str):
+        def record(item: Any) -> None:
+            self.records.append((owner, name, _key(item)))
+            self.watch(item)
+
+        return record
+
+    def take(self) -> Counter:
+        out = Counter(self.records)
+        self.records.clear()
+        return out

@@ -1,0 +1,60 @@
+"""A strict SSE parser for the core tests (the HTTP tests use third-party clients)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Parsed:
+    events: list[tuple[str, Any]] = field(default_factory=list)  # (id, decoded JSON)
+    comments: int = 0
+    retry: int | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(i) for i, _ in self.events]
+
+    @property
+    def messages(self) -> list[Any]:
+        return [m for _, m in self.events]
+
+
+def parse(raw: bytes) -> Parsed:
+    """Parse SSE bytes; every event must be complete and carry exactly one id and one data line."""
+    text = raw.decode("utf-8")
+    assert not text.startswith("\ufeff"), "BOM"
+    assert "\r" not in text, "CR in stream"
+    out = Parsed()
+    fields: dict[str, str] = {}
+    assert text == "" or text.endswith("\n"), "incomplete line"
+    for line in text.split("\n")[:-1]:
+        if line == "":
+            assert set(fields) == {"id", "data"}, f"event with fields {sorted(fields)}"
+            out.events.append((fields["id"], json.loads(fields["data"])))
+            fields = {}
+        elif line.startswith(":"):
+            assert line == ":", line
+            out.comments += 1
+        else:
+            name, _, value = line.partition(": ")
+            if name == "retry":
+                out.retry = int(value)
+                continue
+            assert name in ("id", "data") and name not in fields, line
+            fields[name] = value
+    assert not fields, "event not terminated by a blank line"
+    return out
+
+
+def drain(stream) -> Parsed:
+    """Everything the stream has ready now, parsed. Never blocks."""
+    raw = b""
+    while True:
+        chunk = stream.read(timeout=0)
+        if not chunk:
+            break
+        raw += chunk
+    return parse(raw)

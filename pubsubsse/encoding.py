@@ -29,9 +29,7 @@ __all__ = [
 #: because some clients turn "comment + blank line" into an empty event.
 HEARTBEAT = b":\n"
 
-_dumps = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
-).encode
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True).encode
 
 
 def dumps(value: Any) -> bytes:

@@ -96,9 +96,7 @@ def test_remove_public_topic(w):
 
 def test_new_private_topic(w):
     t = w.B.new_private_topic()
-    assert w.rec.take() == E(
-        (w.B, "on_new_topic", t), (w.B, "on_new_private_topic", t), (t, "on_new_client", w.B)
-    )
+    assert w.rec.take() == E((w.B, "on_new_topic", t), (w.B, "on_new_private_topic", t), (t, "on_new_client", w.B))
 
 
 def test_remove_private_topic(w):
@@ -135,7 +133,11 @@ def test_remove_group(w):
     ]
     for c in (A, B):
         for t in (GT, GT2):
-            rows += [(c, "on_remove_topic", t), (c, "on_remove_group_topic", GroupTopic(t, G)), (t, "on_remove_client", c)]
+            rows += [
+                (c, "on_remove_topic", t),
+                (c, "on_remove_group_topic", GroupTopic(t, G)),
+                (t, "on_remove_client", c),
+            ]
         rows += [(c, "on_remove_group", G), (G, "on_remove_client", c)]
     assert w.rec.take() == E(*rows)
 
@@ -158,7 +160,11 @@ def test_group_remove_topic(w):
     G.remove_topic(GT)
     rows = [(A, "on_unsub_from_topic", GT), (GT, "on_unsub_of_client", A), (G, "on_remove_group_topic", GT)]
     for c in (A, w.B):
-        rows += [(c, "on_remove_topic", GT), (c, "on_remove_group_topic", GroupTopic(GT, G)), (GT, "on_remove_client", c)]
+        rows += [
+            (c, "on_remove_topic", GT),
+            (c, "on_remove_group_topic", GroupTopic(GT, G)),
+            (GT, "on_remove_client", c),
+        ]
     assert w.rec.take() == E(*rows)
 
 

@@ -1,0 +1,177 @@
+"""The stream loop without HTTP: resume, takeover, slow consumers, heartbeats, expiry."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pubsubsse import SSEPubSubService, Status
+
+from .sse import drain, parse
+
+
+def updates(parsed):
+    return [m["updates"][0]["data"] for m in parsed.messages if m["updates"]]
+
+
+def is_init(message):
+    return message["updates"] is None and [i["type"] for i in message["sys"]] == ["topics", "subscribed"]
+
+
+@pytest.fixture
+def subscribed(service):
+    c = service.new_client()
+    t = service.new_public_topic()
+    c.sub(t)
+    return c, t
+
+
+def test_resume_replays_exactly_what_was_missed(subscribed):
+    c, t = subscribed
+    first = drain(c.stream())
+    t.pub("seen")
+    last_seen = drain(c._mailbox.stream).events[-1][0]
+    c._mailbox.stream.close()
+    for i in range(50):
+        t.pub(i)
+    resumed = drain(c.stream(last_event_id=last_seen))
+    assert resumed.retry == 3000
+    assert updates(resumed) == list(range(50))
+    assert not any(is_init(m) for m in resumed.messages)
+    assert resumed.ids == list(range(int(last_seen) + 1, int(last_seen) + 51))
+    assert first.ids[0] < int(last_seen)
+
+
+def test_resume_at_the_head_sends_only_the_retry_field(subscribed):
+    c, t = subscribed
+    stream = c.stream()
+    last = drain(stream).events[-1][0]
+    assert stream.read(timeout=0) == b""
+    again = c.stream(last_event_id=last)
+    assert again.read(timeout=0) == b"retry: 3000\n"
+    t.pub(1)
+    assert updates(drain(again)) == [1]
+
+
+@pytest.mark.parametrize("bad_id", ["999999", "abc", "", "-1", "1" * 30, "１２"])
+def test_unknown_or_malformed_ids_get_a_full_init(subscribed, bad_id):
+    c, _ = subscribed
+    parsed = drain(c.stream(last_event_id=bad_id))
+    assert len(parsed.messages) == 1 and is_init(parsed.messages[0])
+
+
+def test_too_old_id_gets_a_full_init_with_current_state():
+    service = SSEPubSubService(replay_size=5, client_timeout=None)
+    c = service.new_client()
+    t = service.new_public_topic()
+    c.sub(t)
+    first = drain(c.stream())
+    c._mailbox.stream.close()
+    for i in range(10):
+        t.pub(i)
+    parsed = drain(c.stream(last_event_id=first.events[-1][0]))
+    assert parsed.messages == [
+        {
+            "sys": [
+                {"type": "topics", "list": [{"id": t.id, "type": "public"}]},
+                {"type": "subscribed", "list": [{"id": t.id}]},
+            ],
+            "updates": None,
+        }
+    ]
+    service.close()
+
+
+def test_waiting_client_gets_what_was_published_while_away(subscribed):
+    c, t = subscribed
+    t.pub("before first connect")
+    parsed = drain(c.stream(last_event_id="0"))
+    assert parsed.ids == [1, 2, 3]
+    assert parsed.messages == [
+        {"sys": [{"type": "topics", "list": [{"id": t.id, "type": "public"}]}], "updates": None},
+        {"sys": [{"type": "subscribed", "list": [{"id": t.id}]}], "updates": None},
+        {"sys": None, "updates": [{"topic": t.id, "data": "before first connect"}]},
+    ]
+
+
+def test_takeover_ends_the_older_stream(subscribed):
+    c, t = subscribed
+    old = c.stream()
+    drain(old)
+    new = c.stream()
+    t.pub("x")
+    assert old.read(timeout=1) is None and old.ended
+    assert updates(drain(new)) == ["x"]
+    assert c.status is Status.RECEIVING
+
+
+def test_a_blocked_reader_is_woken_by_close_from_another_thread(subscribed):
+    c, _ = subscribed
+    stream = c.stream()
+    drain(stream)
+    result = []
+    reader = threading.Thread(target=lambda: result.append(list(stream)))
+    reader.start()
+    stream.close()
+    reader.join(5)
+    assert not reader.is_alive() and result == [[]]
+    assert c.status is Status.WAITING
+
+
+def test_slow_consumer_overflow_catches_up_from_replay():
+    service = SSEPubSubService(queue_size=10, replay_size=100, client_timeout=None)
+    c = service.new_client()
+    t = service.new_public_topic()
+    c.sub(t)
+    stream = c.stream()
+    drain(stream)
+    for i in range(60):
+        t.pub(i)
+    assert stream.queue.qsize() <= 11
+    assert updates(drain(stream)) == list(range(60))
+    service.close()
+
+
+def test_slow_consumer_beyond_replay_gets_init_and_memory_stays_bounded():
+    service = SSEPubSubService(queue_size=10, replay_size=20, client_timeout=None)
+    c = service.new_client()
+    t = service.new_public_topic()
+    c.sub(t)
+    stream = c.stream()
+    drain(stream)
+    for i in range(1000):
+        t.pub(i)
+        assert stream.queue.qsize() <= 11 and len(c._mailbox.replay) <= 20
+    parsed = drain(stream)
+    assert len(parsed.messages) == 1 and is_init(parsed.messages[0])
+    t.pub("live")
+    assert updates(drain(stream)) == ["live"]
+    service.close()
+
+
+def test_heartbeats_are_sent_by_the_one_timer_while_idle():
+    service = SSEPubSubService(heartbeat=0.05, client_timeout=None)
+    c = service.new_client()
+    stream = c.stream()
+    stream.read(timeout=0)
+    chunk = stream.read(timeout=5)
+    assert chunk == b":\n"
+    assert parse(chunk).comments == 1 and parse(chunk).events == []
+    threads = [t for t in threading.enumerate() if t.name == "pubsubsse-ticker"]
+    assert len(threads) >= 1
+    service.close()
+
+
+def test_waiting_clients_expire_after_client_timeout():
+    service = SSEPubSubService(client_timeout=0.2, heartbeat=1)
+    removed = threading.Event()
+    keeper = service.new_client()
+    c = service.new_client()
+    service.on_remove_client.listen(lambda x: removed.set() if x is c else None)
+    stream = keeper.stream()  # starts the timer; a receiving client never expires
+    assert removed.wait(5)
+    assert service.get_client_by_id(c.id) is None
+    assert service.get_client_by_id(keeper.id) is keeper
+    stream.close()
+    service.close()

@@ -6,6 +6,7 @@ topics and groups; :func:`create_blueprint` serves it over HTTP as SSE.
 
 from __future__ import annotations
 
+from .blueprint import create_blueprint
 from .errors import ClientNotFound, GroupNotFound, NotSubscribed, PubSubError, TopicNotFound
 from .events import EventManager
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType
@@ -24,6 +25,7 @@ __all__ = [
     "TopicType",
     "EventManager",
     "Stream",
+    "create_blueprint",
     "PubSubError",
     "ClientNotFound",
     "TopicNotFound",

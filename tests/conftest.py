@@ -60,3 +60,15 @@ class Recorder:
         out = Counter(self.records)
         self.records.clear()
         return out
+
+
+SERVER_KINDS = ["gevent", "threaded"]
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def server(request):
+    from .servers import Server
+
+    srv = Server(request.param, env={"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"})
+    yield srv
+    srv.stop()

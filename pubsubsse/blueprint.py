@@ -1,0 +1,338 @@
+"""The HTTP layer: a Flask blueprint serving the endpoints of PROTOCOL.md.
+
+Every endpoint accepts GET and POST. Parameters come from the query string;
+for POST, a form (``application/x-www-form-urlencoded``) or JSON object body
+is accepted too, and the query string wins. Answers are JSON: success is
+``{"ok": "true", …}``, failure a 4xx (or, for a fault of ours, 500) with
+``{"ok": "false", "error": "<short message>"}``. ``/event`` answers with an
+SSE stream (see :mod:`pubsubsse.stream`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, Callable, Union
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, Request, Response, request
+from werkzeug.exceptions import HTTPException
+
+from . import shutdown
+from .disconnect import Watch, watch
+from .errors import ClientNotFound, NotSubscribed, PubSubError, TopicNotFound
+from .model import Client, Topic, short_id
+from .service import SSEPubSubService
+from .stream import Stream
+
+__all__ = ["create_blueprint", "ACTIONS", "Authorize"]
+
+log = logging.getLogger(__name__)
+
+#: The ``action`` names an :data:`Authorize` hook is called with, one per endpoint.
+ACTIONS = (
+    "add_user",
+    "add_public_topic",
+    "add_private_topic",
+    "sub",
+    "unsub",
+    "remove_user",
+    "remove_private_topic",
+    "event",
+)
+
+#: ``authorize(request, action, client, topic) -> bool``: see :func:`create_blueprint`.
+Authorize = Callable[[Request, str, Union[Client, None], Union[Topic, None]], bool]
+
+_MAX_ID_LENGTH = 64
+
+_ERROR_MESSAGES: dict[type[PubSubError], str] = {
+    ClientNotFound: "client not found",
+    TopicNotFound: "topic not found",
+    NotSubscribed: "not subscribed",
+}
+
+
+class _Refused(Exception):
+    """Ends a request with a JSON error answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _ok(**fields: str) -> Response:
+    return _json(200, {"ok": "true", **fields})
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(status, {"ok": "false", "error": message})
+
+
+def _parse_urlencoded(raw: bytes, where: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, errors="strict")
+    except UnicodeDecodeError:
+        raise _Refused(400, f"invalid {where}: not UTF-8") from None
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        params.setdefault(key, value)
+    return params
+
+
+def _parse_body(limit: int) -> dict[str, str]:
+    if request.content_length is not None and request.content_length > limit:
+        raise _Refused(413, "request body too large")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _Refused(413, "request body too large")
+    if not raw.strip():
+        return {}
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return _parse_urlencoded(raw, "form body")
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise _Refused(400, "invalid JSON body") from None
+        if not isinstance(body, dict):
+            raise _Refused(400, "invalid JSON body: expected an object")
+        for key, value in body.items():
+            if not isinstance(value, str):
+                raise _Refused(400, f"invalid parameter {key}: expected a string")
+        return body
+    raise _Refused(415, "unsupported body: send a query string, a form or a JSON object")
+
+
+def _params(limit: int) -> dict[str, str]:
+    """Return the request's parameters; the query string wins over the body."""
+    if len(request.query_string) > limit:
+        raise _Refused(414, "query string too long")
+    query = _parse_urlencoded(request.query_string, "query string")
+    if request.method != "POST":
+        return query
+    return {**_parse_body(limit), **query}
+
+
+class _EventStreamBody:
+    """The WSGI body of an ``/event`` response: the stream's chunks, closed on disconnect."""
+
+    def __init__(self, stream: Stream, sock: Any) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._watch: Watch | None = None
+
+    def __iter__(self) -> Stream:
+        if self._sock is not None and self._watch is None:
+            self._watch = watch(self._sock, self._stream.close)
+        return self._stream
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._stream.close()
+
+
+def create_blueprint(
+    service: SSEPubSubService,
+    *,
+    name: str = "pubsubsse",
+    public_topic_creation: bool = False,
+    private_topics: bool = True,
+    client_removal: bool = True,
+    authorize: Authorize | None = None,
+    cors_origins: str | Iterable[str] | None = None,
+    max_request_size: int = 16384,
+    end_streams_on_sigterm: bool = True,
+) -> Blueprint:
+    """Return a Flask blueprint serving ``service`` over HTTP (PROTOCOL.md).
+
+    Register it with any ``url_prefix``::
+
+        app.register_blueprint(create_blueprint(service), url_prefix="/sse")
+
+    Stream settings (heartbeat, retry, replay size, queue size, client
+    timeout) are options of the :class:`~pubsubsse.SSEPubSubService`, so every
+    way of reaching the service behaves alike. The blueprint's own options:
+
+    ``name``
+        The blueprint's name; give each blueprint a different one if you
+        register several.
+    ``public_topic_creation`` (default ``False``)
+        Serve ``/add/topic/public/``. Off, it answers 403 ``forbidden``: most
+        apps create public topics in server code.
+    ``private_topics`` (default ``True``)
+        Serve ``/add/topic/private/`` and ``/remove/topic/private/``.
+    ``client_removal`` (default ``True``)
+        Serve ``/remove/user``.
+    ``authorize``
+        ``authorize(request, action, client, topic) -> bool``, called before
+        every endpoint acts, once the client and topic named by the request
+        are known (``None`` where an endpoint has none; ``action`` is one of
+        :data:`ACTIONS`). Anything but ``True`` refuses the call with 403
+        ``forbidden``; raise :class:`werkzeug.exceptions.Unauthorized` (401)
+        or :class:`~werkzeug.exceptions.Forbidden` (403) with a description
+        to choose the answer.
+    ``cors_origins``
+        Origins allowed to call the endpoints from other sites: ``"*"`` or a
+        list such as ``["https://app.example.com"]``. Preflight requests
+        are answered, allowing the ``Last-Event-ID`` and ``Content-Type``
+        headers. ``None`` (the default) sends no CORS headers.
+    ``max_request_size`` (bytes, default 16384)
+        Longer query strings get 414, larger bodies 413.
+    ``end_streams_on_sigterm`` (default ``True``)
+        When the process receives SIGTERM (gunicorn stopping or reloading a
+        worker), end every open stream at once so clients reconnect to
+        another worker instead of holding this one until its graceful
+        timeout. See :mod:`pubsubsse.shutdown`.
+    """
+    if authorize is not None and not callable(authorize):
+        raise TypeError("authorize must be a callable(request, action, client, topic) -> bool")
+    if isinstance(cors_origins, str) and cors_origins != "*":
+        cors_origins = [cors_origins]
+    allowed_origins = None if cors_origins is None or cors_origins == "*" else frozenset(cors_origins)
+    any_origin = cors_origins == "*"
+
+    bp = Blueprint(name, __name__)
+
+    def endpoint(rule: str, action: str, enabled: bool = True) -> Callable[[Callable[..., Response]], None]:
+        def register(view: Callable[[dict[str, str]], Response]) -> None:
+            def handle() -> Response:
+                try:
+                    if not enabled:
+                        raise _Refused(403, "forbidden")
+                    return view(_params(max_request_size))
+                except _Refused as refused:
+                    return _error(refused.status, refused.message)
+                except PubSubError as error:
+                    return _error(400, _ERROR_MESSAGES.get(type(error), "bad request"))
+                except HTTPException as http_error:
+                    status = http_error.code or 400
+                    return _error(status, http_error.description or http_error.name)
+                except Exception:
+                    log.exception("pubsubsse endpoint %s failed", rule)
+                    return _error(500, "internal server error")
+
+            bp.add_url_rule(rule, action, handle, methods=["GET", "POST"], strict_slashes=False)
+
+        return register
+
+    def check(action: str, client: Client | None, topic: Topic | None = None) -> None:
+        if authorize is not None and authorize(request._get_current_object(), action, client, topic) is not True:
+            raise _Refused(403, "forbidden")
+
+    def client_of(params: dict[str, str]) -> Client:
+        client_id = params.get("client_id", "")
+        client = service.get_client_by_id(client_id) if len(client_id) <= _MAX_ID_LENGTH else None
+        if client is None:
+            raise ClientNotFound(client_id)
+        return client
+
+    def visible_topic(client: Client, params: dict[str, str]) -> Topic:
+        topic_id = params.get("topic", "")
+        topic = client.get_topic_by_id(topic_id) if len(topic_id) <= _MAX_ID_LENGTH else None
+        if topic is None:
+            raise TopicNotFound(topic_id)
+        return topic
+
+    @endpoint("/add/user", "add_user")
+    def add_user(params: dict[str, str]) -> Response:
+        check("add_user", None)
+        return _ok(client_id=service.new_client().id)
+
+    @endpoint("/add/topic/public/", "add_public_topic", public_topic_creation)
+    def add_public_topic(params: dict[str, str]) -> Response:
+        check("add_public_topic", None)
+        return _ok(topic_id=service.new_public_topic().id)
+
+    @endpoint("/add/topic/private/", "add_private_topic", private_topics)
+    def add_private_topic(params: dict[str, str]) -> Response:
+        client = client_of(params)
+        check("add_private_topic", client)
+        return _ok(topic_id=client.new_private_topic().id)
+
+    @endpoint("/sub", "sub")
+    def sub(params: dict[str, str]) -> Response:
+        client = client_of(params)
+        topic = visible_topic(client, params)
+        check("sub", client, topic)
+        client.sub(topic)
+        return _ok()
+
+    @endpoint("/unsub", "unsub")
+    def unsub(params: dict[str, str]) -> Response:
+        client = client_of(params)
+        topic = visible_topic(client, params)
+        check("unsub", client, topic)
+        client.unsub(topic)
+        return _ok()
+
+    @endpoint("/remove/user", "remove_user", client_removal)
+    def remove_user(params: dict[str, str]) -> Response:
+        client = client_of(params)
+        check("remove_user", client)
+        service.remove_client(client)
+        return _ok()
+
+    @endpoint("/remove/topic/private/", "remove_private_topic", private_topics)
+    def remove_private_topic(params: dict[str, str]) -> Response:
+        client = client_of(params)
+        topic_id = params.get("topic", "")
+        topic = client.get_private_topic_by_id(topic_id) if len(topic_id) <= _MAX_ID_LENGTH else None
+        if topic is None:
+            raise TopicNotFound(topic_id)
+        check("remove_private_topic", client, topic)
+        client.remove_private_topic(topic)
+        return _ok()
+
+    @endpoint("/event", "event")
+    def event(params: dict[str, str]) -> Response:
+        client = client_of(params)
+        check("event", client)
+        if end_streams_on_sigterm:
+            shutdown.close_streams_on_sigterm(service)
+        last_event_id = request.headers.get("Last-Event-ID", params.get("last_event_id"))
+        stream = client.stream(last_event_id)
+        log.debug("stream opened for client %s", short_id(client.id))
+        environ = request.environ
+        sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        response = Response(
+            _EventStreamBody(stream, sock),
+            status=200,
+            content_type="text/event-stream; charset=utf-8",
+            direct_passthrough=True,
+        )
+        response.headers["Cache-Control"] = "no-cache, no-transform"
+        response.headers["X-Accel-Buffering"] = "no"
+        return response
+
+    if cors_origins is not None:
+
+        @bp.after_request
+        def add_cors_headers(response: Response) -> Response:
+            origin = request.headers.get("Origin")
+            if origin is None or not (any_origin or (allowed_origins is not None and origin in allowed_origins)):
+                return response
+            response.headers["Access-Control-Allow-Origin"] = "*" if any_origin else origin
+            if not any_origin:
+                response.vary.add("Origin")
+            if request.method == "OPTIONS":
+                response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+                response.headers["Access-Control-Allow-Headers"] = "Content-Type, Last-Event-ID, Cache-Control"
+                response.headers["Access-Control-Max-Age"] = "600"
+            return response
+
+    if end_streams_on_sigterm:
+        shutdown.close_streams_on_sigterm(service)
+    return bp

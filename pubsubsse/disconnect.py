@@ -1,0 +1,160 @@
+"""Prompt detection of peers that closed their connection while their stream is idle.
+
+A WSGI server notices a closed connection only when a write fails, and the
+first write after the peer closed usually succeeds (the peer answers it with
+a reset). An idle stream would therefore linger for up to two heartbeat
+intervals. Instead, the stream's socket is watched for readability: a
+browser sends nothing after its request, so the socket becomes readable only
+when the peer closes it (end of file) or sends another request.
+
+Two implementations, chosen by the socket the server hands over:
+
+* gevent sockets: a libev read watcher per stream, no greenlet while idle;
+* plain sockets (threaded servers): one ``epoll`` thread per process.
+
+Either way the callback (normally :meth:`Stream.close`) runs in a greenlet or
+thread of its own, never in the gevent hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+from typing import Any, Callable, Protocol
+
+__all__ = ["watch"]
+
+log = logging.getLogger(__name__)
+
+
+class Watch(Protocol):
+    """A registration that :func:`watch` returns; ``cancel()`` it when the stream ends."""
+
+    def cancel(self) -> None:
+        """Stop watching. Idempotent."""
+
+
+def _peer_closed(sock: Any) -> bool:
+    """Return whether a readable socket is at end of file (or broken), without consuming data."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class _GeventWatch:
+    __slots__ = ("_watcher", "_sock", "_on_close")
+
+    def __init__(self, sock: Any, on_close: Callable[[], None]) -> None:
+        from gevent import get_hub
+
+        self._sock = sock
+        self._on_close = on_close
+        self._watcher = get_hub().loop.io(sock.fileno(), 1)
+        self._watcher.start(self._readable)
+
+    def _readable(self) -> None:
+        import gevent
+
+        self._watcher.stop()
+        gevent.spawn(self._check)
+
+    def _check(self) -> None:
+        if _peer_closed(self._sock):
+            self._on_close()
+
+    def cancel(self) -> None:
+        self._watcher.stop()
+        self._watcher.close()
+
+
+class _EpollWatcher:
+    """One epoll thread per process watching every stream socket of a threaded server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epoll = select.epoll()
+        self._watches: dict[int, _EpollWatch] = {}
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="pubsubsse-disconnect", daemon=True)
+        self._thread.start()
+
+    def add(self, watch: _EpollWatch) -> None:
+        with self._lock:
+            self._watches[watch.fd] = watch
+            self._epoll.register(watch.fd, select.EPOLLIN | select.EPOLLRDHUP)
+
+    def remove(self, watch: _EpollWatch) -> None:
+        with self._lock:
+            if self._watches.get(watch.fd) is watch:
+                del self._watches[watch.fd]
+                self._epoll.unregister(watch.fd)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                events = self._epoll.poll(5.0)
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                with self._lock:
+                    watch = self._watches.pop(fd, None)
+                    if watch is not None:
+                        self._epoll.unregister(fd)
+                if watch is not None and _peer_closed(watch.sock):
+                    try:
+                        watch.on_close()
+                    except Exception:
+                        log.exception("closing a stream whose peer went away failed")
+
+
+class _EpollWatch:
+    __slots__ = ("fd", "sock", "on_close", "_owner")
+
+    def __init__(self, owner: _EpollWatcher, sock: Any, on_close: Callable[[], None]) -> None:
+        self.fd = sock.fileno()
+        self.sock = sock
+        self.on_close = on_close
+        self._owner = owner
+        owner.add(self)
+
+    def cancel(self) -> None:
+        self._owner.remove(self)
+
+
+_epoll_watcher: _EpollWatcher | None = None
+_epoll_lock = threading.Lock()
+
+
+def _is_gevent_socket(sock: Any) -> bool:
+    module = type(sock).__module__
+    return module.startswith("gevent.")
+
+
+def watch(sock: Any, on_close: Callable[[], None]) -> Watch | None:
+    """Call ``on_close()`` (once, from another greenlet or thread) when the peer of ``sock`` closes it.
+
+    Returns a handle to cancel, or ``None`` when the socket cannot be watched
+    (then heartbeats alone detect the closed connection).
+    """
+    global _epoll_watcher
+    try:
+        if sock.fileno() < 0:
+            return None
+        if _is_gevent_socket(sock):
+            return _GeventWatch(sock, on_close)
+        if not hasattr(select, "epoll"):
+            return None
+        with _epoll_lock:
+            if _epoll_watcher is None or _epoll_watcher._pid != os.getpid():
+                _epoll_watcher = _EpollWatcher()
+            owner = _epoll_watcher
+        return _EpollWatch(owner, sock, on_close)
+    except (OSError, ValueError, AttributeError):
+        log.debug("socket of type %s cannot be watched; relying on heartbeats", type(sock).__name__)
+        return None

@@ -1,0 +1,74 @@
+"""End open streams promptly when the server stops this process.
+
+gunicorn stops a worker (on shutdown, reload or max-requests) with SIGTERM and
+then waits up to ``graceful_timeout`` for its open requests. An SSE stream
+never finishes by itself, so without help every stopping worker would hang
+for the full timeout and clients would reconnect late. The blueprint
+therefore chains a SIGTERM handler that ends every stream of the services it
+serves (each client's ``EventSource`` reconnects and resumes elsewhere), then
+runs the handler that was installed before (gunicorn's own).
+
+Signal handlers can only be installed from the main thread. gunicorn imports
+the app in the worker's main thread after installing its own handlers, and
+gevent runs every request in the main thread, so both cases are covered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .service import SSEPubSubService
+
+__all__ = ["close_streams_on_sigterm"]
+
+log = logging.getLogger(__name__)
+
+_services: weakref.WeakSet[SSEPubSubService] = weakref.WeakSet()
+_installed_in_pid = 0
+_lock = threading.Lock()
+
+
+def _close_all() -> None:
+    for service in list(_services):
+        service.close()
+
+
+def _handler_chaining(previous: Any) -> Any:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        log.info("SIGTERM: ending open streams so clients reconnect elsewhere")
+        # A thread (a greenlet under gevent): the handler must not take locks itself.
+        threading.Thread(target=_close_all, name="pubsubsse-shutdown", daemon=True).start()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    return on_sigterm
+
+
+def close_streams_on_sigterm(service: SSEPubSubService) -> None:
+    """Make SIGTERM end every stream of ``service`` before the previous handler runs.
+
+    Safe to call often: the handler is installed once per process, and only
+    from the main thread (elsewhere the call just registers the service).
+    """
+    global _installed_in_pid
+    _services.add(service)
+    with _lock:
+        if _installed_in_pid == os.getpid():
+            return
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+            if previous == signal.SIG_IGN:
+                return
+            signal.signal(signal.SIGTERM, _handler_chaining(previous))
+        except ValueError:  # not the main thread: signal handlers cannot be set from here
+            return
+        _installed_in_pid = os.getpid()

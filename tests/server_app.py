@@ -1,0 +1,142 @@
+"""The app the HTTP tests run under real servers, with test-only control routes under /test.
+
+Configured by environment variables so that one module serves every server
+kind: ``PUBSUBSSE_HEARTBEAT``, ``PUBSUBSSE_REPLAY``, ``PUBSUBSSE_QUEUE``,
+``PUBSUBSSE_CLIENT_TIMEOUT`` (``none`` disables), ``PUBSUBSSE_CORS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import threading
+from collections import Counter
+
+from flask import Flask, Response, request
+
+from pubsubsse import SSEPubSubService, Stream, create_blueprint
+
+
+def _env_number(name, default, kind=float):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return None if value == "none" else kind(value)
+
+
+def create_app() -> Flask:
+    service = SSEPubSubService(
+        heartbeat=_env_number("PUBSUBSSE_HEARTBEAT", 15.0),
+        retry=0.5,
+        replay_size=_env_number("PUBSUBSSE_REPLAY", 1000, int),
+        queue_size=_env_number("PUBSUBSSE_QUEUE", 1000, int),
+        client_timeout=_env_number("PUBSUBSSE_CLIENT_TIMEOUT", None),
+    )
+    status_events: Counter = Counter()
+
+    def count_status(client):
+        client.on_status_change.listen(lambda status: status_events.update([(client.id, status.value)]))
+
+    service.on_new_client.listen(count_status)
+    app = Flask(__name__)
+    cors = os.environ.get("PUBSUBSSE_CORS")
+    app.register_blueprint(
+        create_blueprint(service, public_topic_creation=True, cors_origins=cors.split(",") if cors else None),
+        url_prefix=os.environ.get("PUBSUBSSE_PREFIX", ""),
+    )
+    app.register_blueprint(create_blueprint(service, name="locked", public_topic_creation=False,
+                                            private_topics=False, client_removal=False,
+                                            end_streams_on_sigterm=False), url_prefix="/locked")
+
+    def reply(body, status=200):
+        return Response(json.dumps(body), status=status, mimetype="application/json")
+
+    @app.route("/test/ready")
+    def ready():
+        return reply({"pid": os.getpid()})
+
+    @app.route("/test/pub", methods=["POST"])
+    def pub():
+        body = request.get_json()
+        topic = next(
+            (t for c in service.get_clients().values() for t in c.get_all_topics().values() if t.id == body["topic"]),
+            None,
+        ) or service.get_public_topic_by_id(body["topic"])
+        for data in body["data"]:
+            topic.pub(data)
+        return reply({"ok": True})
+
+    @app.route("/test/remove_public_topic", methods=["POST"])
+    def remove_public_topic():
+        service.remove_public_topic(service.get_public_topic_by_id(request.get_json()["topic"]))
+        return reply({"ok": True})
+
+    @app.route("/test/group", methods=["POST"])
+    def group():
+        body = request.get_json()
+        g = service.new_group()
+        for cid in body["members"]:
+            g.add_client(service.get_client_by_id(cid))
+        topic = g.new_topic()
+        return reply({"group": g.id, "topic": topic.id})
+
+    @app.route("/test/remove_client", methods=["POST"])
+    def remove_client():
+        service.remove_client(service.get_client_by_id(request.get_json()["client_id"]))
+        return reply({"ok": True})
+
+    @app.route("/test/state")
+    def state():
+        clients = service.get_clients()
+        return reply(
+            {
+                "clients": {
+                    cid: {
+                        "status": c.status.value,
+                        "subscribed": list(c.get_subscribed_topics()),
+                        "topics": list(c.get_all_topics()),
+                    }
+                    for cid, c in clients.items()
+                },
+                "public_topics": list(service.get_public_topics()),
+                "groups": list(service.get_groups()),
+                "status_events": [[cid, status, n] for (cid, status), n in status_events.items()],
+            }
+        )
+
+    @app.route("/test/stats")
+    def stats():
+        gc.collect()
+        greenlets = 0
+        if "gevent" in sys.modules:
+            from greenlet import greenlet
+
+            greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet))
+        return reply(
+            {
+                "threads": threading.active_count(),
+                "greenlets": greenlets,
+                "streams": sum(1 for o in gc.get_objects() if isinstance(o, Stream)),
+                "clients": len(service.get_clients()),
+                "receiving": sum(1 for c in service.get_clients().values() if c.status.value == "receiving"),
+            }
+        )
+
+    return app
+
+
+def main() -> None:
+    """Run under Werkzeug's threaded server: ``python -m tests.server_app --port N``."""
+    from werkzeug.serving import run_simple
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    run_simple("127.0.0.1", args.port, create_app(), threaded=True)
+
+
+if __name__ == "__main__":
+    main()

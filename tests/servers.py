@@ -1,0 +1,81 @@
+"""Real HTTP servers on 127.0.0.1 with a free port, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.server_app:create_app()"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]:
+    bind = f"127.0.0.1:{port}"
+    if kind == "gevent":
+        return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", bind,
+                "--graceful-timeout", "30", "--timeout", "60", "--log-level", "warning", app]
+    if kind == "gthread":
+        return [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "128", "-w", str(workers),
+                "-b", bind, "--graceful-timeout", "30", "--log-level", "warning", app]
+    if kind == "threaded":
+        return [sys.executable, "-m", "tests.server_app", "--port", str(port)]
+    raise ValueError(kind)
+
+
+class Server:
+    def __init__(self, kind: str, env: dict[str, str] | None = None, app: str = APP, workers: int = 1) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix=f"pubsubsse-{kind}-", suffix=".log", delete=False)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            command(kind, self.port, app, workers), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited: {self.output()}")
+            try:
+                if httpx.get(self.base + "/test/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.kind} server did not start: {self.output()}")
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-5000:]
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        os.unlink(self.log.name)

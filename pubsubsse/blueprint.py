@@ -115,14 +115,14 @@ def _parse_body(limit: int) -> dict[str, str]:
     raise _Refused(415, "unsupported body: send a query string, a form or a JSON object")
 
 
-def _params(limit: int) -> dict[str, str]:
+def _params(max_query_length: int, max_body_size: int) -> dict[str, str]:
     """Return the request's parameters; the query string wins over the body."""
-    if len(request.query_string) > limit:
+    if len(request.query_string) > max_query_length:
         raise _Refused(414, "query string too long")
     query = _parse_urlencoded(request.query_string, "query string")
     if request.method != "POST":
         return query
-    return {**_parse_body(limit), **query}
+    return {**_parse_body(max_body_size), **query}
 
 
 class _EventStreamBody:
@@ -153,7 +153,8 @@ def create_blueprint(
     client_removal: bool = True,
     authorize: Authorize | None = None,
     cors_origins: str | Iterable[str] | None = None,
-    max_request_size: int = 16384,
+    max_query_length: int = 2048,
+    max_body_size: int = 16384,
     end_streams_on_sigterm: bool = True,
 ) -> Blueprint:
     """Return a Flask blueprint serving ``service`` over HTTP (PROTOCOL.md).
@@ -189,8 +190,12 @@ def create_blueprint(
         list such as ``["https://app.example.com"]``. Preflight requests
         are answered, allowing the ``Last-Event-ID`` and ``Content-Type``
         headers. ``None`` (the default) sends no CORS headers.
-    ``max_request_size`` (bytes, default 16384)
-        Longer query strings get 414, larger bodies 413.
+    ``max_query_length`` (bytes, default 2048)
+        Longer query strings get 414. Servers have their own, earlier limit
+        on the request line (gunicorn: ``--limit-request-line``, 4094) and
+        answer it themselves.
+    ``max_body_size`` (bytes, default 16384)
+        Larger POST bodies get 413.
     ``end_streams_on_sigterm`` (default ``True``)
         When the process receives SIGTERM (gunicorn stopping or reloading a
         worker), end every open stream at once so clients reconnect to
@@ -212,7 +217,7 @@ def create_blueprint(
                 try:
                     if not enabled:
                         raise _Refused(403, "forbidden")
-                    return view(_params(max_request_size))
+                    return view(_params(max_query_length, max_body_size))
                 except _Refused as refused:
                     return _error(refused.status, refused.message)
                 except PubSubError as error:

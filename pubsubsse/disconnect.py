@@ -106,11 +106,16 @@ class _EpollWatcher:
                     watch = self._watches.pop(fd, None)
                     if watch is not None:
                         self._epoll.unregister(fd)
-                if watch is not None and _peer_closed(watch.sock):
-                    try:
-                        watch.on_close()
-                    except Exception:
-                        log.exception("closing a stream whose peer went away failed")
+                if watch is not None:
+                    self._handle(watch)
+
+    def _handle(self, watch: _EpollWatch) -> None:
+        # A method of its own so that no loop variable keeps the last stream alive.
+        if _peer_closed(watch.sock):
+            try:
+                watch.on_close()
+            except Exception:
+                log.exception("closing a stream whose peer went away failed")
 
 
 class _EpollWatch:

@@ -47,9 +47,17 @@ def create_app() -> Flask:
         create_blueprint(service, public_topic_creation=True, cors_origins=cors.split(",") if cors else None),
         url_prefix=os.environ.get("PUBSUBSSE_PREFIX", ""),
     )
-    app.register_blueprint(create_blueprint(service, name="locked", public_topic_creation=False,
-                                            private_topics=False, client_removal=False,
-                                            end_streams_on_sigterm=False), url_prefix="/locked")
+    app.register_blueprint(
+        create_blueprint(
+            service,
+            name="locked",
+            public_topic_creation=False,
+            private_topics=False,
+            client_removal=False,
+            end_streams_on_sigterm=False,
+        ),
+        url_prefix="/locked",
+    )
 
     def reply(body, status=200):
         return Response(json.dumps(body), status=status, mimetype="application/json")

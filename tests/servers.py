@@ -26,11 +26,43 @@ def free_port() -> int:
 def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]:
     bind = f"127.0.0.1:{port}"
     if kind == "gevent":
-        return [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", bind,
-                "--graceful-timeout", "30", "--timeout", "60", "--log-level", "warning", app]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            str(workers),
+            "-b",
+            bind,
+            "--graceful-timeout",
+            "30",
+            "--timeout",
+            "60",
+            "--log-level",
+            "warning",
+            app,
+        ]
     if kind == "gthread":
-        return [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "128", "-w", str(workers),
-                "-b", bind, "--graceful-timeout", "30", "--log-level", "warning", app]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "128",
+            "-w",
+            str(workers),
+            "-b",
+            bind,
+            "--graceful-timeout",
+            "30",
+            "--log-level",
+            "warning",
+            app,
+        ]
     if kind == "threaded":
         return [sys.executable, "-m", "tests.server_app", "--port", str(port)]
     raise ValueError(kind)
@@ -41,7 +73,9 @@ class Server:
         self.kind = kind
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix=f"pubsubsse-{kind}-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix=f"pubsubsse-{kind}-", suffix=".log", delete=False
+        )
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             command(kind, self.port, app, workers), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT

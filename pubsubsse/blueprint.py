@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Callable, Union
 from urllib.parse import parse_qsl
 
-from flask import Blueprint, Request, Response, request
+from flask import Blueprint, Request, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from . import shutdown
@@ -46,6 +47,7 @@ ACTIONS = (
 Authorize = Callable[[Request, str, Union[Client, None], Union[Topic, None]], bool]
 
 _MAX_ID_LENGTH = 64
+_STATIC = Path(__file__).resolve().parent / "static"
 
 _ERROR_MESSAGES: dict[type[PubSubError], str] = {
     ClientNotFound: "client not found",
@@ -156,6 +158,7 @@ def create_blueprint(
     max_query_length: int = 2048,
     max_body_size: int = 16384,
     end_streams_on_sigterm: bool = True,
+    serve_client: bool = True,
 ) -> Blueprint:
     """Return a Flask blueprint serving ``service`` over HTTP (PROTOCOL.md).
 
@@ -201,6 +204,10 @@ def create_blueprint(
         worker), end every open stream at once so clients reconnect to
         another worker instead of holding this one until its graceful
         timeout. See :mod:`pubsubsse.shutdown`.
+    ``serve_client`` (default ``True``)
+        Serve the browser client at ``pubsubsse.js`` (below the blueprint's
+        prefix), so ``<script src="/sse/pubsubsse.js">`` works without copying
+        the file.
     """
     if authorize is not None and not callable(authorize):
         raise TypeError("authorize must be a callable(request, action, client, topic) -> bool")
@@ -321,6 +328,12 @@ def create_blueprint(
         response.headers["Cache-Control"] = "no-cache, no-transform"
         response.headers["X-Accel-Buffering"] = "no"
         return response
+
+    if serve_client:
+
+        @bp.route("/pubsubsse.js", methods=["GET"])
+        def client_script() -> Response:
+            return send_from_directory(_STATIC, "pubsubsse.js", mimetype="text/javascript", max_age=300)
 
     if cors_origins is not None:
 

@@ -1,0 +1,152 @@
+"""The pubsubsse demo: a Flask app on the in-process service, served by gunicorn with gevent.
+
+    python3 -m gunicorn -k gevent -b 127.0.0.1:8080 example.app:app
+
+Like the Go example, every new client is subscribed to a public "Ticker" topic fed by a periodic
+publisher. The page also creates public and private topics, joins a group with its own topic,
+subscribes and unsubscribes, and publishes messages, all through the protocol's endpoints plus a
+few demo routes under /demo (topic names and publishing are the app's business, not the protocol's).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+
+from flask import Flask, jsonify, render_template, request
+
+from pubsubsse import SSEPubSubService, Topic, create_blueprint
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = float(os.environ.get("DEMO_TICK_SECONDS", "1"))
+MAX_NAME = 40
+MAX_TEXT = 500
+
+
+def create_app() -> Flask:
+    service = SSEPubSubService(
+        heartbeat=float(os.environ.get("PUBSUBSSE_HEARTBEAT", "15")),
+        retry=float(os.environ.get("PUBSUBSSE_RETRY", "2")),
+        client_timeout=120,
+    )
+    names: dict[str, str] = {}
+    names_lock = threading.Lock()
+
+    def named(topic: Topic, name: str) -> Topic:
+        with names_lock:
+            names[topic.id] = name
+        return topic
+
+    ticker = named(service.new_public_topic(), "Ticker")
+    named(service.new_public_topic(), "Announcements")
+    lobby = service.new_group()
+    named(lobby.new_topic(), "Lobby chat")
+    service.on_new_client.listen(lambda client: client.sub(ticker))
+
+    def forget(topic: Topic) -> None:
+        with names_lock:
+            names.pop(topic.id, None)
+
+    service.on_remove_public_topic.listen(forget)
+
+    def publish_ticks() -> None:
+        value = 100.0
+        n = 0
+        while True:
+            time.sleep(TICK_SECONDS)
+            n += 1
+            value = max(1.0, value + random.gauss(0, 1.5) + math.sin(n / 9))
+            ticker.pub({"n": n, "value": round(value, 2), "at": time.time()})
+
+    threading.Thread(target=publish_ticks, name="demo-ticker", daemon=True).start()
+
+    app = Flask(__name__)
+    app.register_blueprint(create_blueprint(service, public_topic_creation=True))
+    app.extensions["pubsubsse"] = service
+
+    def error(message: str, status: int = 400):
+        return jsonify({"ok": "false", "error": message}), status
+
+    def form() -> dict[str, str]:
+        data = request.get_json(silent=True) if request.is_json else request.form
+        return {k: v for k, v in (data or {}).items() if isinstance(v, str)}
+
+    def client_or_none(params: dict[str, str]):
+        return service.get_client_by_id(params.get("client_id", ""))
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", ticker_id=ticker.id)
+
+    @app.get("/demo/names")
+    def topic_names():
+        client = client_or_none(request.args)
+        if client is None:
+            return error("client not found")
+        visible = client.get_all_topics()
+        with names_lock:
+            return jsonify({tid: names.get(tid, tid[:10]) for tid in visible})
+
+    @app.post("/demo/topic/public")
+    def create_public_topic():
+        name = form().get("name", "").strip()[:MAX_NAME] or "Untitled"
+        topic = named(service.new_public_topic(), name)
+        return jsonify({"ok": "true", "topic_id": topic.id})
+
+    @app.post("/demo/topic/public/remove")
+    def remove_public_topic():
+        topic = service.get_public_topic_by_id(form().get("topic", ""))
+        if topic is None:
+            return error("topic not found")
+        if topic is ticker:
+            return error("the ticker stays", 403)
+        service.remove_public_topic(topic)
+        return jsonify({"ok": "true"})
+
+    @app.post("/demo/topic/private")
+    def create_private_topic():
+        params = form()
+        client = client_or_none(params)
+        if client is None:
+            return error("client not found")
+        name = params.get("name", "").strip()[:MAX_NAME] or "Private notes"
+        topic = named(client.new_private_topic(), name)
+        return jsonify({"ok": "true", "topic_id": topic.id})
+
+    @app.post("/demo/group/<action>")
+    def group_membership(action: str):
+        client = client_or_none(form())
+        if client is None:
+            return error("client not found")
+        if action == "join":
+            lobby.add_client(client)
+        elif action == "leave":
+            lobby.remove_client(client)
+        else:
+            return error("unknown action", 404)
+        return jsonify({"ok": "true"})
+
+    @app.post("/demo/publish")
+    def publish():
+        params = form()
+        client = client_or_none(params)
+        if client is None:
+            return error("client not found")
+        topic = client.get_topic_by_id(params.get("topic", ""))
+        if topic is None:
+            return error("topic not found")
+        text = params.get("text", "").strip()[:MAX_TEXT]
+        if not text:
+            return error("empty message")
+        topic.pub({"from": client.id[2:8], "text": text, "at": time.time()})
+        return jsonify({"ok": "true"})
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,276 @@
+/*! pubsubsse.js: browser client for pubsubsse (and the Go PubSub-SSE protocol). MIT licence. No dependencies.
+ *
+ *   const ps = new PubSubSSE({ baseUrl: "/sse" });
+ *   ps.on("topics", (topics) => render(topics));        // Map id -> {id, type, subscribed}
+ *   ps.on("update", (topicId, data) => show(topicId, data));
+ *   ps.on("status", (status) => badge(status));          // connecting | open | reconnecting | closed
+ *   await ps.start();
+ *   await ps.subscribe(topicId);
+ *
+ * It registers a client (/add/user) once per tab, opens the EventSource, keeps the topic catalog and the
+ * subscription state from the `sys` messages, resumes after network drops (EventSource sends Last-Event-ID),
+ * and registers a new client, re-subscribing what it can, when the server no longer knows the old one.
+ */
+(function (root) {
+  "use strict";
+
+  var STATUS = { CONNECTING: "connecting", OPEN: "open", RECONNECTING: "reconnecting", CLOSED: "closed" };
+
+  function PubSubSSE(options) {
+    options = options || {};
+    this.baseUrl = (options.baseUrl || "").replace(/\/+$/, "");
+    this.storage = options.storage === undefined ? safeSessionStorage() : options.storage;
+    this.storageKey = "pubsubsse:client:" + (this.baseUrl || "/");
+    this.resubscribe = options.resubscribe !== false;
+    this.maxBackoff = options.maxBackoff || 30000;
+    this.clientId = null;
+    this.status = STATUS.CLOSED;
+    this.lastEventId = null;
+    /** Map of topic id -> {id, type, subscribed}; in the server's order (public, group, private). */
+    this.topics = new Map();
+    this._wanted = new Set(); // topics the app asked for, restored after re-registration
+    this._listeners = {};
+    this._source = null;
+    this._stopped = true;
+    this._backoff = 500;
+    this._timer = null;
+  }
+
+  function safeSessionStorage() {
+    try { return root.sessionStorage; } catch (e) { return null; }
+  }
+
+  PubSubSSE.STATUS = STATUS;
+
+  /** Listen to "topics", "subscribed", "unsubscribed", "update", "status", "message" or "error". */
+  PubSubSSE.prototype.on = function (event, fn) {
+    (this._listeners[event] = this._listeners[event] || []).push(fn);
+    return this;
+  };
+
+  PubSubSSE.prototype.off = function (event, fn) {
+    var list = this._listeners[event] || [];
+    var i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  };
+
+  PubSubSSE.prototype._emit = function (event) {
+    var args = Array.prototype.slice.call(arguments, 1);
+    (this._listeners[event] || []).slice().forEach(function (fn) {
+      try { fn.apply(null, args); } catch (e) { if (root.console) root.console.error(e); }
+    });
+  };
+
+  PubSubSSE.prototype._setStatus = function (status) {
+    if (this.status !== status) {
+      this.status = status;
+      this._emit("status", status);
+    }
+  };
+
+  /** Call an endpoint; resolves with the JSON answer, rejects with an Error carrying .status and .body. */
+  PubSubSSE.prototype.call = function (path, params) {
+    var body = new URLSearchParams(params || {});
+    return fetch(this.baseUrl + path, { method: "POST", body: body, credentials: "same-origin" })
+      .then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (json) {
+          if (response.ok && json.ok === "true") return json;
+          var error = new Error(json.error || ("HTTP " + response.status));
+          error.status = response.status;
+          error.body = json;
+          throw error;
+        });
+      });
+  };
+
+  /** Register (or reuse this tab's client) and open the stream. Resolves once registered. */
+  PubSubSSE.prototype.start = function () {
+    var self = this;
+    this._stopped = false;
+    this._setStatus(STATUS.CONNECTING);
+    var stored = this.storage ? this.storage.getItem(this.storageKey) : null;
+    return this._claim(stored).then(function (ownId) {
+      return ownId ? ownId : self._register();
+    }).then(function (id) {
+      self._useClient(id);
+      self._open(false);
+      return id;
+    });
+  };
+
+  /** Close the stream; the client stays registered on the server until it times out. */
+  PubSubSSE.prototype.stop = function () {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    if (this._source) this._source.close();
+    this._source = null;
+    this._setStatus(STATUS.CLOSED);
+  };
+
+  PubSubSSE.prototype.subscribe = function (topicId) {
+    this._wanted.add(topicId);
+    return this._withClient("/sub", { topic: topicId });
+  };
+
+  PubSubSSE.prototype.unsubscribe = function (topicId) {
+    this._wanted.delete(topicId);
+    return this._withClient("/unsub", { topic: topicId });
+  };
+
+  PubSubSSE.prototype.createPrivateTopic = function () {
+    return this._withClient("/add/topic/private/", {}).then(function (json) { return json.topic_id; });
+  };
+
+  PubSubSSE.prototype.removePrivateTopic = function (topicId) {
+    return this._withClient("/remove/topic/private/", { topic: topicId });
+  };
+
+  PubSubSSE.prototype._withClient = function (path, params) {
+    var self = this;
+    var attempt = function () {
+      return self.call(path, Object.assign({ client_id: self.clientId }, params));
+    };
+    return attempt().catch(function (error) {
+      if (error.status === 400 && error.body && error.body.error === "client not found") {
+        return self._reRegister().then(attempt);
+      }
+      throw error;
+    });
+  };
+
+  // A duplicated tab inherits sessionStorage: ask the other tabs whether the stored id is in use.
+  PubSubSSE.prototype._claim = function (id) {
+    var self = this;
+    if (!id || typeof BroadcastChannel === "undefined") return Promise.resolve(id);
+    if (!this._channel) {
+      this._channel = new BroadcastChannel("pubsubsse");
+      this._channel.onmessage = function (event) {
+        var message = event.data || {};
+        if (message.who && message.who === self.clientId) self._channel.postMessage({ mine: message.who });
+      };
+    }
+    return new Promise(function (resolve) {
+      var taken = false;
+      var listener = function (event) { if (event.data && event.data.mine === id) taken = true; };
+      self._channel.addEventListener("message", listener);
+      self._channel.postMessage({ who: id });
+      setTimeout(function () {
+        self._channel.removeEventListener("message", listener);
+        resolve(taken ? null : id);
+      }, 80);
+    });
+  };
+
+  PubSubSSE.prototype._register = function () {
+    return this.call("/add/user").then(function (json) { return json.client_id; });
+  };
+
+  PubSubSSE.prototype._useClient = function (id) {
+    this.clientId = id;
+    if (this.storage) this.storage.setItem(this.storageKey, id);
+  };
+
+  PubSubSSE.prototype._reRegister = function () {
+    var self = this;
+    if (!this._registering) {
+      this._registering = this._register().then(function (id) {
+        self._useClient(id);
+        self.lastEventId = null;
+        self._emit("registered", id);
+        if (self._source) self._open(false);
+        return id;
+      }).finally(function () { self._registering = null; });
+    }
+    return this._registering;
+  };
+
+  PubSubSSE.prototype._open = function (resume) {
+    var self = this;
+    if (this._source) this._source.close();
+    var url = this.baseUrl + "/event?client_id=" + encodeURIComponent(this.clientId);
+    if (resume && this.lastEventId) url += "&last_event_id=" + encodeURIComponent(this.lastEventId);
+    var source = new EventSource(url);
+    this._source = source;
+    source.onopen = function () {
+      self._backoff = 500;
+      self._setStatus(STATUS.OPEN);
+    };
+    source.onmessage = function (event) {
+      if (event.lastEventId) self.lastEventId = event.lastEventId;
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { self._emit("error", e); return; }
+      self._handle(message);
+    };
+    source.onerror = function () {
+      if (self._stopped || self._source !== source) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        self._setStatus(STATUS.RECONNECTING); // the browser resumes by itself with Last-Event-ID
+        return;
+      }
+      // CLOSED: the server refused the stream (most often: it no longer knows this client).
+      source.close();
+      self._setStatus(STATUS.RECONNECTING);
+      self._scheduleRecovery();
+    };
+  };
+
+  PubSubSSE.prototype._scheduleRecovery = function () {
+    var self = this;
+    clearTimeout(this._timer);
+    this._timer = setTimeout(function () {
+      if (self._stopped) return;
+      self._reRegister().catch(function () {
+        self._backoff = Math.min(self._backoff * 2, self.maxBackoff);
+        self._scheduleRecovery();
+      });
+    }, this._backoff);
+  };
+
+  PubSubSSE.prototype._handle = function (message) {
+    var self = this;
+    var sys = message.sys || [];
+    var kinds = sys.map(function (item) { return item.type; });
+    var isInit = kinds.indexOf("topics") >= 0 && kinds.indexOf("subscribed") >= 0;
+    var restore = [];
+    sys.forEach(function (item) {
+      var list = item.list || [];
+      if (item.type === "topics") {
+        var next = new Map();
+        list.forEach(function (t) {
+          var old = self.topics.get(t.id);
+          next.set(t.id, { id: t.id, type: t.type, subscribed: old ? old.subscribed && !isInit : false });
+        });
+        self.topics = next;
+        self._emit("topics", self.topics);
+      } else if (item.type === "subscribed" || item.type === "unsubscribed") {
+        var on = item.type === "subscribed";
+        list.forEach(function (t) {
+          var topic = self.topics.get(t.id);
+          if (topic) topic.subscribed = on;
+          // Remember what this client should be subscribed to, so a re-registered client can restore it.
+          // An "unsubscribed" for a topic that vanished (removed topic or client) keeps the wish.
+          if (on) self._wanted.add(t.id);
+          else if (topic) self._wanted.delete(t.id);
+        });
+        self._emit(item.type, list.map(function (t) { return t.id; }));
+        self._emit("topics", self.topics);
+      }
+    });
+    if (isInit && this.resubscribe) {
+      this._wanted.forEach(function (id) {
+        var topic = self.topics.get(id);
+        if (!topic) self._wanted.delete(id);
+        else if (!topic.subscribed) restore.push(id);
+      });
+      restore.forEach(function (id) { self.subscribe(id).catch(function (e) { self._emit("error", e); }); });
+    }
+    (message.updates || []).forEach(function (update) {
+      self._emit("update", update.topic, update.data);
+    });
+    this._emit("message", message);
+  };
+
+  if (typeof module === "object" && module.exports) module.exports = PubSubSSE;
+  else root.PubSubSSE = PubSubSSE;
+})(typeof self !== "undefined" ? self : this);

@@ -1,0 +1,170 @@
+"""The demo page and the browser client in headless Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .http_helpers import http
+from .servers import ROOT, Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT = ROOT / "artifacts" / "demo.png"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    srv = Server(
+        "gevent",
+        app="tests.demo_app:app",
+        env={"DEMO_TICK_SECONDS": "0.25", "PUBSUBSSE_RETRY": "0.3", "PUBSUBSSE_HEARTBEAT": "2"},
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-quic",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, demo):
+    context = browser.new_context(viewport={"width": 1360, "height": 820})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(demo.url("/"))
+    page.wait_for_selector('[data-testid="status"]:text("open")')
+    yield page
+    context.close()
+    assert errors == []
+
+
+def topic_row(page, name):
+    return page.locator(f'li[data-testid="topic"][data-name="{name}"]')
+
+
+def ticker_n(page):
+    return int(page.inner_text('[data-testid="ticker-n"]'))
+
+
+def test_demo_page_flow(page, demo):
+    assert page.inner_text('[data-testid="client-id"]').startswith("C-")
+    assert topic_row(page, "Ticker").get_attribute("class") == "subscribed"
+    assert topic_row(page, "Announcements").count() == 1
+    page.wait_for_function("() => Number(document.querySelector('[data-testid=ticker-n]').textContent) >= 3")
+
+    page.fill('[data-testid="topic-name"]', "Sports")
+    page.click('[data-testid="create-public"]')
+    sports = topic_row(page, "Sports")
+    sports.wait_for()
+    assert sports.locator(".type").text_content() == "public"
+
+    sports.locator('[data-testid="toggle"]').click()
+    page.wait_for_selector('li[data-name="Sports"].subscribed')
+    page.select_option('[data-testid="publish-topic"]', sports.get_attribute("data-topic"))
+    page.fill('[data-testid="publish-text"]', "goal <b>&amp; 😀")
+    page.click('[data-testid="publish-send"]')
+    item = page.locator('[data-testid="feed-item"]').first
+    item.locator(".text").wait_for()
+    assert item.locator(".text").inner_text().endswith(": goal <b>&amp; 😀")
+    assert item.locator(".meta").inner_text().startswith("Sports")
+
+    topic_row(page, "Sports").locator('[data-testid="toggle"]').click()
+    page.wait_for_selector('li[data-name="Sports"]:not(.subscribed)')
+    feed_before = page.locator('[data-testid="feed-item"]').count()
+    page.fill('[data-testid="publish-text"]', "nobody hears this")
+    page.click('[data-testid="publish-send"]')
+    announcements = topic_row(page, "Announcements")
+    announcements.locator('[data-testid="toggle"]').click()
+    page.wait_for_selector('li[data-name="Announcements"].subscribed')
+    http.post(demo.url("/test/pub"), json={"topic": announcements.get_attribute("data-topic"), "data": ["marker"]})
+    page.wait_for_selector('[data-testid="feed-item"] .text:text-is("\\"marker\\"")')
+    assert page.locator('[data-testid="feed-item"]').count() == feed_before + 1
+
+    new_topic = http.post(demo.url("/add/topic/public/")).json()["topic_id"]  # the server adds a topic
+    page.wait_for_selector(f'li[data-topic="{new_topic}"]')
+    topic_row(page, "Sports").locator('[data-testid="remove"]').click()  # the server removes one
+    page.wait_for_selector('li[data-name="Sports"]', state="detached")
+
+    page.click('[data-testid="create-private"]')
+    page.wait_for_selector('li[data-testid="topic"] .type-private')
+    page.click('[data-testid="group-toggle"]')
+    topic_row(page, "Lobby chat").wait_for()
+    assert topic_row(page, "Lobby chat").locator(".type").text_content() == "group"
+    page.click('[data-testid="group-toggle"]')
+    page.wait_for_selector('li[data-name="Lobby chat"]', state="detached")
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.click('[data-testid="group-toggle"]')
+    topic_row(page, "Lobby chat").wait_for()
+    page.wait_for_function("() => Number(document.querySelector('[data-testid=ticker-n]').textContent) >= 12")
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 20000
+
+
+def test_page_survives_a_server_side_drop_without_loss(page, demo):
+    announcements = topic_row(page, "Announcements")
+    announcements.locator('[data-testid="toggle"]').click()
+    page.wait_for_selector('li[data-name="Announcements"].subscribed')
+    topic = announcements.get_attribute("data-topic")
+    client_id = page.evaluate("window.demo.clientId")
+    http.post(demo.url("/test/drop"))
+    http.post(demo.url("/test/pub"), json={"topic": topic, "data": [f"m{i}" for i in range(20)]})
+    page.wait_for_selector('[data-testid="feed-item"] .text:text-is("\\"m19\\"")')
+    texts = page.eval_on_selector_all('[data-testid="feed-item"] .text', "els => els.map(e => e.textContent)")
+    received = [t.strip('"') for t in reversed(texts) if t.startswith('"m')]
+    assert received == [f"m{i}" for i in range(20)]
+    assert page.evaluate("window.demo.clientId") == client_id  # resumed, not re-registered
+    page.wait_for_selector('[data-testid="status"]:text("open")')
+
+
+def test_page_recovers_after_the_server_forgets_the_client(page, demo):
+    announcements = topic_row(page, "Announcements")
+    announcements.locator('[data-testid="toggle"]').click()
+    page.wait_for_selector('li[data-name="Announcements"].subscribed')
+    old_id = page.evaluate("window.demo.clientId")
+    http.post(demo.url("/test/forget"), json={"client_id": old_id})
+    page.wait_for_function(f"() => window.demo.clientId && window.demo.clientId !== '{old_id}'")
+    new_id = page.evaluate("window.demo.clientId")
+    page.wait_for_selector(f'[data-testid="client-id"]:text("{new_id[:10]}")')
+    page.wait_for_selector('li[data-name="Announcements"].subscribed')  # re-subscribed by the client
+    n = ticker_n(page)
+    page.wait_for_function(f"() => Number(document.querySelector('[data-testid=ticker-n]').textContent) > {n}")
+    page.wait_for_selector('[data-testid="status"]:text("open")')
+
+
+def test_a_client_written_for_the_go_server_works_unchanged(browser, demo):
+    page = browser.new_page()
+    try:
+        page.goto(demo.url("/test/go-client.html"))
+        page.wait_for_function("() => window.log.filter(e => e.data && e.data.value).length >= 2", timeout=15000)
+        log = page.evaluate("window.log")
+        assert log[0]["sys"] == "topics" and log[0]["n"] >= 2  # Ticker, Announcements, and any created since
+        assert log[1] == {"sys": "subscribed", "n": 1}  # the Ticker, as in the Go example
+        assert all("topic" in e for e in log[2:])
+    finally:
+        page.close()

@@ -130,6 +130,8 @@ def _params(max_query_length: int, max_body_size: int) -> dict[str, str]:
 class _EventStreamBody:
     """The WSGI body of an ``/event`` response: the stream's chunks, closed on disconnect."""
 
+    __slots__ = ("_stream", "_sock", "_watch")
+
     def __init__(self, stream: Stream, sock: Any) -> None:
         self._stream = stream
         self._sock = sock

@@ -12,7 +12,7 @@ import enum
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .events import EventManager
+from .events import EventAttribute
 
 if TYPE_CHECKING:
     from .service import SSEPubSubService
@@ -73,12 +73,18 @@ class Topic:
         "_group",
         "_subscribers",
         "_removed",
-        "on_new_client",
-        "on_new_sub_of_client",
-        "on_pub",
-        "on_remove_client",
-        "on_unsub_of_client",
+        "_on_new_client",
+        "_on_new_sub_of_client",
+        "_on_pub",
+        "_on_remove_client",
+        "_on_unsub_of_client",
     )
+
+    on_new_client = EventAttribute("A client can now see this topic (``Client``).")
+    on_new_sub_of_client = EventAttribute("A client subscribed to this topic (``Client``).")
+    on_pub = EventAttribute("Data was published to this topic (the data as given to :meth:`pub`).")
+    on_remove_client = EventAttribute("A client can no longer see this topic (``Client``).")
+    on_unsub_of_client = EventAttribute("A client unsubscribed from this topic, explicitly or implicitly (``Client``).")
 
     def __init__(
         self,
@@ -95,16 +101,6 @@ class Topic:
         self._group = group
         self._subscribers: dict[str, Client] = {}
         self._removed = False
-        #: A client can now see this topic (``Client``).
-        self.on_new_client: EventManager[Client] = EventManager("topic.on_new_client")
-        #: A client subscribed to this topic (``Client``).
-        self.on_new_sub_of_client: EventManager[Client] = EventManager("topic.on_new_sub_of_client")
-        #: Data was published to this topic (the data as given to :meth:`pub`).
-        self.on_pub: EventManager[Any] = EventManager("topic.on_pub")
-        #: A client can no longer see this topic (``Client``).
-        self.on_remove_client: EventManager[Client] = EventManager("topic.on_remove_client")
-        #: A client unsubscribed from this topic, explicitly or implicitly (``Client``).
-        self.on_unsub_of_client: EventManager[Client] = EventManager("topic.on_unsub_of_client")
 
     def __repr__(self) -> str:
         return f"<Topic {self._id} {self._type.value}{' removed' if self._removed else ''}>"
@@ -152,11 +148,16 @@ class Group:
         "_topics",
         "_members",
         "_removed",
-        "on_new_client",
-        "on_new_group_topic",
-        "on_remove_client",
-        "on_remove_group_topic",
+        "_on_new_client",
+        "_on_new_group_topic",
+        "_on_remove_client",
+        "_on_remove_group_topic",
     )
+
+    on_new_client = EventAttribute("A client joined the group (``Client``).")
+    on_new_group_topic = EventAttribute("A topic was created in the group (``Topic``).")
+    on_remove_client = EventAttribute("A client left the group (``Client``).")
+    on_remove_group_topic = EventAttribute("A topic of the group was removed (``Topic``).")
 
     def __init__(self, service: SSEPubSubService, group_id: str) -> None:
         self._service = service
@@ -164,14 +165,6 @@ class Group:
         self._topics: dict[str, Topic] = {}
         self._members: dict[str, Client] = {}
         self._removed = False
-        #: A client joined the group (``Client``).
-        self.on_new_client: EventManager[Client] = EventManager("group.on_new_client")
-        #: A topic was created in the group (``Topic``).
-        self.on_new_group_topic: EventManager[Topic] = EventManager("group.on_new_group_topic")
-        #: A client left the group (``Client``).
-        self.on_remove_client: EventManager[Client] = EventManager("group.on_remove_client")
-        #: A topic of the group was removed (``Topic``).
-        self.on_remove_group_topic: EventManager[Topic] = EventManager("group.on_remove_group_topic")
 
     def __repr__(self) -> str:
         return f"<Group {self._id}{' removed' if self._removed else ''}>"
@@ -251,20 +244,34 @@ class Client:
         "_removed",
         "_mailbox",
         "_waiting_since",
-        "on_status_change",
-        "on_new_topic",
-        "on_new_public_topic",
-        "on_new_private_topic",
-        "on_new_group_topic",
-        "on_new_group",
-        "on_sub_to_topic",
-        "on_remove_topic",
-        "on_remove_public_topic",
-        "on_remove_private_topic",
-        "on_remove_group_topic",
-        "on_remove_group",
-        "on_unsub_from_topic",
+        "_on_status_change",
+        "_on_new_topic",
+        "_on_new_public_topic",
+        "_on_new_private_topic",
+        "_on_new_group_topic",
+        "_on_new_group",
+        "_on_sub_to_topic",
+        "_on_remove_topic",
+        "_on_remove_public_topic",
+        "_on_remove_private_topic",
+        "_on_remove_group_topic",
+        "_on_remove_group",
+        "_on_unsub_from_topic",
     )
+
+    on_status_change = EventAttribute("The connection status changed (the new ``Status``).")
+    on_new_topic = EventAttribute("The client can see a new topic of any type (``Topic``).")
+    on_new_public_topic = EventAttribute("A public topic was created (``Topic``).")
+    on_new_private_topic = EventAttribute("A private topic of this client was created (``Topic``).")
+    on_new_group_topic = EventAttribute("The client can see a new group topic (``GroupTopic``).")
+    on_new_group = EventAttribute("The client joined a group (``Group``).")
+    on_sub_to_topic = EventAttribute("The client subscribed to a topic (``Topic``).")
+    on_remove_topic = EventAttribute("The client can no longer see a topic of any type (``Topic``).")
+    on_remove_public_topic = EventAttribute("A public topic was removed (``Topic``).")
+    on_remove_private_topic = EventAttribute("A private topic of this client was removed (``Topic``).")
+    on_remove_group_topic = EventAttribute("The client can no longer see a group topic (``GroupTopic``).")
+    on_remove_group = EventAttribute("The client left a group (``Group``).")
+    on_unsub_from_topic = EventAttribute("The client unsubscribed from a topic, explicitly or implicitly (``Topic``).")
 
     def __init__(self, service: SSEPubSubService, client_id: str, mailbox: Mailbox, now: float) -> None:
         self._service = service
@@ -276,32 +283,6 @@ class Client:
         self._removed = False
         self._mailbox = mailbox
         self._waiting_since = now
-        #: The connection status changed (the new ``Status``).
-        self.on_status_change: EventManager[Status] = EventManager("client.on_status_change")
-        #: The client can see a new topic of any type (``Topic``).
-        self.on_new_topic: EventManager[Topic] = EventManager("client.on_new_topic")
-        #: A public topic was created (``Topic``).
-        self.on_new_public_topic: EventManager[Topic] = EventManager("client.on_new_public_topic")
-        #: A private topic of this client was created (``Topic``).
-        self.on_new_private_topic: EventManager[Topic] = EventManager("client.on_new_private_topic")
-        #: The client can see a new group topic (``GroupTopic``).
-        self.on_new_group_topic: EventManager[GroupTopic] = EventManager("client.on_new_group_topic")
-        #: The client joined a group (``Group``).
-        self.on_new_group: EventManager[Group] = EventManager("client.on_new_group")
-        #: The client subscribed to a topic (``Topic``).
-        self.on_sub_to_topic: EventManager[Topic] = EventManager("client.on_sub_to_topic")
-        #: The client can no longer see a topic of any type (``Topic``).
-        self.on_remove_topic: EventManager[Topic] = EventManager("client.on_remove_topic")
-        #: A public topic was removed (``Topic``).
-        self.on_remove_public_topic: EventManager[Topic] = EventManager("client.on_remove_public_topic")
-        #: A private topic of this client was removed (``Topic``).
-        self.on_remove_private_topic: EventManager[Topic] = EventManager("client.on_remove_private_topic")
-        #: The client can no longer see a group topic (``GroupTopic``).
-        self.on_remove_group_topic: EventManager[GroupTopic] = EventManager("client.on_remove_group_topic")
-        #: The client left a group (``Group``).
-        self.on_remove_group: EventManager[Group] = EventManager("client.on_remove_group")
-        #: The client unsubscribed from a topic, explicitly or implicitly (``Topic``).
-        self.on_unsub_from_topic: EventManager[Topic] = EventManager("client.on_unsub_from_topic")
 
     def __repr__(self) -> str:
         return f"<Client {short_id(self._id)} {self._status.value}{' removed' if self._removed else ''}>"

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 from .encoding import encode_sys, encode_update, frame, id_list_item, retry_field, topics_item
 from .errors import ClientNotFound, GroupNotFound, NotSubscribed, TopicNotFound
-from .events import EventManager
+from .events import EventAttribute, emit
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType, new_id, short_id
 from .stream import CLOSE_MARK, HEARTBEAT_MARK, Mailbox, Stream, Ticker
 
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MAX_EVENT_ID_LENGTH = 20
+_RECENT_BODIES = 256
 
 
 class _Effects:
@@ -68,14 +69,16 @@ class _Effects:
     __slots__ = ("events",)
 
     def __init__(self) -> None:
-        self.events: list[tuple[EventManager[Any], Any]] = []
+        self.events: list[tuple[Any, str, Any]] = []
 
-    def add(self, manager: EventManager[Any], item: Any) -> None:
-        self.events.append((manager, item))
+    def add(self, owner: Any, attribute: str, item: Any) -> None:
+        self.events.append((owner, attribute, item))
 
     def fire(self) -> None:
-        for manager, item in self.events:
-            manager.emit(item)
+        # Looked up at fire time, not when collected: a listener of an earlier event in the batch
+        # (say service.on_new_public_topic) may start listening to a later one (the topic's).
+        for owner, attribute, item in self.events:
+            emit(owner, attribute, item)
 
 
 def _parse_event_id(value: str | None) -> int | None:
@@ -129,6 +132,13 @@ class SSEPubSubService:
         Reserved for scale-out across processes on Redis; not available yet.
     """
 
+    on_new_client = EventAttribute("A client was created (``Client``).")
+    on_new_public_topic = EventAttribute("A public topic was created (``Topic``).")
+    on_new_group = EventAttribute("A group was created (``Group``).")
+    on_remove_client = EventAttribute("A client was removed (``Client``).")
+    on_remove_public_topic = EventAttribute("A public topic was removed (``Topic``).")
+    on_remove_group = EventAttribute("A group was removed (``Group``).")
+
     def __init__(
         self,
         *,
@@ -162,21 +172,10 @@ class SSEPubSubService:
         self._groups: dict[str, Group] = {}
         #: Every live topic of any type, for lookups by id.
         self._topics: dict[str, Topic] = {}
+        #: Recently encoded system messages, to share identical bodies (see _sys_body).
+        self._recent_bodies: dict[bytes, bytes] = {}
         tick = min(1.0, self._heartbeat / 2, (self._client_timeout or 2.0) / 2)
         self._ticker = Ticker(self, tick)
-
-        #: A client was created (``Client``).
-        self.on_new_client: EventManager[Client] = EventManager("service.on_new_client")
-        #: A public topic was created (``Topic``).
-        self.on_new_public_topic: EventManager[Topic] = EventManager("service.on_new_public_topic")
-        #: A group was created (``Group``).
-        self.on_new_group: EventManager[Group] = EventManager("service.on_new_group")
-        #: A client was removed (``Client``).
-        self.on_remove_client: EventManager[Client] = EventManager("service.on_remove_client")
-        #: A public topic was removed (``Topic``).
-        self.on_remove_public_topic: EventManager[Topic] = EventManager("service.on_remove_public_topic")
-        #: A group was removed (``Group``).
-        self.on_remove_group: EventManager[Group] = EventManager("service.on_remove_group")
 
     def __repr__(self) -> str:
         return f"<SSEPubSubService {self._id} clients={len(self._clients)} topics={len(self._topics)}>"
@@ -276,7 +275,7 @@ class SSEPubSubService:
     def _publish(self, topic: Topic, data: Any) -> None:
         body = encode_update(topic.id, data)
         self._execute("pub", topic.id, body)
-        topic.on_pub.emit(data)
+        emit(topic, "on_pub", data)
 
     # Helpers; all of them run under the lock -----------------------------
 
@@ -313,53 +312,59 @@ class SSEPubSubService:
         )
 
     def _init_body(self, client: Client) -> bytes:
-        return encode_sys(
+        return self._sys_body(
             [
                 topics_item(self._visible_topics(client)),
                 id_list_item("subscribed", client._subs.values()),
             ]
         )
 
+    def _sys_body(self, items: list[dict[str, Any]]) -> bytes:
+        """Encode a system message, sharing one bytes object among identical messages.
+
+        Many clients hold the same init or topic-list message in their replay
+        buffers; sharing the bytes keeps an idle client's memory small.
+        """
+        body = encode_sys(items)
+        shared = self._recent_bodies.get(body)
+        if shared is not None:
+            return shared
+        if len(self._recent_bodies) >= _RECENT_BODIES:
+            self._recent_bodies.clear()
+        self._recent_bodies[body] = body
+        return body
+
     def _send_topics(self, client: Client, unsubscribed: list[Topic] | None = None) -> None:
         """Send the client its topic list, followed by what it was unsubscribed from, in one message."""
         items = [topics_item(self._visible_topics(client))]
         if unsubscribed:
             items.append(id_list_item("unsubscribed", unsubscribed))
-        client._mailbox.deliver(encode_sys(items))
+        client._mailbox.deliver(self._sys_body(items))
 
     def _unsubscribe(self, fx: _Effects, client: Client, topic: Topic) -> None:
         del client._subs[topic._id]
         del topic._subscribers[client._id]
-        fx.add(client.on_unsub_from_topic, topic)
-        fx.add(topic.on_unsub_of_client, client)
+        fx.add(client, "on_unsub_from_topic", topic)
+        fx.add(topic, "on_unsub_of_client", client)
 
-    def _typed_new(self, client: Client, topic: Topic) -> tuple[EventManager[Any], Any]:
-        if topic._type is TopicType.PUBLIC:
-            return client.on_new_public_topic, topic
-        if topic._type is TopicType.PRIVATE:
-            return client.on_new_private_topic, topic
-        assert topic._group is not None
-        return client.on_new_group_topic, GroupTopic(topic, topic._group)
-
-    def _typed_remove(self, client: Client, topic: Topic) -> tuple[EventManager[Any], Any]:
-        if topic._type is TopicType.PUBLIC:
-            return client.on_remove_public_topic, topic
-        if topic._type is TopicType.PRIVATE:
-            return client.on_remove_private_topic, topic
-        assert topic._group is not None
-        return client.on_remove_group_topic, GroupTopic(topic, topic._group)
+    def _typed(self, client: Client, topic: Topic, change: str) -> tuple[Client, str, Any]:
+        """Return the typed client event of ``change`` ("new" or "remove") for ``topic``."""
+        if topic._type is TopicType.GROUP:
+            assert topic._group is not None
+            return client, f"on_{change}_group_topic", GroupTopic(topic, topic._group)
+        return client, f"on_{change}_{topic._type.value}_topic", topic
 
     def _gain_topic(self, fx: _Effects, client: Client, topic: Topic) -> None:
         """Fire the events of ``client`` starting to see ``topic``."""
-        fx.add(client.on_new_topic, topic)
-        fx.add(*self._typed_new(client, topic))
-        fx.add(topic.on_new_client, client)
+        fx.add(client, "on_new_topic", topic)
+        fx.add(*self._typed(client, topic, "new"))
+        fx.add(topic, "on_new_client", client)
 
     def _lose_topic(self, fx: _Effects, client: Client, topic: Topic) -> None:
         """Fire the events of ``client`` no longer seeing ``topic``."""
-        fx.add(client.on_remove_topic, topic)
-        fx.add(*self._typed_remove(client, topic))
-        fx.add(topic.on_remove_client, client)
+        fx.add(client, "on_remove_topic", topic)
+        fx.add(*self._typed(client, topic, "remove"))
+        fx.add(topic, "on_remove_client", client)
 
     def _add_topic(self, topic: Topic) -> Topic:
         self._topics[topic._id] = topic
@@ -400,8 +405,8 @@ class SSEPubSubService:
                 unsubscribed.append(topic)
         for topic in group._topics.values():
             self._lose_topic(fx, client, topic)
-        fx.add(client.on_remove_group, group)
-        fx.add(group.on_remove_client, client)
+        fx.add(client, "on_remove_group", group)
+        fx.add(group, "on_remove_client", client)
 
     def _notify(self, affected: dict[Client, list[Topic]]) -> None:
         for client, unsubscribed in affected.items():
@@ -413,9 +418,9 @@ class SSEPubSubService:
     def _op_new_client(self, fx: _Effects, client_id: str) -> Client:
         client = Client(self, client_id, Mailbox(self._replay_size, self._queue_size), time.monotonic())
         self._clients[client_id] = client
-        fx.add(self.on_new_client, client)
+        fx.add(self, "on_new_client", client)
         for topic in self._public.values():
-            fx.add(topic.on_new_client, client)
+            fx.add(topic, "on_new_client", client)
         log.debug("client %s created", short_id(client_id))
         return client
 
@@ -436,10 +441,10 @@ class SSEPubSubService:
             topic._removed = True
         client._private.clear()
         mailbox = client._mailbox
-        mailbox.deliver(encode_sys([topics_item(()), id_list_item("unsubscribed", unsubscribed)]))
+        mailbox.deliver(self._sys_body([topics_item(()), id_list_item("unsubscribed", unsubscribed)]))
         if mailbox.stream is not None:
             mailbox.stream.queue.put_nowait(CLOSE_MARK)
-        fx.add(self.on_remove_client, client)
+        fx.add(self, "on_remove_client", client)
         log.debug("client %s removed", short_id(client_id))
 
     def _op_expire_client(self, fx: _Effects, client_id: str, waiting_since: float) -> None:
@@ -451,7 +456,7 @@ class SSEPubSubService:
     def _op_new_public_topic(self, fx: _Effects, topic_id: str) -> Topic:
         topic = self._add_topic(Topic(self, topic_id, TopicType.PUBLIC))
         self._public[topic_id] = topic
-        fx.add(self.on_new_public_topic, topic)
+        fx.add(self, "on_new_public_topic", topic)
         shared_body: bytes | None = None
         for client in self._clients.values():
             self._gain_topic(fx, client, topic)
@@ -459,7 +464,7 @@ class SSEPubSubService:
                 self._send_topics(client)
             else:
                 if shared_body is None:
-                    shared_body = encode_sys([topics_item(self._public.values())])
+                    shared_body = self._sys_body([topics_item(self._public.values())])
                 client._mailbox.deliver(shared_body)
         return topic
 
@@ -470,7 +475,7 @@ class SSEPubSubService:
         affected: dict[Client, list[Topic]] = {}
         self._drop_topic(fx, topic, affected)
         self._notify(affected)
-        fx.add(self.on_remove_public_topic, topic)
+        fx.add(self, "on_remove_public_topic", topic)
 
     def _op_new_private_topic(self, fx: _Effects, client_id: str, topic_id: str) -> Topic:
         client = self._client(client_id)
@@ -492,7 +497,7 @@ class SSEPubSubService:
     def _op_new_group(self, fx: _Effects, group_id: str) -> Group:
         group = Group(self, group_id)
         self._groups[group_id] = group
-        fx.add(self.on_new_group, group)
+        fx.add(self, "on_new_group", group)
         return group
 
     def _op_remove_group(self, fx: _Effects, group_id: str) -> None:
@@ -503,18 +508,18 @@ class SSEPubSubService:
         for topic in list(group._topics.values()):
             del group._topics[topic._id]
             self._drop_topic(fx, topic, affected)
-            fx.add(group.on_remove_group_topic, topic)
+            fx.add(group, "on_remove_group_topic", topic)
         for client in list(group._members.values()):
             self._leave_group(fx, group, client, affected)
         group._removed = True
         self._notify(affected)
-        fx.add(self.on_remove_group, group)
+        fx.add(self, "on_remove_group", group)
 
     def _op_new_group_topic(self, fx: _Effects, group_id: str, topic_id: str) -> Topic:
         group = self._group(group_id)
         topic = self._add_topic(Topic(self, topic_id, TopicType.GROUP, group=group))
         group._topics[topic_id] = topic
-        fx.add(group.on_new_group_topic, topic)
+        fx.add(group, "on_new_group_topic", topic)
         for client in group._members.values():
             self._gain_topic(fx, client, topic)
             self._send_topics(client)
@@ -528,7 +533,7 @@ class SSEPubSubService:
         affected: dict[Client, list[Topic]] = {}
         self._drop_topic(fx, topic, affected)
         self._notify(affected)
-        fx.add(group.on_remove_group_topic, topic)
+        fx.add(group, "on_remove_group_topic", topic)
 
     def _op_add_group_client(self, fx: _Effects, group_id: str, client_id: str) -> None:
         group = self._group(group_id)
@@ -537,8 +542,8 @@ class SSEPubSubService:
             return
         group._members[client_id] = client
         client._groups[group_id] = group
-        fx.add(group.on_new_client, client)
-        fx.add(client.on_new_group, group)
+        fx.add(group, "on_new_client", client)
+        fx.add(client, "on_new_group", group)
         for topic in group._topics.values():
             self._gain_topic(fx, client, topic)
         self._send_topics(client)
@@ -560,9 +565,9 @@ class SSEPubSubService:
         if topic_id not in client._subs:
             client._subs[topic_id] = topic
             topic._subscribers[client_id] = client
-            fx.add(client.on_sub_to_topic, topic)
-            fx.add(topic.on_new_sub_of_client, client)
-        client._mailbox.deliver(encode_sys([id_list_item("subscribed", (topic,))]))
+            fx.add(client, "on_sub_to_topic", topic)
+            fx.add(topic, "on_new_sub_of_client", client)
+        client._mailbox.deliver(self._sys_body([id_list_item("subscribed", (topic,))]))
 
     def _op_unsub(self, fx: _Effects, client_id: str, topic_id: str) -> None:
         client = self._client(client_id)
@@ -572,7 +577,7 @@ class SSEPubSubService:
         if topic_id not in client._subs:
             raise NotSubscribed(f"the client is not subscribed to topic {topic_id}")
         self._unsubscribe(fx, client, topic)
-        client._mailbox.deliver(encode_sys([id_list_item("unsubscribed", (topic,))]))
+        client._mailbox.deliver(self._sys_body([id_list_item("unsubscribed", (topic,))]))
 
     def _op_pub(self, fx: _Effects, topic_id: str, body: bytes) -> None:
         topic = self._topics.get(topic_id)
@@ -607,7 +612,7 @@ class SSEPubSubService:
             mailbox.stream = stream
             if client._status is not Status.RECEIVING:
                 client._status = Status.RECEIVING
-                fx.add(client.on_status_change, Status.RECEIVING)
+                fx.add(client, "on_status_change", Status.RECEIVING)
         self._ticker.ensure_running()
         fx.fire()
         log.debug("stream attached for client %s (%s)", short_id(client._id), "resumed" if resumed else "init")
@@ -641,7 +646,7 @@ class SSEPubSubService:
                 client._mailbox.stream = None
                 client._status = Status.WAITING
                 client._waiting_since = time.monotonic()
-                fx.add(client.on_status_change, Status.WAITING)
+                fx.add(client, "on_status_change", Status.WAITING)
         fx.fire()
 
     def _tick(self, now: float) -> None:

@@ -32,7 +32,6 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .encoding import HEARTBEAT, frame
@@ -69,21 +68,27 @@ CLOSE_MARK = _Marker("close")
 class Mailbox:
     """Outgoing messages of one client. Every attribute is guarded by the service lock."""
 
-    __slots__ = ("seq", "replay", "stream", "queue_size")
+    __slots__ = ("seq", "replay", "stream", "replay_size", "queue_size")
 
     def __init__(self, replay_size: int, queue_size: int) -> None:
         #: Id of the last event given to this client; ids are 1, 2, 3, …
         self.seq = 0
-        #: Bodies of the last events, oldest first; the last one has id ``seq``.
-        self.replay: deque[bytes] = deque(maxlen=replay_size)
+        #: Bodies of the last events, oldest first; the last one has id ``seq``. A list trimmed in
+        #: steps rather than a deque: a deque costs a 64-slot block even for the one or two events
+        #: an idle client holds, and there may be tens of thousands of idle clients.
+        self.replay: list[bytes] = []
         #: The attached stream, or ``None`` while the client is ``WAITING``.
         self.stream: Stream | None = None
+        self.replay_size = replay_size
         self.queue_size = queue_size
 
     def record(self, body: bytes) -> int:
         """Give the next event id to ``body`` and keep it for replay, without queueing it."""
         self.seq += 1
-        self.replay.append(body)
+        replay = self.replay
+        replay.append(body)
+        if len(replay) > self.replay_size + (self.replay_size >> 3):
+            del replay[: len(replay) - self.replay_size]
         return self.seq
 
     def deliver(self, body: bytes) -> int:
@@ -100,11 +105,12 @@ class Mailbox:
 
     def since(self, last_id: int) -> list[tuple[int, bytes]] | None:
         """Return the events after ``last_id``, or ``None`` if the replay buffer no longer holds them all."""
-        first = self.seq - len(self.replay) + 1
+        held = min(len(self.replay), self.replay_size)
+        first = self.seq - held + 1
         if last_id < first - 1 or last_id > self.seq:
             return None
-        start = last_id + 1 - first
-        return list(zip(itertools.count(last_id + 1), itertools.islice(self.replay, start, None)))
+        start = len(self.replay) - (self.seq - last_id)
+        return list(zip(itertools.count(last_id + 1), self.replay[start:]))
 
 
 class Stream:
@@ -117,6 +123,18 @@ class Stream:
     message). :meth:`close` detaches the stream; it is safe to call from any
     thread, any number of times, and wakes a reader blocked in the iterator.
     """
+
+    __slots__ = (
+        "_service",
+        "client",
+        "queue",
+        "cursor",
+        "resync_pending",
+        "detached",
+        "last_write",
+        "_first",
+        "_ended",
+    )
 
     def __init__(self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int) -> None:
         self._service = service
@@ -162,12 +180,12 @@ class Stream:
         if self._ended:
             return None
         try:
-            item = self.queue.get(timeout=timeout)
+            first = self.queue.get(timeout=timeout)
         except queue.Empty:
             return b""
         pieces: list[bytes] = []
         heartbeat = False
-        while True:
+        for item in self._drain(first):
             if type(item) is tuple:
                 event_id, body = item
                 if event_id > self.cursor:
@@ -180,10 +198,6 @@ class Stream:
             elif item is CLOSE_MARK:
                 self._end()
                 break
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
         if pieces:
             chunk = b"".join(pieces)
         elif heartbeat:
@@ -194,6 +208,21 @@ class Stream:
             return b""
         self.last_write = time.monotonic()
         return chunk
+
+    def _drain(self, first: Any) -> list[Any]:
+        """Return ``first`` and everything queued behind it, without blocking.
+
+        Only the public ``queue.Queue`` API is used: under gevent's monkey
+        patching ``queue.Queue`` is gevent's own queue, with other internals.
+        """
+        q = self.queue
+        items = [first]
+        for _ in range(q.qsize()):
+            try:
+                items.append(q.get_nowait())
+            except queue.Empty:
+                break
+        return items
 
     def request_resync(self) -> None:
         """Empty the queue and queue a resync marker instead. Called under the service lock."""

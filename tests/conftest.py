@@ -45,8 +45,9 @@ class Recorder:
             return
         self._seen.add(id(obj))
         for name in dir(obj):
-            manager = getattr(obj, name)
-            if name.startswith("on_") and isinstance(manager, EventManager):
+            if name.startswith("on_"):
+                manager = getattr(obj, name)
+                assert isinstance(manager, EventManager)
                 manager.listen(self._listener(obj, name))
 
     def _listener(self, owner: Any, name: str):

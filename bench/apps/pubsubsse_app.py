@@ -1,0 +1,50 @@
+"""pubsubsse under test: the blueprint plus a setup and a publish route for the harness."""
+
+import json
+import os
+import resource
+
+from flask import Flask, Response, request
+
+from pubsubsse import SSEPubSubService, create_blueprint
+
+service = SSEPubSubService(heartbeat=15, client_timeout=None, queue_size=int(os.environ.get("BENCH_QUEUE", "1000")))
+topics = []
+app = Flask(__name__)
+app.register_blueprint(create_blueprint(service))
+
+
+@app.post("/bench/setup")
+def setup():
+    n, t = int(request.args["n"]), int(request.args["topics"])
+    while len(topics) < t:
+        topics.append(service.new_public_topic())
+    paths = []
+    for i in range(n):
+        client = service.new_client()
+        client.sub(topics[i % t])
+        paths.append(f"/event?client_id={client.id}")
+    return Response("\n".join(paths), mimetype="text/plain")
+
+
+@app.post("/pub")
+def pub():
+    topics[int(request.args["topic"])].pub(json.loads(request.get_data()))
+    return Response(status=204)
+
+
+@app.get("/bench/stats")
+def stats():
+    clients = service.get_clients()
+    return {
+        "clients": len(clients),
+        "receiving": sum(c.status.value == "receiving" for c in clients.values()),
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+@app.post("/bench/reset")
+def reset():
+    for client in list(service.get_clients().values()):
+        service.remove_client(client)
+    return Response(status=204)

@@ -1,0 +1,380 @@
+"""Benchmark harness: pubsubsse against its peers, on this machine, in one run.
+
+    python3 -m bench.run                       # everything, 3 repetitions
+    python3 -m bench.run --peers pubsubsse,baseline --workloads w2 --repeat 1
+
+Each server under test runs pinned to core 0; the load generator (C, epoll) and the publisher
+run on core 1. Every run prints one JSON line; the end prints a summary table of medians and of
+ratios against pubsubsse. A run where the load generator used more than 90% of its core is
+marked "generator_bound" and left out of the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOADGEN = HERE / "build" / "loadgen"
+SERVER_CORE, CLIENT_CORE = "0", "1"
+PEERS = ["pubsubsse", "baseline", "starlette", "flasksse", "nchan"]
+WORKLOADS = ["w1", "w2", "w2lat", "w3", "w5", "w6"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gunicorn(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "--worker-connections",
+        "30000",
+        "--backlog",
+        "8192",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
+class Server:
+    """One server under test, pinned to the server core."""
+
+    def __init__(self, peer: str, redis_url: str | None) -> None:
+        self.peer = peer
+        self.port = free_port()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{peer}-"))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if peer == "pubsubsse":
+            cmd = gunicorn("bench.apps.pubsubsse_app:app", self.port)
+        elif peer == "baseline":
+            cmd = gunicorn("bench.apps.baseline_app:app", self.port)
+        elif peer == "flasksse":
+            cmd = gunicorn("bench.apps.flasksse_app:app", self.port)
+            env["REDIS_URL"] = redis_url or "redis://127.0.0.1:6379/0"
+        elif peer == "starlette":
+            cmd = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.apps.starlette_app:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--backlog",
+                "8192",
+                "--no-access-log",
+            ]
+        elif peer == "nchan":
+            conf = (HERE / "apps" / "nchan.conf").read_text()
+            conf = conf.replace("@PORT@", str(self.port)).replace("@MODULE@", nchan_module())
+            (self.tmp / "tmp").mkdir()
+            (self.tmp / "nginx.conf").write_text(conf)
+            cmd = [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.tmp), "-c", str(self.tmp / "nginx.conf")]
+        else:
+            raise ValueError(peer)
+        self.log = open(self.tmp / "server.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *cmd],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.peer} exited: {(self.tmp / 'server.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                time.sleep(0.5)  # the listener is up; let the worker finish booting
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.peer} did not start")
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def rss(self) -> int:
+        total = 0
+        for p in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def subscriber_paths(self, n: int, topics: int) -> list[str]:
+        if self.peer == "pubsubsse":
+            r = httpx.post(f"http://127.0.0.1:{self.port}/bench/setup", params={"n": n, "topics": topics}, timeout=300)
+            r.raise_for_status()
+            return r.text.splitlines()
+        key = "channel" if self.peer == "flasksse" else "topic"
+        return [f"/sub?{key}={i % topics}" for i in range(n)]
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def nchan_module() -> str:
+    for candidate in ["/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so"]:
+        if Path(candidate).exists():
+            return candidate
+    raise RuntimeError("libnginx-mod-nchan is not installed")
+
+
+def loadgen(port: int, paths: list[str], duration: float, warmup: float, stalled: int = 0, churn: bool = False):
+    paths_file = Path(tempfile.mkstemp(prefix="bench-paths-")[1])
+    paths_file.write_text("\n".join(paths) + "\n")
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        str(LOADGEN),
+        "-p",
+        str(port),
+        "-f",
+        str(paths_file),
+        "-d",
+        str(duration),
+        "-w",
+        str(warmup),
+        "-s",
+        str(stalled),
+    ]
+    if churn:
+        cmd.append("-c")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    if line.strip() != "READY":
+        raise RuntimeError(f"loadgen: {line}{proc.stderr.read()}")
+    return proc, paths_file
+
+
+def finish(proc, paths_file) -> dict:
+    out, err = proc.communicate(timeout=600)
+    paths_file.unlink()
+    if proc.returncode:
+        raise RuntimeError(f"loadgen failed: {err}")
+    return json.loads(out)
+
+
+def publisher(port: int, duration: float, topics: int, rate: float | None, track: str | None, pad: int = 100):
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        sys.executable,
+        str(HERE / "publisher.py"),
+        "--port",
+        str(port),
+        "--duration",
+        str(duration),
+        "--topics",
+        str(topics),
+        "--pad",
+        str(pad),
+    ]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    if track:
+        cmd += ["--track", track]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_workload(server: Server, workload: str, n: int, duration: float) -> dict:
+    warmup = 2.0
+    settle = 2.0
+    result: dict = {"peer": server.peer, "workload": workload, "n": n}
+    if workload == "w1":
+        rss_before = server.rss()
+        paths = server.subscriber_paths(n, 1)
+        rss_clients = server.rss()
+        proc, pf = loadgen(server.port, paths, duration=settle + 5, warmup=0)
+        time.sleep(settle + 3)
+        rss_streams = server.rss()
+        gen = finish(proc, pf)
+        result.update(
+            rss_before=rss_before,
+            rss_after=rss_streams,
+            connections=gen["with_events"],
+            kb_per_stream=round((rss_streams - rss_before) / n / 1024, 2),
+            kb_per_stream_excluding_client_objects=round((rss_streams - rss_clients) / n / 1024, 2),
+        )
+        return result
+    topics = n // 10 if workload == "w3" else 1
+    paths = server.subscriber_paths(n + 1, topics)
+    track, paths = paths[0], paths[1:]
+    stalled = 20 if workload == "w6" else 0
+    churn = workload == "w5"
+    rss_before = server.rss()
+    proc, pf = loadgen(
+        server.port, paths, duration=settle + warmup + duration, warmup=settle + warmup, stalled=stalled, churn=churn
+    )
+    time.sleep(settle)
+    rate = 40 if workload in ("w2lat", "w6") else None
+    pad = 4000 if workload == "w6" else 100
+    pub = None
+    if workload != "w5":
+        pub = publisher(server.port, warmup + duration + 1, topics, rate, None if rate else track, pad)
+    time.sleep(warmup)
+    cpu0, t0 = server.cpu(), time.monotonic()
+    peak_rss = 0
+    while proc.poll() is None:
+        peak_rss = max(peak_rss, server.rss())
+        time.sleep(0.5)
+    cpu1, t1 = server.cpu(), time.monotonic()
+    gen = finish(proc, pf)
+    if pub is not None:
+        pub.wait(60)
+    result.update(gen)
+    result["server_cpu_s"] = round(cpu1 - cpu0, 3)
+    result["server_cpu_util"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+    if gen["updates"]:
+        result["server_cpu_us_per_delivery"] = round((cpu1 - cpu0) / gen["updates"] * 1e6, 3)
+    result["generator_util"] = round(gen["loadgen_cpu_s"] / (settle + warmup + duration), 3)
+    result["generator_bound"] = result["generator_util"] > 0.9
+    result["peak_rss_mb"] = round(peak_rss / 2**20, 1)
+    result["rss_growth_mb"] = round((server.rss() - rss_before) / 2**20, 1)
+    if workload == "w5" and server.peer == "pubsubsse":
+        deadline = time.monotonic() + 10
+        stats = {}
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"http://127.0.0.1:{server.port}/bench/stats").json()
+            if stats["receiving"] == 0:
+                break
+            time.sleep(0.2)
+        result["registry_after"] = stats
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--n", type=int, default=1000, help="subscribers for w2/w3/w5/w6")
+    parser.add_argument("--idle-n", type=int, default=10000, help="idle streams for w1")
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default=str(HERE / "results" / "latest.jsonl"))
+    args = parser.parse_args()
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if not LOADGEN.exists() or LOADGEN.stat().st_mtime < (HERE / "loadgen.c").stat().st_mtime:
+        LOADGEN.parent.mkdir(exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-o", str(LOADGEN), str(HERE / "loadgen.c")], check=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    with out.open("w") as sink:
+        for repeat in range(args.repeat):
+            for peer in args.peers.split(","):
+                for workload in args.workloads.split(","):
+                    server = Server(peer, os.environ.get("BENCH_REDIS_URL"))
+                    try:
+                        n = args.idle_n if workload == "w1" else args.n
+                        result = run_workload(server, workload, n, args.duration)
+                    except Exception as error:  # one failing peer must not hide the others
+                        result = {"peer": peer, "workload": workload, "error": str(error)[:500]}
+                    finally:
+                        server.stop()
+                    result["repeat"] = repeat
+                    print(json.dumps(result), flush=True)
+                    sink.write(json.dumps(result) + "\n")
+                    results.append(result)
+    print(summary(results))
+
+
+METRICS = {
+    "w1": ("kb_per_stream", "KB RSS per idle stream", False),
+    "w2": ("updates_per_s", "deliveries/s, closed loop", True),
+    "w2lat": ("p99_ms", "p99 latency ms at 40 msg/s", False),
+    "w3": ("updates_per_s", "deliveries/s, N/10 topics", True),
+    "w5": ("rss_growth_mb", "RSS growth MB after churn", False),
+    "w6": ("p99_ms", "p99 ms with 20 stalled clients", False),
+}
+
+
+def summary(results: list[dict]) -> str:
+    lines = ["", "| workload | metric | " + " | ".join(PEERS) + " |", "|---|---|" + "---|" * len(PEERS)]
+    for workload, (key, label, higher_is_better) in METRICS.items():
+        medians = {}
+        for peer in PEERS:
+            values = [
+                r[key]
+                for r in results
+                if r.get("peer") == peer and r.get("workload") == workload and key in r and not r.get("generator_bound")
+            ]
+            if values:
+                medians[peer] = statistics.median(values)
+        if not medians:
+            continue
+        ours = medians.get("pubsubsse")
+        cells = []
+        for peer in PEERS:
+            if peer not in medians:
+                cells.append("–")
+                continue
+            cell = f"{medians[peer]:.4g}"
+            if ours and peer != "pubsubsse" and medians[peer]:
+                ratio = ours / medians[peer] if higher_is_better else medians[peer] / ours
+                cell += f" ({ratio:.2f}x)"
+            cells.append(cell)
+        lines.append(f"| {workload} | {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Ratios are pubsubsse's advantage: >1 means pubsubsse is better on that metric.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

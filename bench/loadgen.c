@@ -6,8 +6,8 @@
  *   loadgen -p PORT -f PATHS [-d SECONDS] [-w WARMUP] [-s STALLED] [-c churn]
  *
  * PATHS holds one request path per line, one connection each. The first STALLED connections
- * never read after their request (a slow client). With -c, connections are closed after their
- * first event and reopened (churn) until the duration ends. Prints "READY" on stderr once every
+ * never read after their request (a slow client). With -c, connections are closed as soon as the
+ * server has answered anything and are reopened (churn) until the duration ends. Prints "READY" on stderr once every
  * connection has been written, and one JSON object on stdout at the end.
  */
 #define _GNU_SOURCE
@@ -38,6 +38,7 @@ typedef struct {
     char line[LINE_CAP];
     long events;
     long updates;
+    long bytes;
     char *path;
 } conn_t;
 
@@ -185,7 +186,10 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++) {
             conn_t *c = events[i].data.ptr;
             ssize_t r;
-            while ((r = read(c->fd, buf, sizeof buf)) > 0) feed(c, buf, r);
+            while ((r = read(c->fd, buf, sizeof buf)) > 0) {
+                c->bytes += r;
+                feed(c, buf, r);
+            }
             if (r == 0 || (r < 0 && errno != EAGAIN)) {
                 epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
@@ -193,10 +197,10 @@ int main(int argc, char **argv) {
                 if (churn) open_conn(c);
                 continue;
             }
-            if (churn && c->events > 0) {
+            if (churn && c->bytes > 0) {
                 epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
-                c->events = 0;
+                c->bytes = 0;
                 churned++;
                 open_conn(c);
             }

@@ -241,3 +241,22 @@ def test_bad_options_raise_clear_errors(kwargs, exc):
 def test_redis_url_is_refused_clearly_until_available():
     with pytest.raises(NotImplementedError, match="redis_url"):
         SSEPubSubService(redis_url="redis://127.0.0.1:6379/0")
+
+
+def test_event_managers_are_created_on_first_access_and_are_read_only(service):
+    c = service.new_client()
+    assert getattr(c, "_on_sub_to_topic", None) is None  # nobody listened: no manager was made
+    manager = c.on_sub_to_topic
+    assert isinstance(manager, EventManager) and c.on_sub_to_topic is manager
+    with pytest.raises(AttributeError):
+        c.on_sub_to_topic = EventManager()
+    with pytest.raises(AttributeError):
+        service.on_new_client = EventManager()
+
+
+def test_a_listener_may_listen_to_a_new_topic_within_the_same_change(service):
+    service.new_client()
+    seen = []
+    service.on_new_public_topic.listen(lambda t: t.on_new_client.listen(seen.append))
+    service.new_public_topic()
+    assert len(seen) == 1  # the topic's own event fired after the service's, in the same change

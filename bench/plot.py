@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .run import PEERS
+from .run import PEERS, valid
 
 PANELS = [
     ("w2", "updates_per_s", "W2: deliveries/s (1000 subscribers, closed loop)", 1e-3, "thousand deliveries/s"),

@@ -276,21 +276,17 @@ def create_blueprint(
         check("add_private_topic", client)
         return _ok(topic_id=client.new_private_topic().id)
 
-    @endpoint("/sub", "sub")
-    def sub(params: dict[str, str]) -> Response:
-        client = client_of(params)
-        topic = visible_topic(client, params)
-        check("sub", client, topic)
-        client.sub(topic)
-        return _ok()
+    def subscription(action: str, change: Callable[[Client, Topic], None]) -> None:
+        @endpoint("/" + action, action)
+        def view(params: dict[str, str]) -> Response:
+            client = client_of(params)
+            topic = visible_topic(client, params)
+            check(action, client, topic)
+            change(client, topic)
+            return _ok()
 
-    @endpoint("/unsub", "unsub")
-    def unsub(params: dict[str, str]) -> Response:
-        client = client_of(params)
-        topic = visible_topic(client, params)
-        check("unsub", client, topic)
-        client.unsub(topic)
-        return _ok()
+    subscription("sub", Client.sub)
+    subscription("unsub", Client.unsub)
 
     @endpoint("/remove/user", "remove_user", client_removal)
     def remove_user(params: dict[str, str]) -> Response:

@@ -7,7 +7,7 @@ topics and groups; :func:`create_blueprint` serves it over HTTP as SSE.
 from __future__ import annotations
 
 from .blueprint import create_blueprint
-from .errors import ClientNotFound, GroupNotFound, NotSubscribed, PubSubError, TopicNotFound
+from .errors import BackendUnavailable, ClientNotFound, GroupNotFound, NotSubscribed, PubSubError, TopicNotFound
 from .events import EventManager
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType
 from .service import SSEPubSubService
@@ -31,5 +31,6 @@ __all__ = [
     "TopicNotFound",
     "GroupNotFound",
     "NotSubscribed",
+    "BackendUnavailable",
     "__version__",
 ]

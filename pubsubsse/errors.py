@@ -13,6 +13,7 @@ __all__ = [
     "TopicNotFound",
     "GroupNotFound",
     "NotSubscribed",
+    "BackendUnavailable",
 ]
 
 
@@ -39,3 +40,11 @@ class GroupNotFound(PubSubError):
 
 class NotSubscribed(PubSubError):
     """The client can see the topic but is not subscribed to it."""
+
+
+class BackendUnavailable(PubSubError):
+    """The shared backend (Redis) cannot be reached, or did not confirm a change in time.
+
+    Only raised by a service built with ``redis_url``. The change may or may
+    not have been applied; retry when the backend is back.
+    """

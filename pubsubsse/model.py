@@ -244,6 +244,8 @@ class Client:
         "_removed",
         "_mailbox",
         "_waiting_since",
+        "_stream_token",
+        "_detaches",
         "_on_status_change",
         "_on_new_topic",
         "_on_new_public_topic",
@@ -283,6 +285,10 @@ class Client:
         self._removed = False
         self._mailbox = mailbox
         self._waiting_since = now
+        #: Which attachment (in whichever process) the client's status refers to.
+        self._stream_token: str | None = None
+        #: How often a stream of this client has detached; names a WAITING period for expiry.
+        self._detaches = 0
 
     def __repr__(self) -> str:
         return f"<Client {short_id(self._id)} {self._status.value}{' removed' if self._removed else ''}>"

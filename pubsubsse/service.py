@@ -40,6 +40,7 @@ multi-process backend plugs into.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -48,9 +49,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .encoding import encode_sys, encode_update, frame, id_list_item, retry_field, topics_item
-from .errors import ClientNotFound, GroupNotFound, NotSubscribed, TopicNotFound
+from .errors import ClientNotFound, GroupNotFound, NotSubscribed, PubSubError, TopicNotFound
 from .events import EventAttribute, emit
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType, new_id, short_id
+from .redis_log import RedisLog
 from .stream import CLOSE_MARK, HEARTBEAT_MARK, Mailbox, Stream, Ticker
 
 __all__ = ["SSEPubSubService"]
@@ -128,8 +130,13 @@ class SSEPubSubService:
     ``client_timeout`` (seconds or ``None``, default 300)
         A client that stays ``WAITING`` (no stream attached) this long is
         removed as by :meth:`remove_client`. ``None`` keeps clients forever.
-    ``redis_url``
-        Reserved for scale-out across processes on Redis; not available yet.
+    ``redis_url`` (default ``None``: this process only)
+        ``"redis://host:port/db"``: every process built with the same URL and
+        ``redis_key`` shares one service (see :mod:`pubsubsse.redis_log`).
+        Changes then take a Redis round trip and raise
+        :class:`~pubsubsse.errors.BackendUnavailable` when Redis cannot be
+        reached within ``redis_timeout`` seconds (default 5); open streams stay
+        open and the process catches up when Redis is back.
     """
 
     on_new_client = EventAttribute("A client was created (``Client``).")
@@ -148,18 +155,18 @@ class SSEPubSubService:
         queue_size: int = 1000,
         client_timeout: float | None = 300.0,
         redis_url: str | None = None,
+        redis_key: str = "pubsubsse:log",
+        redis_timeout: float = 5.0,
     ) -> None:
-        if redis_url is not None:
-            raise NotImplementedError(
-                "redis_url: scale-out on Redis is not available in this version; "
-                "leave it out to run the service in this process"
-            )
         _check_number("heartbeat", heartbeat, 0.01)
         _check_number("retry", retry, 0)
         _check_number("replay_size", replay_size, 0, integer=True)
         _check_number("queue_size", queue_size, 1, integer=True)
         _check_number("client_timeout", client_timeout, 0.01, allow_none=True)
         self._id = new_id("S")
+        #: Names this process's streams, so that a replica can tell its own streams from others'.
+        self._process_token = new_id("P")
+        self._stream_numbers = itertools.count(1)
         self._heartbeat = float(heartbeat)
         self._retry = float(retry)
         self._replay_size = replay_size
@@ -176,6 +183,9 @@ class SSEPubSubService:
         self._recent_bodies: dict[bytes, bytes] = {}
         tick = min(1.0, self._heartbeat / 2, (self._client_timeout or 2.0) / 2)
         self._ticker = Ticker(self, tick)
+        self._log: RedisLog | None = None
+        if redis_url is not None:
+            self._log = RedisLog(self, redis_url, redis_key, redis_timeout)
 
     def __repr__(self) -> str:
         return f"<SSEPubSubService {self._id} clients={len(self._clients)} topics={len(self._topics)}>"
@@ -262,15 +272,38 @@ class SSEPubSubService:
             if stream is not None:
                 stream.queue.put_nowait(CLOSE_MARK)
 
+    def shutdown(self) -> None:
+        """Like :meth:`close`, and with ``redis_url`` also stop following the shared log.
+
+        For processes that are done with the service (tests, scripts); a
+        service that was shut down must not be used again.
+        """
+        self.close()
+        if self._log is not None:
+            self._log.close()
+
     # The one place where changes are applied ----------------------------
 
     def _execute(self, operation: str, *args: Any) -> Any:
+        if self._log is not None:
+            return self._log.execute(operation, args)
         apply: Callable[..., Any] = getattr(self, "_op_" + operation)
         effects = _Effects()
         with self._lock:
             result = apply(effects, *args)
         effects.fire()
         return result
+
+    def _apply(self, operation: str, args: tuple[Any, ...]) -> tuple[Any, _Effects]:
+        """Apply one logged command; a refused change yields its error instead of raising it."""
+        apply: Callable[..., Any] = getattr(self, "_op_" + operation)
+        effects = _Effects()
+        with self._lock:
+            try:
+                result = apply(effects, *args)
+            except PubSubError as error:
+                return error, _Effects()
+        return result, effects
 
     def _publish(self, topic: Topic, data: Any) -> None:
         body = encode_update(topic.id, data)
@@ -447,9 +480,10 @@ class SSEPubSubService:
         fx.add(self, "on_remove_client", client)
         log.debug("client %s removed", short_id(client_id))
 
-    def _op_expire_client(self, fx: _Effects, client_id: str, waiting_since: float) -> None:
+    def _op_expire_client(self, fx: _Effects, client_id: str, detaches: int) -> None:
+        # Applied only if the client has not attached (nor detached again) since the proposal.
         client = self._clients.get(client_id)
-        if client is not None and client._mailbox.stream is None and client._waiting_since == waiting_since:
+        if client is not None and client._status is Status.WAITING and client._detaches == detaches:
             log.info("client %s expired after %.0f s without a stream", short_id(client_id), self._client_timeout)
             self._op_remove_client(fx, client_id)
 
@@ -589,33 +623,48 @@ class SSEPubSubService:
     # Streams -------------------------------------------------------------
 
     def _attach(self, client: Client, last_event_id: str | None) -> Stream:
-        last_id = _parse_event_id(last_event_id)
-        fx = _Effects()
-        with self._lock:
-            if self._clients.get(client._id) is not client:
-                raise ClientNotFound(f"client {short_id(client._id)} does not exist (removed or never created)")
-            mailbox = client._mailbox
-            previous = mailbox.stream
-            if previous is not None:
-                previous.detached = True
-                previous.queue.put_nowait(CLOSE_MARK)
-                mailbox.stream = None
-            events = None if last_id is None else mailbox.since(last_id)
-            resumed = events is not None
-            if events is None:
-                body = self._init_body(client)
-                events = [(mailbox.record(body), body)]
-            pieces = [retry_field(self._retry)]
-            for event_id, body in events:
-                pieces += frame(event_id, body)
-            stream = Stream(self, client, b"".join(pieces), mailbox.seq)
-            mailbox.stream = stream
-            if client._status is not Status.RECEIVING:
-                client._status = Status.RECEIVING
-                fx.add(client, "on_status_change", Status.RECEIVING)
+        token = f"{self._process_token}:{next(self._stream_numbers)}"
+        stream: Stream = self._execute("attach", client._id, token, last_event_id)
         self._ticker.ensure_running()
-        fx.fire()
-        log.debug("stream attached for client %s (%s)", short_id(client._id), "resumed" if resumed else "init")
+        return stream
+
+    def _stream_start(self, client: Client, last_event_id: str | None) -> tuple[bytes, bool]:
+        """Return the first chunk of a new stream and whether it resumes (else it starts with an init)."""
+        mailbox = client._mailbox
+        last_id = _parse_event_id(last_event_id)
+        events = None if last_id is None else mailbox.since(last_id)
+        resumed = events is not None
+        if events is None:
+            events = [self._init_event(client)]
+        pieces = [retry_field(self._retry)]
+        for event_id, body in events:
+            pieces += frame(event_id, body)
+        return b"".join(pieces), resumed
+
+    def _init_event(self, client: Client) -> tuple[int, bytes]:
+        # The init message describes the state as of the client's last event and carries that
+        # event's id, without taking a new one: a consumer resuming from it needs exactly the
+        # events after it, and the ids stay a pure function of the changes (see docs/scale-out.md).
+        return client._mailbox.seq, self._init_body(client)
+
+    def _op_attach(self, fx: _Effects, client_id: str, token: str, last_event_id: str | None) -> Stream | None:
+        client = self._client(client_id)
+        mailbox = client._mailbox
+        previous = mailbox.stream
+        if previous is not None:
+            previous.detached = True
+            previous.queue.put_nowait(CLOSE_MARK)
+            mailbox.stream = None
+        client._stream_token = token
+        if client._status is not Status.RECEIVING:
+            client._status = Status.RECEIVING
+            fx.add(client, "on_status_change", Status.RECEIVING)
+        if not token.startswith(self._process_token + ":"):
+            return None  # the stream is held by another process
+        first_chunk, resumed = self._stream_start(client, last_event_id)
+        stream = Stream(self, client, first_chunk, mailbox.seq, token)
+        mailbox.stream = stream
+        log.debug("stream attached for client %s (%s)", short_id(client_id), "resumed" if resumed else "init")
         return stream
 
     def _catch_up(self, stream: Stream) -> list[bytes]:
@@ -627,8 +676,7 @@ class SSEPubSubService:
             events = mailbox.since(stream.cursor)
             if events is None:
                 log.info("client %s fell behind its replay buffer; resyncing", short_id(stream.client._id))
-                body = self._init_body(stream.client)
-                events = [(mailbox.record(body), body)]
+                events = [self._init_event(stream.client)]
             stream.cursor = mailbox.seq
         pieces: list[bytes] = []
         for event_id, body in events:
@@ -636,28 +684,40 @@ class SSEPubSubService:
         return pieces
 
     def _detach(self, stream: Stream) -> None:
-        fx = _Effects()
         with self._lock:
             if stream.detached:
                 return
             stream.detached = True
-            client = stream.client
-            if client._mailbox.stream is stream:
-                client._mailbox.stream = None
-                client._status = Status.WAITING
-                client._waiting_since = time.monotonic()
-                fx.add(client, "on_status_change", Status.WAITING)
-        fx.fire()
+        with contextlib.suppress(PubSubError):
+            self._execute("detach", stream.client._id, stream.token)
+
+    def _op_detach(self, fx: _Effects, client_id: str, token: str) -> None:
+        client = self._clients.get(client_id)
+        if client is None or client._stream_token != token:
+            return
+        client._stream_token = None
+        stream = client._mailbox.stream
+        if stream is not None and stream.token == token:
+            client._mailbox.stream = None
+        client._status = Status.WAITING
+        client._detaches += 1
+        client._waiting_since = time.monotonic()
+        fx.add(client, "on_status_change", Status.WAITING)
 
     def _tick(self, now: float) -> None:
-        expired: list[tuple[str, float]] = []
+        expired: list[tuple[str, int]] = []
         with self._lock:
             for client in self._clients.values():
                 stream = client._mailbox.stream
                 if stream is not None:
                     if now - stream.last_write >= self._heartbeat and stream.queue.empty():
                         stream.queue.put_nowait(HEARTBEAT_MARK)
-                elif self._client_timeout is not None and now - client._waiting_since >= self._client_timeout:
-                    expired.append((client._id, client._waiting_since))
-        for client_id, waiting_since in expired:
-            self._execute("expire_client", client_id, waiting_since)
+                elif (
+                    self._client_timeout is not None
+                    and client._status is Status.WAITING
+                    and now - client._waiting_since >= self._client_timeout
+                ):
+                    expired.append((client._id, client._detaches))
+        for client_id, detaches in expired:
+            with contextlib.suppress(PubSubError):
+                self._execute("expire_client", client_id, detaches)

@@ -134,10 +134,15 @@ class Stream:
         "last_write",
         "_first",
         "_ended",
+        "token",
     )
 
-    def __init__(self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int) -> None:
+    def __init__(
+        self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int, token: str
+    ) -> None:
         self._service = service
+        #: Identifies this attachment across processes (see SSEPubSubService._op_attach).
+        self.token = token
         self.client = client
         #: The client's outgoing queue: ``(event id, body)`` pairs and markers.
         self.queue: queue.Queue[Any] = queue.Queue()

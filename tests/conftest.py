@@ -9,11 +9,27 @@ import pytest
 from pubsubsse import Client, EventManager, Group, GroupTopic, SSEPubSubService, Topic
 
 
-@pytest.fixture
-def service():
-    svc = SSEPubSubService(client_timeout=None)
+@pytest.fixture(scope="session")
+def redis_server():
+    from .redis_server import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["local", "redis"])
+def service(request):
+    """The service under test: in this process, or one replica of a service shared through Redis."""
+    if request.param == "local":
+        svc = SSEPubSubService(client_timeout=None)
+    else:
+        import uuid
+
+        redis_server = request.getfixturevalue("redis_server")
+        svc = SSEPubSubService(client_timeout=None, redis_url=redis_server.url, redis_key=f"test:{uuid.uuid4()}")
     yield svc
-    svc.close()
+    svc.shutdown()
 
 
 def _key(item: Any) -> Any:

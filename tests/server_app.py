@@ -34,6 +34,8 @@ def create_app() -> Flask:
         replay_size=_env_number("PUBSUBSSE_REPLAY", 1000, int),
         queue_size=_env_number("PUBSUBSSE_QUEUE", 1000, int),
         client_timeout=_env_number("PUBSUBSSE_CLIENT_TIMEOUT", None),
+        redis_url=os.environ.get("PUBSUBSSE_REDIS_URL"),
+        redis_key=os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log"),
     )
     status_events: Counter = Counter()
 

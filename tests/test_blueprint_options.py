@@ -73,7 +73,7 @@ def test_event_response_sets_no_hop_by_hop_headers(service, make_app):
         for header in ("Connection", "Transfer-Encoding", "Content-Length", "Keep-Alive"):
             assert header not in response.headers
         first = next(iter(response.response))
-        assert first.startswith(b"retry: 3000\nid: 1\ndata: ")
+        assert first.startswith(b"retry: 3000\nid: 0\ndata: ")  # the init carries the last event id: none yet
     finally:
         response.close()
     assert service.get_client_by_id(cid).status.value == "waiting"

@@ -10,6 +10,7 @@ import pytest
 
 import pubsubsse
 from pubsubsse import (
+    BackendUnavailable,
     Client,
     ClientNotFound,
     EventManager,
@@ -238,9 +239,11 @@ def test_bad_options_raise_clear_errors(kwargs, exc):
         SSEPubSubService(**kwargs)
 
 
-def test_redis_url_is_refused_clearly_until_available():
-    with pytest.raises(NotImplementedError, match="redis_url"):
-        SSEPubSubService(redis_url="redis://127.0.0.1:6379/0")
+def test_unreachable_redis_is_a_clear_error():
+    from .servers import free_port
+
+    with pytest.raises(BackendUnavailable, match="cannot reach Redis"):
+        SSEPubSubService(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=1)
 
 
 def test_event_managers_are_created_on_first_access_and_are_read_only(service):

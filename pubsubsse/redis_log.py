@@ -1,0 +1,147 @@
+"""Scale-out: one service across processes and hosts, through a command log on Redis.
+
+Every change is a command (``("sub", client_id, topic_id)``, ``("pub", topic_id, body)``)
+appended to one Redis Stream. Every process reads the stream with one connection and applies
+the commands in order to its in-memory core, so all replicas hold the same state and give every
+client the same event ids; each process queues events only for the streams it holds. A change
+returns once this process has applied it (read-your-writes); its events fire only here, in the
+caller's thread. See ``docs/scale-out.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendUnavailable, PubSubError
+
+if TYPE_CHECKING:
+    from .service import SSEPubSubService, _Effects
+
+__all__ = ["RedisLog"]
+
+log = logging.getLogger(__name__)
+
+
+class _Waiter:
+    __slots__ = ("done", "result", "effects")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.effects: _Effects | None = None
+
+
+class RedisLog:
+    """The command log of one service on Redis, and the thread that applies it here."""
+
+    def __init__(self, service: SSEPubSubService, url: str, key: str, timeout: float) -> None:
+        import redis
+
+        self._redis_errors = (redis.RedisError, OSError)
+        self._service = service
+        self._key = key
+        self._timeout = timeout
+        self._origin = service._process_token
+        self._writer = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._reader = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout)
+        self._numbers = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._waiters_lock = threading.Lock()
+        self._last_id = "0-0"
+        self._closed = threading.Event()
+        try:
+            head = self._writer.xrevrange(key, count=1)
+        except self._redis_errors as error:
+            raise BackendUnavailable(f"cannot reach Redis at {url}: {error}") from error
+        if head:
+            self._catch_up(head[0][0].decode())
+        self._thread = threading.Thread(target=self._run, name="pubsubsse-redis-log", daemon=True)
+        self._thread.start()
+
+    def execute(self, operation: str, args: tuple[Any, ...]) -> Any:
+        """Append a command, wait until this process has applied it, fire its events, return its result."""
+        number = next(self._numbers)
+        waiter = _Waiter()
+        with self._waiters_lock:
+            self._waiters[number] = waiter
+        try:
+            self._writer.xadd(self._key, {"c": _encode(self._origin, number, operation, args)})
+            if not waiter.done.wait(self._timeout):
+                raise BackendUnavailable(f"the change was not confirmed by Redis within {self._timeout} s")
+        except self._redis_errors as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(number, None)
+        if isinstance(waiter.result, PubSubError):
+            raise waiter.result
+        assert waiter.effects is not None
+        waiter.effects.fire()
+        return waiter.result
+
+    def _catch_up(self, until: str) -> None:
+        """Apply the log up to ``until`` before the service is used (a process that starts late)."""
+        while self._last_id != until:
+            entries = self._reader.xread({self._key: self._last_id}, count=1000)
+            if not entries:
+                return
+            self._apply_batch(entries[0][1])
+
+    def close(self) -> None:
+        """Stop applying the log in this process (the service is then unusable)."""
+        self._closed.set()
+        self._thread.join(3)  # the reader blocks for at most 250 ms at a time
+        self._reader.close()
+        self._writer.close()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._closed.is_set():
+            try:
+                entries = self._reader.xread({self._key: self._last_id}, block=250, count=1000)
+            except self._redis_errors as error:
+                if self._closed.is_set():
+                    return
+                log.warning("reading the pubsubsse log from Redis failed (%s); retrying in %.1f s", error, delay)
+                self._closed.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            if entries:
+                self._apply_batch(entries[0][1])
+
+    def _apply_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for entry_id, fields in entries:
+            self._last_id = entry_id.decode()
+            try:
+                origin, number, operation, args = _decode(fields[b"c"])
+            except (KeyError, ValueError, TypeError):
+                log.error("skipping a malformed pubsubsse log entry %s", self._last_id)
+                continue
+            result, effects = self._service._apply(operation, args)
+            if origin != self._origin:
+                continue
+            with self._waiters_lock:
+                waiter = self._waiters.get(number)
+            if waiter is not None:
+                waiter.result = result
+                waiter.effects = effects
+                waiter.done.set()
+
+
+def _encode(origin: str, number: int, operation: str, args: tuple[Any, ...]) -> str:
+    if operation == "pub":  # the encoded message body is UTF-8 JSON: carry it as text
+        topic_id, body = args
+        args = (topic_id, body.decode("utf-8"))
+    return json.dumps([origin, number, operation, list(args)], separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode(raw: bytes) -> tuple[str, int, str, tuple[Any, ...]]:
+    origin, number, operation, args = json.loads(raw)
+    if operation == "pub":
+        args = [args[0], args[1].encode("utf-8")]
+    return origin, number, operation, tuple(args)

@@ -320,8 +320,7 @@ class Client:
 
     def get_private_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return this client's private topic with this id, or ``None``."""
-        with self._service._lock:
-            return self._private.get(topic_id)
+        return self._service._lookup(lambda: self._private.get(topic_id))
 
     def get_groups(self) -> dict[str, Group]:
         """Return a snapshot of the groups this client is a member of."""
@@ -344,8 +343,7 @@ class Client:
 
     def get_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return the topic with this id if the client can see it, else ``None``."""
-        with self._service._lock:
-            return self._service._find_visible(self, topic_id)
+        return self._service._lookup(lambda: self._service._find_visible(self, topic_id))
 
     def get_subscribed_topics(self) -> dict[str, Topic]:
         """Return a snapshot of the topics the client is subscribed to."""

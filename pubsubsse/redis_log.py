@@ -52,6 +52,7 @@ class RedisLog:
         self._waiters: dict[int, _Waiter] = {}
         self._waiters_lock = threading.Lock()
         self._last_id = "0-0"
+        self._applied = threading.Condition()
         self._closed = threading.Event()
         try:
             head = self._writer.xrevrange(key, count=1)
@@ -91,6 +92,19 @@ class RedisLog:
                 return
             self._apply_batch(entries[0][1])
 
+    def sync(self) -> None:
+        """Wait until this process has applied every command appended (by anyone) before the call."""
+        try:
+            head = self._writer.xrevrange(self._key, count=1)
+        except self._redis_errors as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
+        if not head:
+            return
+        target = _position(head[0][0].decode())
+        with self._applied:
+            if not self._applied.wait_for(lambda: _position(self._last_id) >= target, timeout=self._timeout):
+                raise BackendUnavailable(f"this process did not catch up with the log within {self._timeout} s")
+
     def close(self) -> None:
         """Stop applying the log in this process (the service is then unusable)."""
         self._closed.set()
@@ -116,21 +130,31 @@ class RedisLog:
 
     def _apply_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         for entry_id, fields in entries:
-            self._last_id = entry_id.decode()
-            try:
-                origin, number, operation, args = _decode(fields[b"c"])
-            except (KeyError, ValueError, TypeError):
-                log.error("skipping a malformed pubsubsse log entry %s", self._last_id)
-                continue
-            result, effects = self._service._apply(operation, args)
-            if origin != self._origin:
-                continue
-            with self._waiters_lock:
-                waiter = self._waiters.get(number)
-            if waiter is not None:
-                waiter.result = result
-                waiter.effects = effects
-                waiter.done.set()
+            self._apply_entry(entry_id, fields)
+        with self._applied:
+            self._applied.notify_all()
+
+    def _apply_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        self._last_id = entry_id.decode()
+        try:
+            origin, number, operation, args = _decode(fields[b"c"])
+        except (KeyError, ValueError, TypeError):
+            log.error("skipping a malformed pubsubsse log entry %s", self._last_id)
+            return
+        result, effects = self._service._apply(operation, args)
+        if origin != self._origin:
+            return
+        with self._waiters_lock:
+            waiter = self._waiters.get(number)
+        if waiter is not None:
+            waiter.result = result
+            waiter.effects = effects
+            waiter.done.set()
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def _encode(origin: str, number: int, operation: str, args: tuple[Any, ...]) -> str:

@@ -235,8 +235,7 @@ class SSEPubSubService:
 
     def get_client_by_id(self, client_id: str) -> Client | None:
         """Return the client with this id, or ``None``."""
-        with self._lock:
-            return self._clients.get(client_id)
+        return self._lookup(lambda: self._clients.get(client_id))
 
     def get_public_topics(self) -> dict[str, Topic]:
         """Return a snapshot of the public topics, keyed by id, in creation order."""
@@ -245,8 +244,7 @@ class SSEPubSubService:
 
     def get_public_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return the public topic with this id, or ``None``."""
-        with self._lock:
-            return self._public.get(topic_id)
+        return self._lookup(lambda: self._public.get(topic_id))
 
     def get_groups(self) -> dict[str, Group]:
         """Return a snapshot of all groups, keyed by id."""
@@ -255,8 +253,29 @@ class SSEPubSubService:
 
     def get_group_by_id(self, group_id: str) -> Group | None:
         """Return the group with this id, or ``None``."""
+        return self._lookup(lambda: self._groups.get(group_id))
+
+    def sync(self) -> None:
+        """Wait until this process has applied every change made, in any process, before the call.
+
+        A change is visible at once in the process that made it. With
+        ``redis_url``, another process sees it after a moment; call this before
+        a read that must reflect changes made elsewhere. The lookups
+        (``get_*_by_id``) do so by themselves when they find nothing. A no-op
+        for a service in this process only.
+        """
+        if self._log is not None:
+            self._log.sync()
+
+    def _lookup(self, find: Callable[[], T | None]) -> T | None:
+        """Run ``find`` under the lock; on a miss, catch up with the shared log and try once more."""
         with self._lock:
-            return self._groups.get(group_id)
+            found = find()
+        if found is None and self._log is not None:
+            self._log.sync()
+            with self._lock:
+                found = find()
+        return found
 
     def close(self) -> None:
         """Stop the background timer and end every attached stream.

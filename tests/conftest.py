@@ -79,13 +79,15 @@ class Recorder:
         return out
 
 
-SERVER_KINDS = ["gevent", "threaded"]
+SERVER_KINDS = ["gevent", "threaded", "cluster"]
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
 def server(request):
-    from .servers import Server
+    """A real server: gunicorn with gevent, Werkzeug's threaded server, or a cluster on Redis."""
+    from .servers import Cluster, Server
 
-    srv = Server(request.param, env={"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"})
+    env = {"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"}
+    srv = Cluster(env) if request.param == "cluster" else Server(request.param, env=env)
     yield srv
     srv.stop()

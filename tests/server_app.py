@@ -38,9 +38,25 @@ def create_app() -> Flask:
         redis_key=os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log"),
     )
     status_events: Counter = Counter()
+    shared = None
+    if os.environ.get("PUBSUBSSE_REDIS_URL"):  # count across the cluster, to show each fires once
+        import redis
+
+        shared = redis.Redis.from_url(os.environ["PUBSUBSSE_REDIS_URL"])
+    events_key = os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log") + ":status-events"
+
+    def record_status(client_id, status):
+        if shared is not None:
+            shared.hincrby(events_key, f"{client_id} {status.value}", 1)
+        else:
+            status_events.update([(client_id, status.value)])
+
+    counted: set[str] = set()
 
     def count_status(client):
-        client.on_status_change.listen(lambda status: status_events.update([(client.id, status.value)]))
+        if client.id not in counted:
+            counted.add(client.id)
+            client.on_status_change.listen(lambda status: record_status(client.id, status))
 
     service.on_new_client.listen(count_status)
     app = Flask(__name__)
@@ -61,6 +77,15 @@ def create_app() -> Flask:
         url_prefix="/locked",
     )
 
+    @app.before_request
+    def count_status_here():
+        # Listeners belong to a process; with Redis a stream may be held by a process other than
+        # the one that created its client, so each process instruments the clients it streams.
+        if request.path.endswith("/event"):
+            client = service.get_client_by_id(request.args.get("client_id", ""))
+            if client is not None:
+                count_status(client)
+
     def reply(body, status=200):
         return Response(json.dumps(body), status=status, mimetype="application/json")
 
@@ -70,6 +95,7 @@ def create_app() -> Flask:
 
     @app.route("/test/pub", methods=["POST"])
     def pub():
+        service.sync()
         body = request.get_json()
         topic = next(
             (t for c in service.get_clients().values() for t in c.get_all_topics().values() if t.id == body["topic"]),
@@ -81,11 +107,13 @@ def create_app() -> Flask:
 
     @app.route("/test/remove_public_topic", methods=["POST"])
     def remove_public_topic():
+        service.sync()
         service.remove_public_topic(service.get_public_topic_by_id(request.get_json()["topic"]))
         return reply({"ok": True})
 
     @app.route("/test/group", methods=["POST"])
     def group():
+        service.sync()
         body = request.get_json()
         g = service.new_group()
         for cid in body["members"]:
@@ -95,12 +123,18 @@ def create_app() -> Flask:
 
     @app.route("/test/remove_client", methods=["POST"])
     def remove_client():
+        service.sync()
         service.remove_client(service.get_client_by_id(request.get_json()["client_id"]))
         return reply({"ok": True})
 
     @app.route("/test/state")
     def state():
+        service.sync()
         clients = service.get_clients()
+        if shared is not None:
+            counted = {k.decode(): int(v) for k, v in shared.hgetall(events_key).items()}
+            status_events.clear()
+            status_events.update({tuple(k.split(" ")): v for k, v in counted.items()})
         return reply(
             {
                 "clients": {

@@ -113,3 +113,37 @@ class Server:
                 self.proc.wait(5)
         self.log.close()
         os.unlink(self.log.name)
+
+
+class Cluster:
+    """Two gunicorn servers with two gevent workers each, sharing one service through a private Redis.
+
+    ``url()`` alternates between the servers, so consecutive requests of a test land on different
+    processes; ``port`` is the first server's.
+    """
+
+    kind = "cluster"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        import itertools
+        import uuid
+
+        from .redis_server import RedisServer
+
+        self.redis = RedisServer()
+        shared = {**(env or {}), "PUBSUBSSE_REDIS_URL": self.redis.url, "PUBSUBSSE_REDIS_KEY": f"t:{uuid.uuid4()}"}
+        self.servers = [Server("gevent", env=shared, workers=2), Server("gevent", env=shared, workers=2)]
+        self.port = self.servers[0].port
+        self.base = self.servers[0].base
+        self._turn = itertools.cycle(self.servers)
+
+    def url(self, path: str) -> str:
+        return next(self._turn).url(path)
+
+    def output(self) -> str:
+        return "\n".join(server.output() for server in self.servers)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.redis.close()

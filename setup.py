@@ -36,6 +36,7 @@ setup(
             "sseclient-py>=1.8",
             "hypothesis>=6.80",
             "playwright>=1.40",
+            "psutil>=5.9",
             "redis>=4.5",
         ],
         "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1"],

@@ -34,6 +34,8 @@ ROOT = HERE.parent
 LOADGEN = HERE / "build" / "loadgen"
 SERVER_CORE, CLIENT_CORE = "0", "1"
 PEERS = ["pubsubsse", "baseline", "starlette", "flasksse", "nchan"]
+#: Not in the default run: pubsubsse with two gunicorn workers sharing one service through Redis.
+SCALEOUT = "pubsubsse-redis"
 WORKLOADS = ["w1", "w2", "w2lat", "w3", "w5", "w6base", "w6"]
 
 
@@ -43,7 +45,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gunicorn(app: str, port: int) -> list[str]:
+def gunicorn(app: str, port: int, workers: int = 1) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -51,7 +53,7 @@ def gunicorn(app: str, port: int) -> list[str]:
         "-k",
         "gevent",
         "-w",
-        "1",
+        str(workers),
         "--worker-connections",
         "30000",
         "--backlog",
@@ -72,8 +74,32 @@ class Server:
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{peer}-"))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.redis_proc = None
         if peer == "pubsubsse":
             cmd = gunicorn("bench.apps.pubsubsse_app:app", self.port)
+        elif peer == SCALEOUT:
+            self.redis_port = free_port()
+            self.redis_proc = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CORE,
+                    shutil.which("redis-server") or "/usr/bin/redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+            env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+            cmd = gunicorn("bench.apps.pubsubsse_app:app", self.port, workers=2)
         elif peer == "baseline":
             cmd = gunicorn("bench.apps.baseline_app:app", self.port)
         elif peer == "flasksse":
@@ -145,8 +171,15 @@ class Server:
                 total += t.user + t.system
         return total
 
+    def redis_commands(self) -> int:
+        """Total commands the private Redis of the scale-out peer has processed."""
+        import redis
+
+        stats = redis.Redis(port=self.redis_port).info("stats")
+        return int(stats["total_commands_processed"])
+
     def subscriber_paths(self, n: int, topics: int) -> list[str]:
-        if self.peer == "pubsubsse":
+        if self.peer in ("pubsubsse", SCALEOUT):
             r = httpx.post(f"http://127.0.0.1:{self.port}/bench/setup", params={"n": n, "topics": topics}, timeout=300)
             r.raise_for_status()
             return r.text.splitlines()
@@ -162,6 +195,9 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.log.close()
+        if self.redis_proc is not None:
+            self.redis_proc.terminate()
+            self.redis_proc.wait(10)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -271,12 +307,17 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
         pub = publisher(server.port, warmup + duration + 1, topics, rate, None if rate else track, pad)
     time.sleep(warmup)
     cpu0, t0 = server.cpu(), time.monotonic()
+    commands0 = server.redis_commands() if server.peer == SCALEOUT else 0
     peak_rss = 0
     while proc.poll() is None:
         peak_rss = max(peak_rss, server.rss())
         time.sleep(0.5)
     cpu1, t1 = server.cpu(), time.monotonic()
     gen = finish(proc, pf)
+    if server.peer == SCALEOUT and gen["updates"]:
+        # Publishes in the window, from topic-0 deliveries per subscriber of topic 0.
+        published = gen["updates"] / max(1, len(paths) // topics)
+        result["redis_commands_per_publish"] = round((server.redis_commands() - commands0) / published, 2)
     if pub is not None:
         pub.wait(60)
     result.update(gen)

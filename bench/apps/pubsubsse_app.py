@@ -8,7 +8,12 @@ from flask import Flask, Response, request
 
 from pubsubsse import SSEPubSubService, create_blueprint
 
-service = SSEPubSubService(heartbeat=15, client_timeout=None, queue_size=int(os.environ.get("BENCH_QUEUE", "1000")))
+service = SSEPubSubService(
+    heartbeat=15,
+    client_timeout=None,
+    queue_size=int(os.environ.get("BENCH_QUEUE", "1000")),
+    redis_url=os.environ.get("BENCH_REDIS_URL"),
+)
 topics = []
 app = Flask(__name__)
 app.register_blueprint(create_blueprint(service))
@@ -29,6 +34,9 @@ def setup():
 
 @app.post("/pub")
 def pub():
+    if not topics:  # another worker made the topics: look them up in the shared service
+        service.sync()
+        topics.extend(service.get_public_topics().values())
     topics[int(request.args["topic"])].pub(json.loads(request.get_data()))
     return Response(status=204)
 

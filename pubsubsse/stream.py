@@ -137,9 +137,7 @@ class Stream:
         "token",
     )
 
-    def __init__(
-        self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int, token: str
-    ) -> None:
+    def __init__(self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int, token: str) -> None:
         self._service = service
         #: Identifies this attachment across processes (see SSEPubSubService._op_attach).
         self.token = token

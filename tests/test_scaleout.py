@@ -25,8 +25,12 @@ def redis():
 
 
 def shared_env(redis, **extra):
-    return {"PUBSUBSSE_REDIS_URL": redis.url, "PUBSUBSSE_REDIS_KEY": f"t:{uuid.uuid4()}",
-            "PUBSUBSSE_HEARTBEAT": "1", **extra}
+    return {
+        "PUBSUBSSE_REDIS_URL": redis.url,
+        "PUBSUBSSE_REDIS_KEY": f"t:{uuid.uuid4()}",
+        "PUBSUBSSE_HEARTBEAT": "1",
+        **extra,
+    }
 
 
 class ResumingReader(threading.Thread):
@@ -49,9 +53,12 @@ class ResumingReader(threading.Thread):
             server = self.servers[min(index, len(self.servers) - 1)]
             headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
             try:
-                with httpx.Client(timeout=httpx.Timeout(5, read=10)) as client, connect_sse(
-                    client, "GET", server.url(f"/event?client_id={self.client_id}"), headers=headers
-                ) as source:
+                with (
+                    httpx.Client(timeout=httpx.Timeout(5, read=10)) as client,
+                    connect_sse(
+                        client, "GET", server.url(f"/event?client_id={self.client_id}"), headers=headers
+                    ) as source,
+                ):
                     for event in source.iter_sse():
                         self.last_id = event.id
                         message = event.json()
@@ -160,8 +167,9 @@ def test_a_server_started_after_1000_changes_serves_the_same_state(redis):
         late = Server("gevent", env=env, workers=1)
         try:
             assert state(late) == state(a)
-            resumed = SSEReader("httpx-sse", late.url(f"/event?client_id={clients[0]}"),
-                                headers={"Last-Event-ID": last_id})
+            resumed = SSEReader(
+                "httpx-sse", late.url(f"/event?client_id={clients[0]}"), headers={"Last-Event-ID": last_id}
+            )
             try:
                 events = resumed.take(3)
                 assert [e.json()["updates"][0]["data"] for e in events] == ["x", "y", "z"]

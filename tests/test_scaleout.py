@@ -137,6 +137,9 @@ def test_redis_restart_keeps_streams_and_recovers(redis):
         assert reader.done.wait(20)
         assert reader.updates == ["before", "after"] and reader.reconnects == 0
         assert a.proc.poll() is None and b.proc.poll() is None
+    except Exception:
+        print("server a:", a.output(), "\nserver b:", b.output())  # shown by pytest on failure
+        raise
     finally:
         a.stop()
         b.stop()

@@ -35,15 +35,32 @@ _lock = threading.Lock()
 
 
 def _close_all() -> None:
+    log.info("SIGTERM: ending open streams so clients reconnect elsewhere")
     for service in list(_services):
         service.close()
 
 
+def _start_closing() -> None:
+    """Run :func:`_close_all` elsewhere: a signal handler must neither block nor take locks.
+
+    Under gevent the handler may run inside the event loop, where even starting a (patched)
+    thread blocks; a spawned greenlet is only scheduled.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        monkey = None
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        gevent.spawn(_close_all)
+    else:
+        threading.Thread(target=_close_all, name="pubsubsse-shutdown", daemon=True).start()
+
+
 def _handler_chaining(previous: Any) -> Any:
     def on_sigterm(signum: int, frame: Any) -> None:
-        log.info("SIGTERM: ending open streams so clients reconnect elsewhere")
-        # A thread (a greenlet under gevent): the handler must not take locks itself.
-        threading.Thread(target=_close_all, name="pubsubsse-shutdown", daemon=True).start()
+        _start_closing()
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:

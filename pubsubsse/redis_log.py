@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import BackendUnavailable, PubSubError
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["RedisLog"]
 
 log = logging.getLogger(__name__)
+
+#: A process that has not reported its position for this long no longer holds back trimming.
+_ALIVE = 30.0
 
 
 class _Waiter:
@@ -38,7 +42,7 @@ class _Waiter:
 class RedisLog:
     """The command log of one service on Redis, and the thread that applies it here."""
 
-    def __init__(self, service: SSEPubSubService, url: str, key: str, timeout: float) -> None:
+    def __init__(self, service: SSEPubSubService, url: str, key: str, timeout: float, snapshot_every: int) -> None:
         import redis
 
         self._redis_errors = (redis.RedisError, OSError)
@@ -54,11 +58,20 @@ class RedisLog:
         self._last_id = "0-0"
         self._applied = threading.Condition()
         self._closed = threading.Event()
+        self._snapshot_every = snapshot_every
+        self._since_snapshot = 0
+        self._reported = 0.0
         try:
+            snapshot = self._writer.get(key + ":snapshot")
             head = self._writer.xrevrange(key, count=1)
         except self._redis_errors as error:
             raise BackendUnavailable(f"cannot reach Redis at {url}: {error}") from error
-        if head:
+        if snapshot is not None:
+            saved = json.loads(snapshot)
+            with service._lock:
+                service._import_state(saved["state"])
+            self._last_id = saved["position"]
+        if head and _position(head[0][0].decode()) > _position(self._last_id):
             self._catch_up(head[0][0].decode())
         self._thread = threading.Thread(target=self._run, name="pubsubsse-redis-log", daemon=True)
         self._thread.start()
@@ -127,8 +140,44 @@ class RedisLog:
             delay = 0.1
             if entries:
                 self._apply_batch(entries[0][1])
+            try:
+                self._maintain()
+            except self._redis_errors as error:
+                log.warning("pubsubsse log maintenance failed (%s); will retry", error)
+
+    def _maintain(self) -> None:
+        """Report how far this process got, and now and then snapshot the state and trim the log.
+
+        The log is trimmed behind the newest snapshot and behind every process that reported in
+        the last ``_ALIVE`` seconds, so no live process ever misses an entry; a process that
+        starts later loads the snapshot and reads on from its position.
+        """
+        now = time.time()
+        if now - self._reported >= 1.0:
+            self._writer.hset(self._key + ":applied", self._origin, f"{self._last_id} {now}")
+            self._reported = now
+        if self._since_snapshot < self._snapshot_every:
+            return
+        self._since_snapshot = 0
+        lock = self._key + ":snapshot-lock"
+        if not self._writer.set(lock, self._origin, nx=True, px=30000):
+            return
+        try:
+            with self._service._lock:
+                position = self._last_id
+                state = self._service._export_state()
+            self._writer.set(self._key + ":snapshot", json.dumps({"position": position, "state": state}))
+            oldest = _position(position)
+            for value in self._writer.hgetall(self._key + ":applied").values():
+                applied, _, seen = value.decode().partition(" ")
+                if now - float(seen) < _ALIVE:
+                    oldest = min(oldest, _position(applied))
+            self._writer.xtrim(self._key, minid=f"{oldest[0]}-{oldest[1]}", approximate=False)
+        finally:
+            self._writer.delete(lock)
 
     def _apply_batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        self._since_snapshot += len(entries)
         for entry_id, fields in entries:
             self._apply_entry(entry_id, fields)
         with self._applied:

@@ -136,7 +136,9 @@ class SSEPubSubService:
         Changes then take a Redis round trip and raise
         :class:`~pubsubsse.errors.BackendUnavailable` when Redis cannot be
         reached within ``redis_timeout`` seconds (default 5); open streams stay
-        open and the process catches up when Redis is back.
+        open and the process catches up when Redis is back. Every
+        ``redis_snapshot_every`` changes (default 10000) one process stores a
+        snapshot and the log is trimmed behind it and behind every live process.
     """
 
     on_new_client = EventAttribute("A client was created (``Client``).")
@@ -157,6 +159,7 @@ class SSEPubSubService:
         redis_url: str | None = None,
         redis_key: str = "pubsubsse:log",
         redis_timeout: float = 5.0,
+        redis_snapshot_every: int = 10000,
     ) -> None:
         _check_number("heartbeat", heartbeat, 0.01)
         _check_number("retry", retry, 0)
@@ -185,7 +188,7 @@ class SSEPubSubService:
         self._ticker = Ticker(self, tick)
         self._log: RedisLog | None = None
         if redis_url is not None:
-            self._log = RedisLog(self, redis_url, redis_key, redis_timeout)
+            self._log = RedisLog(self, redis_url, redis_key, redis_timeout, redis_snapshot_every)
 
     def __repr__(self) -> str:
         return f"<SSEPubSubService {self._id} clients={len(self._clients)} topics={len(self._topics)}>"
@@ -638,6 +641,63 @@ class SSEPubSubService:
             raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
         for client in topic._subscribers.values():
             client._mailbox.deliver(body)
+
+    # Snapshots of the replicated state (scale-out) -------------------------
+
+    def _export_state(self) -> dict[str, Any]:
+        """Return the state the log determines, as JSON-ready data. Called under the lock."""
+        return {
+            "public": list(self._public),
+            "groups": [
+                {"id": g._id, "topics": list(g._topics), "members": list(g._members)} for g in self._groups.values()
+            ],
+            "clients": [
+                {
+                    "id": c._id,
+                    "receiving": c._status is Status.RECEIVING,
+                    "token": c._stream_token,
+                    "detaches": c._detaches,
+                    "private": list(c._private),
+                    "groups": list(c._groups),
+                    "subs": list(c._subs),
+                    "seq": c._mailbox.seq,
+                    "replay": [body.decode("utf-8") for body in c._mailbox.replay[-self._replay_size :]],
+                }
+                for c in self._clients.values()
+            ],
+        }
+
+    def _import_state(self, state: dict[str, Any]) -> None:
+        """Rebuild a fresh service from :meth:`_export_state` output. Called under the lock, before any use."""
+        now = time.monotonic()
+        for topic_id in state["public"]:
+            self._public[topic_id] = self._add_topic(Topic(self, topic_id, TopicType.PUBLIC))
+        for data in state["groups"]:
+            group = self._groups[data["id"]] = Group(self, data["id"])
+            for topic_id in data["topics"]:
+                group._topics[topic_id] = self._add_topic(Topic(self, topic_id, TopicType.GROUP, group=group))
+        for data in state["clients"]:
+            mailbox = Mailbox(self._replay_size, self._queue_size)
+            mailbox.seq = data["seq"]
+            mailbox.replay = [body.encode("utf-8") for body in data["replay"]]
+            client = self._clients[data["id"]] = Client(self, data["id"], mailbox, now)
+            client._status = Status.RECEIVING if data["receiving"] else Status.WAITING
+            client._stream_token = data["token"]
+            client._detaches = data["detaches"]
+            for topic_id in data["private"]:
+                client._private[topic_id] = self._add_topic(Topic(self, topic_id, TopicType.PRIVATE, owner=client))
+            for group_id in data["groups"]:
+                client._groups[group_id] = self._groups[group_id]
+            for topic_id in data["subs"]:
+                topic = self._topics[topic_id]
+                client._subs[topic_id] = topic
+        for data in state["groups"]:
+            group = self._groups[data["id"]]
+            for client_id in data["members"]:
+                group._members[client_id] = self._clients[client_id]
+        for client in self._clients.values():  # subscribers in subscription order, as the log built them
+            for topic in client._subs.values():
+                topic._subscribers[client._id] = client
 
     # Streams -------------------------------------------------------------
 

@@ -36,6 +36,7 @@ def create_app() -> Flask:
         client_timeout=_env_number("PUBSUBSSE_CLIENT_TIMEOUT", None),
         redis_url=os.environ.get("PUBSUBSSE_REDIS_URL"),
         redis_key=os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log"),
+        redis_snapshot_every=int(os.environ.get("PUBSUBSSE_REDIS_SNAPSHOT_EVERY", "10000")),
     )
     status_events: Counter = Counter()
     shared = None

@@ -61,6 +61,8 @@ class RedisLog:
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
         self._reported = 0.0
+        #: Processes whose last report is older than _ALIVE (refreshed about once a second).
+        self.dead_processes: frozenset[str] = frozenset()
         try:
             snapshot = self._writer.get(key + ":snapshot")
             head = self._writer.xrevrange(key, count=1)
@@ -156,6 +158,11 @@ class RedisLog:
         if now - self._reported >= 1.0:
             self._writer.hset(self._key + ":applied", self._origin, f"{self._last_id} {now}")
             self._reported = now
+            self.dead_processes = frozenset(
+                origin.decode()
+                for origin, value in self._writer.hgetall(self._key + ":applied").items()
+                if now - float(value.decode().partition(" ")[2]) >= _ALIVE
+            )
         if self._since_snapshot < self._snapshot_every:
             return
         self._since_snapshot = 0

@@ -785,18 +785,26 @@ class SSEPubSubService:
 
     def _tick(self, now: float) -> None:
         expired: list[tuple[str, int]] = []
+        orphaned: list[tuple[str, str]] = []
+        dead = self._log.dead_processes if self._log is not None else frozenset()
         with self._lock:
             for client in self._clients.values():
                 stream = client._mailbox.stream
                 if stream is not None:
                     if now - stream.last_write >= self._heartbeat and stream.queue.empty():
                         stream.queue.put_nowait(HEARTBEAT_MARK)
+                elif client._stream_token is not None and client._stream_token.partition(":")[0] in dead:
+                    # Its stream was held by a process that died without detaching it.
+                    orphaned.append((client._id, client._stream_token))
                 elif (
                     self._client_timeout is not None
                     and client._status is Status.WAITING
                     and now - client._waiting_since >= self._client_timeout
                 ):
                     expired.append((client._id, client._detaches))
+        for client_id, token in orphaned:
+            with contextlib.suppress(PubSubError):
+                self._execute("detach", client_id, token)
         for client_id, detaches in expired:
             with contextlib.suppress(PubSubError):
                 self._execute("expire_client", client_id, detaches)

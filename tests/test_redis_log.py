@@ -55,3 +55,31 @@ def test_snapshots_bound_the_log_and_late_joiners_load_them(redis_server):
         a.shutdown()
         for k in r.keys(key + "*"):
             r.delete(k)
+
+
+def test_streams_of_a_dead_process_are_detached_and_their_clients_expire(redis_server, monkeypatch):
+    import threading
+
+    from pubsubsse import Status, redis_log
+
+    monkeypatch.setattr(redis_log, "_ALIVE", 1.5)
+    key = f"test:{uuid.uuid4()}"
+    a = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=None)
+    b = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=1.0, heartbeat=0.5)
+    r = redis_py.Redis.from_url(redis_server.url)
+    try:
+        keeper = b.new_client()
+        b_stream = b.get_client_by_id(keeper.id).stream()  # starts b's timer; a receiving client stays
+        orphan = a.new_client()
+        orphan.stream()  # a holds this stream, then dies without detaching it
+        a._log.close()
+        assert b.get_client_by_id(orphan.id).status is Status.RECEIVING
+        gone = threading.Event()
+        b.on_remove_client.listen(lambda c: gone.set() if c.id == orphan.id else None)
+        assert gone.wait(15)  # detached once a's reports went stale, then expired after client_timeout
+        assert b.get_client_by_id(keeper.id).status is Status.RECEIVING
+        b_stream.close()
+    finally:
+        b.shutdown()
+        for k in r.keys(key + "*"):
+            r.delete(k)

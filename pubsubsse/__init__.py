@@ -7,7 +7,15 @@ topics and groups; :func:`create_blueprint` serves it over HTTP as SSE.
 from __future__ import annotations
 
 from .blueprint import create_blueprint
-from .errors import BackendUnavailable, ClientNotFound, GroupNotFound, NotSubscribed, PubSubError, TopicNotFound
+from .errors import (
+    BackendUnavailable,
+    ClientNotFound,
+    GroupNotFound,
+    LimitReached,
+    NotSubscribed,
+    PubSubError,
+    TopicNotFound,
+)
 from .events import EventManager
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType
 from .service import SSEPubSubService
@@ -32,5 +40,6 @@ __all__ = [
     "GroupNotFound",
     "NotSubscribed",
     "BackendUnavailable",
+    "LimitReached",
     "__version__",
 ]

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import shutdown
 from .disconnect import Watch, watch
-from .errors import BackendUnavailable, ClientNotFound, NotSubscribed, PubSubError, TopicNotFound
+from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
 from .model import Client, Topic, short_id
 from .service import SSEPubSubService
 from .stream import Stream
@@ -229,6 +229,8 @@ def create_blueprint(
                     return view(_params(max_query_length, max_body_size))
                 except _Refused as refused:
                     return _error(refused.status, refused.message)
+                except LimitReached as limit:
+                    return _error(429, f"limit reached: {str(limit).partition(':')[0]}")
                 except BackendUnavailable:
                     log.warning("pubsubsse endpoint %s: backend unavailable", rule)
                     return _error(503, "backend unavailable")

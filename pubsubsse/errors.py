@@ -14,6 +14,7 @@ __all__ = [
     "GroupNotFound",
     "NotSubscribed",
     "BackendUnavailable",
+    "LimitReached",
 ]
 
 
@@ -47,4 +48,12 @@ class BackendUnavailable(PubSubError):
 
     Only raised by a service built with ``redis_url``. The change may or may
     not have been applied; retry when the backend is back.
+    """
+
+
+class LimitReached(PubSubError):
+    """A configured limit would be exceeded; nothing was changed.
+
+    The message names the limit (for example ``max_clients``) so that it can
+    be raised in :class:`~pubsubsse.SSEPubSubService`'s options if intended.
     """

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .encoding import encode_sys, encode_update, frame, id_list_item, retry_field, topics_item
-from .errors import ClientNotFound, GroupNotFound, NotSubscribed, PubSubError, TopicNotFound
+from .errors import ClientNotFound, GroupNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
 from .events import EventAttribute, emit
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType, new_id, short_id
 from .redis_log import RedisLog
@@ -139,6 +139,12 @@ class SSEPubSubService:
         open and the process catches up when Redis is back. Every
         ``redis_snapshot_every`` changes (default 10000) one process stores a
         snapshot and the log is trimmed behind it and behind every live process.
+    ``max_clients`` (default 100,000), ``max_private_topics`` (per client,
+    default 100), ``max_groups`` (default 10,000), ``max_payload_bytes``
+    (encoded size of one published value, default 4 MiB)
+        Limits. A change that would exceed one raises
+        :class:`~pubsubsse.errors.LimitReached` (429 over HTTP) and changes
+        nothing.
     """
 
     on_new_client = EventAttribute("A client was created (``Client``).")
@@ -160,12 +166,27 @@ class SSEPubSubService:
         redis_key: str = "pubsubsse:log",
         redis_timeout: float = 5.0,
         redis_snapshot_every: int = 10000,
+        max_clients: int = 100_000,
+        max_private_topics: int = 100,
+        max_groups: int = 10_000,
+        max_payload_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         _check_number("heartbeat", heartbeat, 0.01)
         _check_number("retry", retry, 0)
         _check_number("replay_size", replay_size, 0, integer=True)
         _check_number("queue_size", queue_size, 1, integer=True)
         _check_number("client_timeout", client_timeout, 0.01, allow_none=True)
+        for name, value in [
+            ("max_clients", max_clients),
+            ("max_private_topics", max_private_topics),
+            ("max_groups", max_groups),
+            ("max_payload_bytes", max_payload_bytes),
+        ]:
+            _check_number(name, value, 0, integer=True)
+        self._max_clients = max_clients
+        self._max_private_topics = max_private_topics
+        self._max_groups = max_groups
+        self._max_payload_bytes = max_payload_bytes
         self._id = new_id("S")
         #: Names this process's streams, so that a replica can tell its own streams from others'.
         self._process_token = new_id("P")
@@ -329,6 +350,8 @@ class SSEPubSubService:
 
     def _publish(self, topic: Topic, data: Any) -> None:
         body = encode_update(topic.id, data)
+        if len(body) > self._max_payload_bytes:
+            raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
         self._execute("pub", topic.id, body)
         emit(topic, "on_pub", data)
 
@@ -471,6 +494,9 @@ class SSEPubSubService:
     # Operations: one per kind of change; each runs under the lock ---------
 
     def _op_new_client(self, fx: _Effects, client_id: str) -> Client:
+        if len(self._clients) >= self._max_clients:
+            log.warning("max_clients (%d) reached; refusing a new client", self._max_clients)
+            raise LimitReached(f"max_clients: {self._max_clients} clients exist")
         client = Client(self, client_id, Mailbox(self._replay_size, self._queue_size), time.monotonic())
         self._clients[client_id] = client
         fx.add(self, "on_new_client", client)
@@ -535,6 +561,9 @@ class SSEPubSubService:
 
     def _op_new_private_topic(self, fx: _Effects, client_id: str, topic_id: str) -> Topic:
         client = self._client(client_id)
+        if len(client._private) >= self._max_private_topics:
+            log.warning("max_private_topics (%d) reached by client %s", self._max_private_topics, short_id(client_id))
+            raise LimitReached(f"max_private_topics: the client has {self._max_private_topics} private topics")
         topic = self._add_topic(Topic(self, topic_id, TopicType.PRIVATE, owner=client))
         client._private[topic_id] = topic
         self._gain_topic(fx, client, topic)
@@ -551,6 +580,9 @@ class SSEPubSubService:
         self._notify(affected)
 
     def _op_new_group(self, fx: _Effects, group_id: str) -> Group:
+        if len(self._groups) >= self._max_groups:
+            log.warning("max_groups (%d) reached; refusing a new group", self._max_groups)
+            raise LimitReached(f"max_groups: {self._max_groups} groups exist")
         group = Group(self, group_id)
         self._groups[group_id] = group
         fx.add(self, "on_new_group", group)

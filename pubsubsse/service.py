@@ -330,15 +330,18 @@ class SSEPubSubService:
     def _execute(self, operation: str, *args: Any) -> Any:
         if self._log is not None:
             return self._log.execute(operation, args)
-        apply: Callable[..., Any] = getattr(self, "_op_" + operation)
-        effects = _Effects()
-        with self._lock:
-            result = apply(effects, *args)
+        result, effects = self._apply(operation, args)
+        if isinstance(result, PubSubError):
+            raise result
         effects.fire()
         return result
 
     def _apply(self, operation: str, args: tuple[Any, ...]) -> tuple[Any, _Effects]:
-        """Apply one logged command; a refused change yields its error instead of raising it."""
+        """Apply one operation under the lock; a refused change yields its error instead of raising it.
+
+        Returning the error lets the Redis log's applier hand it to the process that made the
+        change; in this process :meth:`_execute` raises it.
+        """
         apply: Callable[..., Any] = getattr(self, "_op_" + operation)
         effects = _Effects()
         with self._lock:

@@ -165,6 +165,7 @@ def create_app() -> Flask:
                 "threads": threading.active_count(),
                 "greenlets": greenlets,
                 "streams": sum(1 for o in gc.get_objects() if isinstance(o, Stream)),
+                "direct": sum(1 for o in gc.get_objects() if isinstance(o, Stream) and o._writer is not None),
                 "clients": len(service.get_clients()),
                 "receiving": sum(1 for c in service.get_clients().values() if c.status.value == "receiving"),
             }

@@ -1,0 +1,203 @@
+"""Direct writes: under gunicorn's gevent worker publishers write to idle streams' sockets themselves.
+
+Read on raw sockets so the HTTP framing (chunked for HTTP/1.1, none for HTTP/1.0) is checked byte
+for byte, with small receive buffers so that direct writes fill the socket and leave their rest
+to the stream's reader.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+
+import pytest
+
+from .http_helpers import SSEReader, api, new_client, new_public_topic, publish, wait_for
+from .servers import Server
+
+TIMEOUT = 30
+
+
+class RawStream:
+    """An /event response read from a plain socket, chunked framing undone, SSE events parsed."""
+
+    def __init__(self, port: int, path: str, version: str = "1.1", rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(f"GET {path} HTTP/{version}\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self._raw = b""
+        while b"\r\n\r\n" not in self._raw:
+            self._recv()
+        head, _, self._raw = self._raw.partition(b"\r\n\r\n")
+        self.head = head.decode("latin-1").lower()
+        assert self.head.startswith("http/1.") and self.head[9:12] == "200", self.head
+        self.chunked = "transfer-encoding: chunked" in self.head
+        self.body = b""
+        self.closed = False
+        self._fields: dict[str, str] = {}
+        self._data: list[str] = []
+
+    def _recv(self) -> None:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("the server closed the stream")
+        self._raw += data
+
+    def _unframe(self) -> None:
+        if not self.chunked:
+            self.body, self._raw = self.body + self._raw, b""
+            return
+        while True:
+            size_end = self._raw.find(b"\r\n")
+            if size_end < 0:
+                return
+            size = int(self._raw[:size_end], 16)
+            end = size_end + 2 + size
+            if len(self._raw) < end + 2:
+                return
+            assert self._raw[end : end + 2] == b"\r\n", "broken chunk framing"
+            if size == 0:
+                self.closed = True
+            self.body += self._raw[size_end + 2 : end]
+            self._raw = self._raw[end + 2 :]
+
+    def _parse(self) -> list[tuple[int, str]]:
+        events = []
+        *lines, rest = self.body.split(b"\n")
+        self.body = rest
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append((int(self._fields["id"]), "\n".join(self._data)))
+                self._data = []
+            elif not line.startswith(b":"):
+                name, _, value = line.decode().partition(": ")
+                if name == "data":
+                    self._data.append(value)
+                else:
+                    self._fields[name] = value
+        return events
+
+    def events(self, n: int) -> list[tuple[int, str]]:
+        """Return the next ``n`` events as ``(id, data)`` pairs."""
+        self._unframe()
+        events = self._parse()
+        deadline = time.monotonic() + TIMEOUT
+        while len(events) < n:
+            assert time.monotonic() < deadline, f"{len(events)} of {n} events"
+            self._recv()
+            self._unframe()
+            events += self._parse()
+        assert len(events) == n, events[n:]
+        return events
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module", params=["gevent", "threaded"])
+def single(request):
+    srv = Server(request.param, env={"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"})
+    yield srv
+    srv.stop()
+
+
+def subscribed_clients(server, n: int) -> tuple[list[str], str]:
+    topic = new_public_topic(server)
+    clients = [new_client(server) for _ in range(n)]
+    for client in clients:
+        assert api(server, "/sub", client_id=client, topic=topic).status_code == 200
+    return clients, topic
+
+
+def update(data: str):
+    """Return the payload of a message with one update."""
+    (item,) = json.loads(data)["updates"]
+    return item["data"]
+
+
+def stats(server) -> dict:
+    return api(server, "/test/stats").json()
+
+
+def test_only_the_gevent_worker_writes_directly_and_stops_when_the_stream_ends(single):
+    (client,), topic = subscribed_clients(single, 1)
+    reader = SSEReader("httpx-sse", single.url(f"/event?client_id={client}"))
+    try:
+        reader.next()
+        publish(single, topic, "one")
+        assert reader.next().json()["updates"][0]["data"] == "one"
+        assert stats(single)["direct"] == (1 if single.kind == "gevent" else 0)
+    finally:
+        reader.close()
+    wait_for(lambda: stats(single)["receiving"] == 0, what="stream detached")
+    assert stats(single)["direct"] == 0
+
+
+def test_full_sockets_lose_and_reorder_nothing(server):
+    """6.4 MB to readers with 4 KB receive buffers: direct writes stop part-way, readers finish them."""
+    clients, topic = subscribed_clients(server, 3)
+    streams = [RawStream(server.port, f"/event?client_id={c}", rcvbuf=4096) for c in clients]
+    try:
+        first_ids = [stream.events(1)[0][0] for stream in streams]
+        payload = "x" * 8000
+        for batch in range(8):
+            publish(server, topic, *[f"{batch * 100 + i} {payload}" for i in range(100)])
+        for stream, first in zip(streams, first_ids):
+            events = stream.events(800)
+            assert [event_id for event_id, _ in events] == list(range(first + 1, first + 801))
+            assert [update(data) for _, data in events] == [f"{i} {payload}" for i in range(800)]
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_framing_follows_the_http_version(single, version):
+    (client,), topic = subscribed_clients(single, 1)
+    stream = RawStream(single.port, f"/event?client_id={client}", version=version)
+    try:
+        if single.kind == "gevent":  # Werkzeug chunks its answers to HTTP/1.0 requests as well
+            assert stream.chunked == (version == "1.1")
+        assert "content-length" not in stream.head
+        ((init_id, _),) = stream.events(1)
+        publish(single, topic, "a", "b")
+        publish(single, topic, "c")
+        events = stream.events(3)
+        assert [event_id for event_id, _ in events] == [init_id + 1, init_id + 2, init_id + 3]
+        assert [update(data) for _, data in events] == ["a", "b", "c"]
+        publish(single, topic, "d")
+        assert stream.events(1)[0][0] == init_id + 4
+    finally:
+        stream.close()
+
+
+def test_one_publish_reaches_200_idle_streams_in_order(server):
+    clients, topic = subscribed_clients(server, 200)
+    streams = [RawStream(server.port, f"/event?client_id={c}") for c in clients]
+    try:
+        firsts = {stream.sock.fileno(): (stream, stream.events(1)[0][0]) for stream in streams}
+        for n in range(5):
+            publish(server, topic, *[f"m{n}.{i}" for i in range(4)])
+        got = {fd: [] for fd in firsts}
+        deadline = time.monotonic() + TIMEOUT
+        while any(len(events) < 20 for events in got.values()):
+            assert time.monotonic() < deadline, sorted(len(e) for e in got.values())[:5]
+            waiting = [fd for fd, events in got.items() if len(events) < 20]
+            ready, _, _ = select.select(waiting, [], [], 1)
+            for fd in ready:
+                stream = firsts[fd][0]
+                stream._recv()
+                stream._unframe()
+                got[fd] += stream._parse()
+        for fd, (_, first) in firsts.items():
+            assert [event_id for event_id, _ in got[fd]] == list(range(first + 1, first + 21))
+            assert [update(data) for _, data in got[fd]] == [f"m{n}.{i}" for n in range(5) for i in range(4)]
+    finally:
+        for stream in streams:
+            stream.close()

@@ -129,42 +129,15 @@ def _params(max_query_length: int, max_body_size: int) -> dict[str, str]:
     return {**_parse_body(max_body_size), **query}
 
 
-class _SocketWriter:
-    """A :class:`~pubsubsse.stream.DirectWriter` on the plain-TCP socket of a gunicorn gevent worker."""
+def _direct_framing(environ: dict[str, Any]) -> bool | None:
+    """Return whether direct writes to the request's connection must be chunked, or ``None`` if not allowed.
 
-    __slots__ = ("_fd", "_chunked", "_loop")
-
-    def __init__(self, sock: Any, chunked: bool) -> None:
-        from gevent import get_hub
-
-        self._fd = sock.fileno()
-        self._chunked = chunked
-        self._loop = get_hub().loop
-
-    def frame(self, chunk: bytes) -> bytes:
-        # gunicorn frames an HTTP/1.1 body of unknown length as chunks; ours must match its.
-        return b"%X\r\n%s\r\n" % (len(chunk), chunk) if self._chunked else chunk
-
-    def send_nowait(self, data: bytes) -> int:
-        # gevent keeps every socket non-blocking at the OS level, so this never stalls the process.
-        try:
-            return os.write(self._fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            return -1
-
-    def call_soon(self, callback: Callable[[], None]) -> None:
-        self._loop.run_callback(callback)
-
-
-def _direct_writer(environ: dict[str, Any]) -> _SocketWriter | None:
-    """Return a writer for the request's connection if publishers may write to it themselves.
-
-    That needs gunicorn's gevent worker with ``threading`` patched (publishers,
-    the timer and the stream then share one OS thread), plain HTTP/1.x over
-    TCP (no TLS to go through, no HTTP/2 framing) and gunicorn's own framing,
-    which depends only on the HTTP version for a response without a length.
+    Publishers may write to the connection themselves only under gunicorn's
+    gevent worker with ``threading`` patched (publishers, the timer and the
+    stream then share one OS thread and sockets never block the process), for
+    plain HTTP/1.x over TCP (no TLS to go through, no HTTP/2 framing). gunicorn
+    frames a body of unknown length as chunks exactly when the request is
+    HTTP/1.1, so ours must too.
     """
     sock = environ.get("gunicorn.socket")
     if sock is None or not type(sock).__module__.startswith("gevent"):
@@ -178,39 +151,43 @@ def _direct_writer(environ: dict[str, Any]) -> _SocketWriter | None:
 
     if not gevent.monkey.is_module_patched("threading"):
         return None
-    return _SocketWriter(sock, chunked=protocol == "HTTP/1.1")
+    return protocol == "HTTP/1.1"
 
 
 class _EventStreamBody:
-    """The WSGI body of an ``/event`` response: the stream's chunks, closed on disconnect."""
+    """The WSGI body of an ``/event`` response: the stream's chunks, closed on disconnect.
 
-    __slots__ = ("_stream", "_sock", "_watch", "_writer")
+    With direct writes it is also the stream's :class:`~pubsubsse.stream.DirectWriter`:
+    the server sends the response head with the first chunk; after that
+    publishers write to the parked stream themselves and this iterator writes
+    the rest to the socket, returning only when the stream ends so the server
+    can finish the response. One object per stream, because idle streams are
+    what a process holds most of.
+    """
 
-    def __init__(self, stream: Stream, sock: Any, writer: _SocketWriter | None) -> None:
+    __slots__ = ("_stream", "_sock", "_watch", "_chunked", "_direct", "_fd")
+
+    def __init__(self, stream: Stream, sock: Any, chunked: bool | None) -> None:
         self._stream = stream
         self._sock = sock
         self._watch: Watch | None = None
-        self._writer = writer
+        #: ``None``: the server writes everything; else whether direct writes are HTTP chunks.
+        self._chunked = chunked
+        #: Direct writes have started (the server has sent the head and the first chunk).
+        self._direct = False
+        self._fd = -1 if chunked is None else sock.fileno()
 
     def __iter__(self) -> Iterator[bytes]:
         if self._sock is not None and self._watch is None:
             self._watch = watch(self._sock, self._stream.close)
-        return self._stream if self._writer is None else self._write_directly(self._writer)
+        return self._stream if self._chunked is None else self
 
-    def _write_directly(self, writer: _SocketWriter) -> Iterator[bytes]:
-        """Hand the first chunk to the server, then write the rest to the socket ourselves.
-
-        The server sends the response head with the first chunk; after that
-        publishers write to parked streams themselves (see
-        :class:`~pubsubsse.stream.DirectWriter`) and this loop writes the
-        rest. Ending the iteration lets the server finish the response.
-        """
+    def __next__(self) -> bytes:
         stream = self._stream
-        first = next(stream, None)
-        if first is None:
-            return
-        yield first
-        stream.write_directly(writer)
+        if not self._direct:
+            self._direct = True
+            return next(stream)
+        stream.write_directly(self)
         sendall = self._sock.sendall
         while True:
             chunk = stream.read()
@@ -218,9 +195,26 @@ class _EventStreamBody:
             if unsent:
                 sendall(unsent)
             if chunk is None:
-                return
+                raise StopIteration
             if chunk:
-                sendall(writer.frame(chunk))
+                sendall(self.frame(chunk))
+
+    def frame(self, chunk: bytes) -> bytes:
+        return b"%X\r\n%s\r\n" % (len(chunk), chunk) if self._chunked else chunk
+
+    def send_nowait(self, data: bytes) -> int:
+        # gevent keeps every socket non-blocking at the OS level, so this never stalls the process.
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return -1
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        from gevent import get_hub
+
+        get_hub().loop.run_callback(callback)
 
     def close(self) -> None:
         # Before the server closes the socket: its descriptor may be reused by another connection.
@@ -415,7 +409,7 @@ def create_blueprint(
         environ = request.environ
         sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
         response = Response(
-            _EventStreamBody(stream, sock, _direct_writer(environ) if direct_writes else None),
+            _EventStreamBody(stream, sock, _direct_framing(environ) if direct_writes else None),
             status=200,
             content_type="text/event-stream; charset=utf-8",
             direct_passthrough=True,

@@ -224,8 +224,9 @@ class Stream:
         self._writer: DirectWriter | None = None
         #: The framed tail of a direct write that did not fit; the reader sends it before anything else.
         self._unsent = b""
-        #: SSE pieces of the events given to the flusher and not written yet.
-        self._pending: list[bytes] = []
+        #: SSE pieces of the events given to the flusher and not written yet (a list only while
+        #: there are some: idle streams are what a process holds most of).
+        self._pending: list[bytes] | None = None
 
     def __repr__(self) -> str:
         return f"<Stream of {self.client!r} cursor={self.cursor}{' ended' if self._ended else ''}>"
@@ -320,14 +321,14 @@ class Stream:
         """Stop direct writes, for example because the server is about to close the socket."""
         self._writer = None
         self.parked = False
-        self._pending = []
+        self._pending = None
 
     def take_unsent(self) -> bytes:
         """Return (and forget) the framed bytes direct writes left for the reader to send."""
         unsent, self._unsent = self._unsent, b""
         if self._pending and self._writer is not None:
             unsent += self._writer.frame(b"".join(self._pending))
-        self._pending = []
+        self._pending = None
         return unsent
 
     def _write_soon(self, event_id: int, body: bytes) -> bool:
@@ -337,11 +338,15 @@ class Stream:
         ``queue_size`` events wait for the flusher, like in the queue.
         """
         writer = self._writer
-        if writer is None or self.detached or len(self._pending) >= 3 * self._service._queue_size:
+        pending = self._pending
+        if writer is None or self.detached:
             return False
-        if not self._pending:
+        if pending is None:
+            pending = self._pending = []
             _FLUSHER.add(self, writer)
-        self._pending += frame(event_id, body)
+        elif len(pending) >= 3 * self._service._queue_size:
+            return False
+        pending += frame(event_id, body)
         self.cursor = event_id
         return True
 
@@ -351,7 +356,7 @@ class Stream:
         if not self._pending or writer is None:
             return
         data = writer.frame(b"".join(self._pending))
-        self._pending = []
+        self._pending = None
         sent = writer.send_nowait(data)
         self.last_write = time.monotonic()
         if sent < len(data):
@@ -402,29 +407,32 @@ class Ticker:
         self._service = service
         self._interval = interval
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
     def ensure_running(self) -> None:
-        """Start the timer thread unless it already runs in this process."""
+        """Start the timer thread unless it already runs in this process.
+
+        Called for every new stream, so the usual case reads plain attributes
+        only: ``Thread.is_alive()`` takes a lock, which under gevent yields to
+        the hub, and thousands of streams opening at once queued up behind it.
+        The thread ends only when :meth:`stop` is called.
+        """
         pid = os.getpid()
-        if self._thread is not None and self._pid == pid and self._thread.is_alive():
+        if self._pid == pid and not self._stop.is_set():
             return
         with self._lock:
-            if self._thread is not None and self._pid == pid and self._thread.is_alive():
+            if self._pid == pid and not self._stop.is_set():
                 return
             self._stop = threading.Event()
             self._pid = pid
-            self._thread = threading.Thread(target=self._run, name="pubsubsse-ticker", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._run, args=(self._stop,), name="pubsubsse-ticker", daemon=True).start()
 
     def stop(self) -> None:
         """Stop the timer; it ends within one interval at most (at once, in practice)."""
         self._stop.set()
 
-    def _run(self) -> None:
-        stop = self._stop
+    def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self._interval):
             try:
                 self._service._tick(time.monotonic())

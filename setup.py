@@ -26,6 +26,7 @@ setup(
     extras_require={
         "gevent": ["gevent>=22.10", "gunicorn>=21.2"],
         "redis": ["redis>=4.5"],
+        "metrics": ["prometheus-client>=0.17"],
         "test": [
             "pytest>=7.4",
             "pytest-timeout>=2.1",
@@ -38,6 +39,8 @@ setup(
             "playwright>=1.40",
             "psutil>=5.9",
             "redis>=4.5",
+            "prometheus-client>=0.17",
+            "Flask-Login>=0.6",
         ],
         "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1"],
     },

@@ -6,7 +6,9 @@
 Each server under test runs pinned to core 0; the load generator (C, epoll) and the publisher
 run on core 1. Every run prints one JSON line; the end prints a summary table of medians and of
 ratios against pubsubsse. A run where the load generator used more than 90% of its core is
-marked "generator_bound" and left out of the summary.
+marked "generator_bound" and left out of the summary. So is a run during which the hypervisor
+took more than 1% of the machine's CPU time away ("steal" in /proc/stat, marked "stolen"): on a
+shared virtual machine that noise alone can multiply latencies several times.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -37,6 +40,10 @@ PEERS = ["pubsubsse", "baseline", "starlette", "flasksse", "nchan"]
 #: Not in the default run: pubsubsse with two gunicorn workers sharing one service through Redis.
 SCALEOUT = "pubsubsse-redis"
 WORKLOADS = ["w1", "w2", "w2lat", "w3", "w5", "w6base", "w6"]
+
+
+#: Runs during which the hypervisor stole more than this share of CPU time are left out.
+STEAL_LIMIT_PCT = 1.0
 
 
 def free_port() -> int:
@@ -306,13 +313,13 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
     if workload != "w5":
         pub = publisher(server.port, warmup + duration + 1, topics, rate, None if rate else track, pad)
     time.sleep(warmup)
-    cpu0, t0 = server.cpu(), time.monotonic()
+    cpu0, t0, steal0 = server.cpu(), time.monotonic(), steal_ticks()
     commands0 = server.redis_commands() if server.peer == SCALEOUT else 0
     peak_rss = 0
     while proc.poll() is None:
         peak_rss = max(peak_rss, server.rss())
         time.sleep(0.5)
-    cpu1, t1 = server.cpu(), time.monotonic()
+    cpu1, t1, steal1 = server.cpu(), time.monotonic(), steal_ticks()
     gen = finish(proc, pf)
     if server.peer == SCALEOUT and gen["updates"]:
         # Publishes in the window, from topic-0 deliveries per subscriber of topic 0.
@@ -327,6 +334,8 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
         result["server_cpu_us_per_delivery"] = round((cpu1 - cpu0) / gen["updates"] * 1e6, 3)
     result["generator_util"] = round(gen["loadgen_cpu_s"] / (settle + warmup + duration), 3)
     result["generator_bound"] = result["generator_util"] > 0.9
+    result["steal_pct"] = round(100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1]), 2)
+    result["stolen"] = result["steal_pct"] > STEAL_LIMIT_PCT
     result["peak_rss_mb"] = round(peak_rss / 2**20, 1)
     if churn:
         time.sleep(1)
@@ -396,9 +405,15 @@ METRICS = {
 }
 
 
+def steal_ticks() -> tuple[int, int]:
+    """Return the machine's (stolen, total) CPU ticks so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def valid(r: dict) -> bool:
     """Whether a run measured what its workload is about (see docs/benchmarks.md)."""
-    if r.get("generator_bound") or "error" in r:
+    if r.get("generator_bound") or r.get("stolen") or "error" in r:
         return False
     if r["workload"] == "w5":
         return r.get("churned", 0) > 0  # a server that answers nothing until a publish is not churned
@@ -431,6 +446,10 @@ def summary(results: list[dict]) -> str:
         lines.append(f"| {workload} | {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Ratios are pubsubsse's advantage: >1 means pubsubsse is better on that metric.")
+    left_out = [r for r in results if not valid(r)]
+    if left_out:
+        counts = Counter(f"{r['peer']} {r['workload']}" for r in left_out)
+        lines.append(f"Left out ({len(left_out)} runs): " + ", ".join(f"{k} x{n}" for k, n in sorted(counts.items())))
     return "\n".join(lines)
 
 

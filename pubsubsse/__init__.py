@@ -20,6 +20,7 @@ from .events import EventManager
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType
 from .service import SSEPubSubService
 from .stream import Stream
+from .tickets import StreamTickets
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "EventManager",
     "Stream",
     "create_blueprint",
+    "StreamTickets",
     "PubSubError",
     "ClientNotFound",
     "TopicNotFound",

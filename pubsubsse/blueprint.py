@@ -10,8 +10,10 @@ SSE stream (see :mod:`pubsubsse.stream`).
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Iterable, Iterator
@@ -26,8 +28,10 @@ from . import shutdown
 from .disconnect import Watch, watch
 from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
 from .model import Client, Topic, short_id
+from .ratelimit import RateLimiter
 from .service import SSEPubSubService
 from .stream import Stream
+from .tickets import BadTicket, StreamTickets
 
 __all__ = ["create_blueprint", "ACTIONS", "Authorize"]
 
@@ -43,6 +47,7 @@ ACTIONS = (
     "remove_user",
     "remove_private_topic",
     "event",
+    "stats",
 )
 
 #: ``authorize(request, action, client, topic) -> bool``: see :func:`create_blueprint`.
@@ -61,10 +66,11 @@ _ERROR_MESSAGES: dict[type[PubSubError], str] = {
 class _Refused(Exception):
     """Ends a request with a JSON error answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
@@ -238,6 +244,10 @@ def create_blueprint(
     end_streams_on_sigterm: bool = True,
     serve_client: bool = True,
     direct_writes: bool = True,
+    tickets: StreamTickets | None = None,
+    new_clients_per_second: float | None = 10.0,
+    new_clients_burst: int = 100,
+    stats_endpoint: bool = False,
 ) -> Blueprint:
     """Return a Flask blueprint serving ``service`` over HTTP (PROTOCOL.md).
 
@@ -262,7 +272,8 @@ def create_blueprint(
     ``authorize``
         ``authorize(request, action, client, topic) -> bool``, called before
         every endpoint acts, once the client and topic named by the request
-        are known (``None`` where an endpoint has none; ``action`` is one of
+        are known (``None`` where an endpoint has none, and for a topic that
+        does not exist or the client cannot see; ``action`` is one of
         :data:`ACTIONS`). Anything but ``True`` refuses the call with 403
         ``forbidden``; raise :class:`werkzeug.exceptions.Unauthorized` (401)
         or :class:`~werkzeug.exceptions.Forbidden` (403) with a description
@@ -296,6 +307,24 @@ def create_blueprint(
         middleware, so turn this off if a middleware must see or transform
         the body of ``/event`` responses, or under gunicorn's ``uwsgi``
         protocol. Other servers are not affected.
+    ``tickets``
+        A :class:`~pubsubsse.tickets.StreamTickets`: ``/event`` then also
+        accepts ``ticket=<signed, short-lived ticket>`` in place of
+        ``client_id``, so the long-lived id stays out of stream URLs (and
+        logs). Bad tickets get 400 ``invalid ticket`` or ``ticket expired``.
+    ``new_clients_per_second`` (default 10) and ``new_clients_burst`` (default 100)
+        How many clients ``/add/user`` creates per remote address
+        (``request.remote_addr``; behind a proxy, apply Werkzeug's
+        ``ProxyFix``): on average, and in a burst. Beyond that it answers 429
+        ``too many new clients`` with ``Retry-After``. ``None`` turns the
+        limit off; ``max_clients`` on the service still caps the total.
+    ``stats_endpoint`` (default ``False``)
+        Serve ``/stats``: :meth:`SSEPubSubService.stats` as JSON, for
+        monitoring. The ``authorize`` hook sees it as action ``"stats"``.
+        For Prometheus, see :mod:`pubsubsse.metrics`.
+
+    Client ids are credentials and are treated as such: they are compared in
+    constant time and never logged in full.
     """
     if authorize is not None and not callable(authorize):
         raise TypeError("authorize must be a callable(request, action, client, topic) -> bool")
@@ -303,6 +332,11 @@ def create_blueprint(
         cors_origins = [cors_origins]
     allowed_origins = None if cors_origins is None or cors_origins == "*" else frozenset(cors_origins)
     any_origin = cors_origins == "*"
+
+    new_client_limit = None
+    if new_clients_per_second is not None:
+        new_client_limit = RateLimiter(new_clients_per_second, new_clients_burst)
+    limited_addresses: set[str] = set()
 
     bp = Blueprint(name, __name__)
 
@@ -314,7 +348,11 @@ def create_blueprint(
                         raise _Refused(403, "forbidden")
                     return view(_params(max_query_length, max_body_size))
                 except _Refused as refused:
-                    return _error(refused.status, refused.message)
+                    if refused.status in (413, 414):
+                        log.info("pubsubsse endpoint %s: request refused: %s", rule, refused.message)
+                    answer = _error(refused.status, refused.message)
+                    answer.headers.update(refused.headers)
+                    return answer
                 except LimitReached as limit:
                     return _error(429, f"limit reached: {str(limit).partition(':')[0]}")
                 except BackendUnavailable:
@@ -340,13 +378,47 @@ def create_blueprint(
     def client_of(params: dict[str, str]) -> Client:
         client_id = params.get("client_id", "")
         client = service.get_client_by_id(client_id) if len(client_id) <= _MAX_ID_LENGTH else None
-        if client is None:
+        # The dict lookup hashes the whole id with a per-process random key, so its timing says
+        # nothing about how much of a guess was right; the final comparison is constant-time too.
+        if client is None or not hmac.compare_digest(client.id.encode(), client_id.encode()):
             raise ClientNotFound(client_id)
         return client
 
-    def visible_topic(client: Client, params: dict[str, str]) -> Topic:
+    def stream_client(params: dict[str, str]) -> Client:
+        ticket = params.get("ticket")
+        if ticket is None:
+            return client_of(params)
+        if tickets is None:
+            raise _Refused(400, "tickets are not enabled")
+        try:
+            return client_of({"client_id": tickets.client_id(ticket)})
+        except BadTicket as bad:
+            raise _Refused(400, str(bad)) from None
+
+    def limit_new_clients() -> None:
+        if new_client_limit is None:
+            return
+        address = request.remote_addr or "unknown"
+        wait = new_client_limit.acquire(address)
+        if not wait:
+            limited_addresses.discard(address)
+            return
+        if address not in limited_addresses and len(limited_addresses) < 1000:
+            limited_addresses.add(address)  # one log line per address and episode, not per request
+            log.warning("pubsubsse: new clients from %s are rate limited (new_clients_per_second)", address)
+        raise _Refused(429, "too many new clients", {"Retry-After": str(math.ceil(wait))})
+
+    def checked_topic(
+        action: str, client: Client, find: Callable[[str], Topic | None], params: dict[str, str]
+    ) -> Topic:
+        """Return the topic the request names as ``find`` finds it, once the hook allowed the call.
+
+        The hook runs first even when there is no such topic (it gets ``None``), so that nobody
+        learns anything about a client's topics before being allowed to act on the client.
+        """
         topic_id = params.get("topic", "")
-        topic = client.get_topic_by_id(topic_id) if len(topic_id) <= _MAX_ID_LENGTH else None
+        topic = find(topic_id) if len(topic_id) <= _MAX_ID_LENGTH else None
+        check(action, client, topic)
         if topic is None:
             raise TopicNotFound(topic_id)
         return topic
@@ -354,6 +426,7 @@ def create_blueprint(
     @endpoint("/add/user", "add_user")
     def add_user(params: dict[str, str]) -> Response:
         check("add_user", None)
+        limit_new_clients()
         return _ok(client_id=service.new_client().id)
 
     @endpoint("/add/topic/public/", "add_public_topic", public_topic_creation)
@@ -371,9 +444,7 @@ def create_blueprint(
         @endpoint("/" + action, action)
         def view(params: dict[str, str]) -> Response:
             client = client_of(params)
-            topic = visible_topic(client, params)
-            check(action, client, topic)
-            change(client, topic)
+            change(client, checked_topic(action, client, client.get_topic_by_id, params))
             return _ok()
 
     subscription("sub", Client.sub)
@@ -389,17 +460,14 @@ def create_blueprint(
     @endpoint("/remove/topic/private/", "remove_private_topic", private_topics)
     def remove_private_topic(params: dict[str, str]) -> Response:
         client = client_of(params)
-        topic_id = params.get("topic", "")
-        topic = client.get_private_topic_by_id(topic_id) if len(topic_id) <= _MAX_ID_LENGTH else None
-        if topic is None:
-            raise TopicNotFound(topic_id)
-        check("remove_private_topic", client, topic)
-        client.remove_private_topic(topic)
+        client.remove_private_topic(
+            checked_topic("remove_private_topic", client, client.get_private_topic_by_id, params)
+        )
         return _ok()
 
     @endpoint("/event", "event")
     def event(params: dict[str, str]) -> Response:
-        client = client_of(params)
+        client = stream_client(params)
         check("event", client)
         if end_streams_on_sigterm:
             shutdown.close_streams_on_sigterm(service)
@@ -417,6 +485,13 @@ def create_blueprint(
         response.headers["Cache-Control"] = "no-cache, no-transform"
         response.headers["X-Accel-Buffering"] = "no"
         return response
+
+    if stats_endpoint:
+
+        @endpoint("/stats", "stats")
+        def stats(params: dict[str, str]) -> Response:
+            check("stats", None)
+            return _json(200, {"ok": "true", **service.stats()})
 
     if serve_client:
 

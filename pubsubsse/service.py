@@ -65,6 +65,20 @@ _MAX_EVENT_ID_LENGTH = 20
 _RECENT_BODIES = 256
 
 
+class _Counters:
+    """What this process has done since it started, for :meth:`SSEPubSubService.stats`. Guarded by the lock."""
+
+    __slots__ = ("published", "delivered", "queue_overflows", "resumes", "resyncs", "streams_opened")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.queue_overflows = 0
+        self.resumes = 0
+        self.resyncs = 0
+        self.streams_opened = 0
+
+
 class _Effects:
     """Event emissions collected while the lock is held, fired after it is released."""
 
@@ -203,6 +217,7 @@ class SSEPubSubService:
         self._groups: dict[str, Group] = {}
         #: Every live topic of any type, for lookups by id.
         self._topics: dict[str, Topic] = {}
+        self._counters = _Counters()
         #: Recently encoded system messages, to share identical bodies (see _sys_body).
         self._recent_bodies: dict[bytes, bytes] = {}
         tick = min(1.0, self._heartbeat / 2, (self._client_timeout or 2.0) / 2)
@@ -278,6 +293,44 @@ class SSEPubSubService:
     def get_group_by_id(self, group_id: str) -> Group | None:
         """Return the group with this id, or ``None``."""
         return self._lookup(lambda: self._groups.get(group_id))
+
+    def stats(self) -> dict[str, int]:
+        """Return numbers for monitoring, as a new dict of ints.
+
+        Sizes (of the whole service, as this process sees it): ``clients``,
+        ``clients_receiving``, ``clients_waiting``, ``public_topics``,
+        ``topics`` (of every type), ``groups``; ``streams``: streams attached
+        in this process. Counters since this process started:
+        ``messages_published`` (publishes applied here), ``messages_delivered``
+        (messages given to subscribers by them: queued, written or kept for
+        replay), ``streams_opened``, ``resumes`` (streams that started from
+        the replay buffer), ``resyncs`` (streams that asked to resume, or fell
+        behind, and got a fresh init message instead), ``queue_overflows``
+        (deliveries that found a stream's queue full; see
+        :mod:`pubsubsse.stream`). Cheap enough to call every few seconds even
+        with 100,000 clients.
+        """
+        with self._lock:
+            clients = list(self._clients.values())
+            counters = self._counters
+            result = {
+                "clients": len(clients),
+                "public_topics": len(self._public),
+                "topics": len(self._topics),
+                "groups": len(self._groups),
+                "messages_published": counters.published,
+                "messages_delivered": counters.delivered,
+                "streams_opened": counters.streams_opened,
+                "resumes": counters.resumes,
+                "resyncs": counters.resyncs,
+                "queue_overflows": counters.queue_overflows,
+            }
+        # Counted outside the lock: a status read mid-change is as good as one read a moment later.
+        receiving = sum(1 for c in clients if c._status is Status.RECEIVING)
+        result["clients_receiving"] = receiving
+        result["clients_waiting"] = len(clients) - receiving
+        result["streams"] = sum(1 for c in clients if c._mailbox.stream is not None)
+        return result
 
     def sync(self) -> None:
         """Wait until this process has applied every change made, in any process, before the call.
@@ -674,8 +727,11 @@ class SSEPubSubService:
         topic = self._topics.get(topic_id)
         if topic is None:
             raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
-        for client in topic._subscribers.values():
+        subscribers = topic._subscribers
+        for client in subscribers.values():
             client._mailbox.deliver(body)
+        self._counters.published += 1
+        self._counters.delivered += len(subscribers)
 
     # Snapshots of the replicated state (scale-out) -------------------------
 
@@ -776,6 +832,11 @@ class SSEPubSubService:
         if not token.startswith(self._process_token + ":"):
             return None  # the stream is held by another process
         first_chunk, resumed = self._stream_start(client, last_event_id)
+        self._counters.streams_opened += 1
+        if resumed:
+            self._counters.resumes += 1
+        elif last_event_id is not None:
+            self._counters.resyncs += 1
         stream = Stream(self, client, first_chunk, mailbox.seq, token)
         mailbox.stream = stream
         log.debug("stream attached for client %s (%s)", short_id(client_id), "resumed" if resumed else "init")
@@ -790,6 +851,7 @@ class SSEPubSubService:
             events = mailbox.since(stream.cursor)
             if events is None:
                 log.info("client %s fell behind its replay buffer; resyncing", short_id(stream.client._id))
+                self._counters.resyncs += 1
                 events = [self._init_event(stream.client)]
             stream.cursor = mailbox.seq
         pieces: list[bytes] = []

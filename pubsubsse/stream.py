@@ -368,6 +368,7 @@ class Stream:
 
     def request_resync(self) -> None:
         """Empty the queue and queue a resync marker instead. Called under the service lock."""
+        self._service._counters.queue_overflows += 1
         closing = False
         while True:
             try:

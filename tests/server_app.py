@@ -2,7 +2,8 @@
 
 Configured by environment variables so that one module serves every server
 kind: ``PUBSUBSSE_HEARTBEAT``, ``PUBSUBSSE_REPLAY``, ``PUBSUBSSE_QUEUE``,
-``PUBSUBSSE_CLIENT_TIMEOUT`` (``none`` disables), ``PUBSUBSSE_CORS``.
+``PUBSUBSSE_CLIENT_TIMEOUT`` (``none`` disables), ``PUBSUBSSE_CORS``, ``PUBSUBSSE_NEW_CLIENT_RATE``
+(``none``, the default here, disables the limit on new clients) and ``PUBSUBSSE_NEW_CLIENT_BURST``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ def create_app() -> Flask:
     app = Flask(__name__)
     cors = os.environ.get("PUBSUBSSE_CORS")
     app.register_blueprint(
-        create_blueprint(service, public_topic_creation=True, cors_origins=cors.split(",") if cors else None),
+        create_blueprint(
+            service,
+            public_topic_creation=True,
+            cors_origins=cors.split(",") if cors else None,
+            new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
+            new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
+            stats_endpoint=True,
+        ),
         url_prefix=os.environ.get("PUBSUBSSE_PREFIX", ""),
     )
     app.register_blueprint(

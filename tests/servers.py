@@ -69,8 +69,11 @@ def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]
 
 
 class Server:
-    def __init__(self, kind: str, env: dict[str, str] | None = None, app: str = APP, workers: int = 1) -> None:
+    def __init__(
+        self, kind: str, env: dict[str, str] | None = None, app: str = APP, workers: int = 1, ready: str = "/test/ready"
+    ) -> None:
         self.kind = kind
+        self.ready = ready
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
@@ -88,7 +91,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited: {self.output()}")
             try:
-                if httpx.get(self.base + "/test/ready", timeout=1).status_code == 200:
+                if httpx.get(self.base + self.ready, timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)

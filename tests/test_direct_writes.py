@@ -96,6 +96,19 @@ class RawStream:
         assert len(events) == n, events[n:]
         return events
 
+    def until(self, last_id: int) -> list[tuple[int, str]]:
+        """Return every event up to the one with id ``last_id`` (included)."""
+        self._unframe()
+        events = self._parse()
+        deadline = time.monotonic() + TIMEOUT
+        while not events or events[-1][0] < last_id:
+            assert time.monotonic() < deadline, f"{len(events)} events, the last {events[-1:]}"
+            self._recv()
+            self._unframe()
+            events += self._parse()
+        assert events[-1][0] == last_id, events[-1]
+        return events
+
     def close(self) -> None:
         self.sock.close()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 from flask import Flask
 
 from pubsubsse import LimitReached, SSEPubSubService, create_blueprint
+from pubsubsse.ratelimit import RateLimiter
 
 
 @pytest.fixture
@@ -77,3 +81,51 @@ def test_limits_over_http_answer_429_json_and_the_server_goes_on(limited):
 def test_bad_limit_options(name):
     with pytest.raises(ValueError, match=name):
         SSEPubSubService(**{name: -1})
+
+
+@pytest.fixture(scope="module")
+def rate_limited():
+    from .servers import Server
+
+    srv = Server("gevent", env={"PUBSUBSSE_NEW_CLIENT_RATE": "2", "PUBSUBSSE_NEW_CLIENT_BURST": "5"})
+    yield srv
+    srv.stop()
+
+
+def from_address(server, address: str) -> httpx.Client:
+    return httpx.Client(base_url=server.base, timeout=10, transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_new_clients_per_remote_address_are_rate_limited(rate_limited):
+    here, there = from_address(rate_limited, "127.0.0.1"), from_address(rate_limited, "127.0.0.2")
+    clients = [here.post("/add/user").json()["client_id"] for _ in range(5)]  # the burst
+    refusals = [here.post("/add/user") for _ in range(3)]
+    for r in refusals:
+        assert (r.status_code, r.json()) == (429, {"ok": "false", "error": "too many new clients"})
+        assert int(r.headers["Retry-After"]) >= 1
+    assert here.get("/stats").json()["clients"] == 5
+    # Another address is not affected, and the limited address still uses what it has.
+    assert there.post("/add/user").status_code == 200
+    topic = here.post("/add/topic/public/").json()["topic_id"]
+    assert here.post("/sub", data={"client_id": clients[0], "topic": topic}).status_code == 200
+    # Tokens come back at 2 per second.
+    deadline = time.monotonic() + 5
+    while here.post("/add/user").status_code == 429:
+        assert time.monotonic() < deadline, "the limit never let up"
+        time.sleep(0.1)
+    assert rate_limited.output().count("are rate limited") == 1  # one log line, not one per refusal
+
+
+def test_rate_limiter_memory_is_bounded():
+    limiter = RateLimiter(rate=1, burst=2, max_keys=100)
+    for i in range(1000):
+        assert limiter.acquire(f"10.0.{i // 256}.{i % 256}") == 0
+        assert len(limiter._buckets) <= 100
+    assert limiter.acquire("10.0.3.231") == 0  # still one token left for the last address
+    assert limiter.acquire("10.0.3.231") > 0
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 5), (-1, 5), (1, 0.5)])
+def test_bad_rate_limit_options(rate, burst):
+    with pytest.raises(ValueError, match="rate must be"):
+        create_blueprint(SSEPubSubService(), new_clients_per_second=rate, new_clients_burst=burst)

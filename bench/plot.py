@@ -47,7 +47,7 @@ def main() -> None:
         ax.set_title(title, fontsize=9.5)
         ax.set_ylabel(unit)
         ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("pubsubsse and its peers, one run on a 2-core machine (server on core 0, load on core 1); medians")
+    fig.suptitle("pubsubsse and its peers on 2 cores (server on core 0, load on core 1): medians of runs without steal")
     fig.tight_layout()
     fig.savefig(target, dpi=110)
 

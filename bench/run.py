@@ -362,7 +362,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default=str(HERE / "results" / "latest.jsonl"))
     parser.add_argument("--summarize", metavar="JSONL", help="only print the summary of an earlier run")
+    parser.add_argument(
+        "--max-steal",
+        type=float,
+        default=STEAL_LIMIT_PCT,
+        metavar="PCT",
+        help="leave out runs with more hypervisor steal than this (percent of CPU time; default %(default)s)",
+    )
     args = parser.parse_args()
+    set_steal_limit(args.max_steal)
     if args.summarize:
         print(summary([json.loads(line) for line in Path(args.summarize).read_text().splitlines()]))
         return
@@ -405,6 +413,12 @@ METRICS = {
 }
 
 
+def set_steal_limit(pct: float) -> None:
+    """Change the steal share above which runs are left out (``--max-steal``)."""
+    global STEAL_LIMIT_PCT
+    STEAL_LIMIT_PCT = pct
+
+
 def steal_ticks() -> tuple[int, int]:
     """Return the machine's (stolen, total) CPU ticks so far, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -413,7 +427,7 @@ def steal_ticks() -> tuple[int, int]:
 
 def valid(r: dict) -> bool:
     """Whether a run measured what its workload is about (see docs/benchmarks.md)."""
-    if r.get("generator_bound") or r.get("stolen") or "error" in r:
+    if r.get("generator_bound") or r.get("steal_pct", 0) > STEAL_LIMIT_PCT or "error" in r:
         return False
     if r["workload"] == "w5":
         return r.get("churned", 0) > 0  # a server that answers nothing until a publish is not churned

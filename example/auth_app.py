@@ -43,7 +43,7 @@ def create_app() -> Flask:
     app = Flask(__name__)
     app.secret_key = os.environ.get("SECRET_KEY") or os.urandom(32)
     login = LoginManager(app)
-    service = SSEPubSubService()
+    service = SSEPubSubService(heartbeat=float(os.environ.get("PUBSUBSSE_HEARTBEAT", "15")))
     tickets = StreamTickets(app.secret_key, max_age=60)
 
     # Which client belongs to which user, and the reverse. With redis_url, keep this in Redis too.

@@ -35,7 +35,8 @@ DISABLED = {"/add/topic/public/", "/remove/user"}
 
 @pytest.fixture(scope="module")
 def auth_server():
-    srv = Server("gevent", app="example.auth_app:app", ready="/sse/pubsubsse.js", env={"SECRET_KEY": SECRET})
+    env = {"SECRET_KEY": SECRET, "PUBSUBSSE_HEARTBEAT": "1"}
+    srv = Server("gevent", app="example.auth_app:app", ready="/sse/pubsubsse.js", env=env)
     yield srv
     srv.stop()
 

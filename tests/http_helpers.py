@@ -14,6 +14,18 @@ from httpx_sse import connect_sse
 
 TIMEOUT = 10
 
+#: Every endpoint of PROTOCOL.md, as the blueprint serves them.
+ENDPOINTS = [
+    "/add/user",
+    "/add/topic/public/",
+    "/add/topic/private/",
+    "/sub",
+    "/unsub",
+    "/remove/user",
+    "/remove/topic/private/",
+    "/event",
+]
+
 #: One pooled client for all control requests: creating a client per call costs about 20 ms.
 http = httpx.Client(timeout=TIMEOUT)
 

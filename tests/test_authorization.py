@@ -15,20 +15,10 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from pubsubsse import StreamTickets
 
-from .http_helpers import SSEReader
+from .http_helpers import ENDPOINTS, SSEReader
 from .servers import Server
 
 SECRET = "test-secret-for-tickets"
-ENDPOINTS = [
-    "/add/user",
-    "/add/topic/public/",
-    "/add/topic/private/",
-    "/sub",
-    "/unsub",
-    "/remove/user",
-    "/remove/topic/private/",
-    "/event",
-]
 #: Turned off in the recipe: refused with 403 before anyone is asked.
 DISABLED = {"/add/topic/public/", "/remove/user"}
 

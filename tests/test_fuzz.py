@@ -16,17 +16,10 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .http_helpers import SSEReader, api, new_client, new_public_topic, wait_for
+from .http_helpers import ENDPOINTS, SSEReader, api, new_client, new_public_topic, wait_for
 
 PATHS = [
-    "/add/user",
-    "/add/topic/public/",
-    "/add/topic/private/",
-    "/sub",
-    "/unsub",
-    "/remove/user",
-    "/remove/topic/private/",
-    "/event",
+    *ENDPOINTS,
     "/locked/sub",
     "/locked/add/topic/private/",
     "/pubsubsse.js",

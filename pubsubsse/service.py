@@ -150,7 +150,10 @@ class SSEPubSubService:
         Changes then take a Redis round trip and raise
         :class:`~pubsubsse.errors.BackendUnavailable` when Redis cannot be
         reached within ``redis_timeout`` seconds (default 5); open streams stay
-        open and the process catches up when Redis is back. Every
+        open and the process catches up when Redis is back. A service built
+        while Redis is down is built anyway (with a logged warning): changes
+        and lookups raise ``BackendUnavailable`` until it has loaded the shared
+        state, which it retries in the background. Every
         ``redis_snapshot_every`` changes (default 10000) one process stores a
         snapshot and the log is trimmed behind it and behind every live process.
     ``max_clients`` (default 100,000), ``max_private_topics`` (per client,
@@ -353,6 +356,8 @@ class SSEPubSubService:
 
     def _lookup(self, find: Callable[[], T | None]) -> T | None:
         """Run ``find`` under the lock; on a miss, catch up with the shared log and try once more."""
+        if self._log is not None:
+            self._log.check_ready()
         with self._lock:
             found = find()
         if found is None and self._log is not None:
@@ -764,6 +769,13 @@ class SSEPubSubService:
                 for c in self._clients.values()
             ],
         }
+
+    def _clear_state(self) -> None:
+        """Forget every client, topic and group, after a load from the shared log failed midway."""
+        self._clients.clear()
+        self._public.clear()
+        self._groups.clear()
+        self._topics.clear()
 
     def _import_state(self, state: dict[str, Any]) -> None:
         """Rebuild a fresh service from :meth:`_export_state` output. Called under the lock, before any use."""

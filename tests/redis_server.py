@@ -12,7 +12,10 @@ from .servers import free_port
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """``persistent``: an append-only file in a private directory keeps the data across :meth:`stop`/:meth:`start`."""
+
+    def __init__(self, persistent: bool = False) -> None:
+        self.persistent = persistent
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="pubsubsse-redis-")
@@ -31,7 +34,7 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--dir",
                 self.dir,
             ],

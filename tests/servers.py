@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,8 @@ def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]
             "60",
             "--log-level",
             "warning",
+            "-c",
+            "python:tests.gunicorn_hooks",
             app,
         ]
     if kind == "gthread":
@@ -61,6 +64,8 @@ def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]
             "30",
             "--log-level",
             "warning",
+            "-c",
+            "python:tests.gunicorn_hooks",
             app,
         ]
     if kind == "threaded":
@@ -74,12 +79,19 @@ class Server:
     ) -> None:
         self.kind = kind
         self.ready = ready
+        self.workers = workers if kind != "threaded" else 0
+        self.workers_dir = tempfile.mkdtemp(prefix="pubsubsse-workers-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
             prefix=f"pubsubsse-{kind}-", suffix=".log", delete=False
         )
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PUBSUBSSE_TEST_WORKERS_DIR": self.workers_dir,
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(
             command(kind, self.port, app, workers), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -90,11 +102,14 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited: {self.output()}")
-            try:
-                if httpx.get(self.base + self.ready, timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
+            # One answer says that one worker is up; the others may still be loading the app.
+            if len(os.listdir(self.workers_dir)) >= self.workers:
+                try:
+                    if httpx.get(self.base + self.ready, timeout=1).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.05)
         raise RuntimeError(f"{self.kind} server did not start: {self.output()}")
 
     def url(self, path: str) -> str:
@@ -116,6 +131,7 @@ class Server:
                 self.proc.wait(5)
         self.log.close()
         os.unlink(self.log.name)
+        shutil.rmtree(self.workers_dir, ignore_errors=True)
 
 
 class Cluster:

@@ -10,7 +10,6 @@ import pytest
 
 import pubsubsse
 from pubsubsse import (
-    BackendUnavailable,
     Client,
     ClientNotFound,
     EventManager,
@@ -237,13 +236,6 @@ def test_listener_may_remove_itself_and_add_others_while_emitting():
 def test_bad_options_raise_clear_errors(kwargs, exc):
     with pytest.raises(exc, match=next(iter(kwargs))):
         SSEPubSubService(**kwargs)
-
-
-def test_unreachable_redis_is_a_clear_error():
-    from .servers import free_port
-
-    with pytest.raises(BackendUnavailable, match="cannot reach Redis"):
-        SSEPubSubService(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=1)
 
 
 def test_event_managers_are_created_on_first_access_and_are_read_only(service):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import time
 import uuid
 
+import pytest
 import redis as redis_py
 
-from pubsubsse import SSEPubSubService
+from pubsubsse import BackendUnavailable, SSEPubSubService
 
 
 def exported(service):
@@ -83,3 +87,38 @@ def test_streams_of_a_dead_process_are_detached_and_their_clients_expire(redis_s
         b.shutdown()
         for k in r.keys(key + "*"):
             r.delete(k)
+
+
+def test_a_service_built_while_redis_is_unreachable_starts_and_loads_when_it_answers(redis_server, caplog):
+    """A gunicorn worker that raised at import would halt the whole server; it must start unready instead."""
+    key = f"test:{uuid.uuid4()}"
+    a = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=None)
+    client = a.new_client()
+    topic = a.new_public_topic()
+    client.sub(topic)
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)  # connections are accepted, nothing is answered
+    try:
+        with caplog.at_level(logging.WARNING, logger="pubsubsse.redis_log"):
+            late = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=None, redis_timeout=0.5)
+        assert "cannot reach Redis" in caplog.text
+        with pytest.raises(BackendUnavailable, match="not connected to Redis yet"):
+            late.new_client()
+        with pytest.raises(BackendUnavailable, match="not connected to Redis yet"):
+            late.get_client_by_id(client.id)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                found = late.get_client_by_id(client.id)
+                break
+            except BackendUnavailable:
+                assert time.monotonic() < deadline, "the late service never loaded the shared state"
+                time.sleep(0.05)
+        assert found is not None and list(found.get_subscribed_topics()) == [topic.id]
+        assert exported(late) == exported(a)
+        late.new_client()
+    finally:
+        late.shutdown()
+        a.shutdown()

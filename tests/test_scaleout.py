@@ -20,7 +20,7 @@ from .servers import Server
 
 @pytest.fixture
 def redis():
-    server = RedisServer()
+    server = RedisServer(persistent=True)
     yield server
     server.close()
 
@@ -117,6 +117,7 @@ def test_redis_restart_keeps_streams_and_recovers(redis):
     env = shared_env(redis)
     a = Server("gevent", env=env, workers=2)
     b = Server("gevent", env=env, workers=2)
+    servers = [a, b]
     try:
         client = new_client(a)
         topic = new_public_topic(a)
@@ -130,20 +131,26 @@ def test_redis_restart_keeps_streams_and_recovers(redis):
         r = http.get(a.url("/sub"), params={"client_id": client, "topic": topic})
         assert r.status_code == 503
         assert r.json() == {"ok": "false", "error": "backend unavailable"}
+        # A worker that boots now (a restart, a new server) must start and answer 503 until Redis is back.
+        late = Server("gevent", env=env, workers=1)
+        servers.append(late)
+        assert api(late, "/sub", client_id=client, topic=topic).status_code == 503
         time.sleep(2.5)  # two heartbeats go by while Redis is down: the stream must stay open
         assert reader.reconnects == 0 and reader.is_alive()
         redis.start()
         wait_for(lambda: api(b, "/sub", client_id=client, topic=topic).status_code == 200, what="Redis back")
-        publish(b, topic, "after")
+        wait_for(lambda: api(late, "/sub", client_id=client, topic=topic).status_code == 200, what="late loaded")
+        publish(late, topic, "after")
         assert reader.done.wait(20)
         assert reader.updates == ["before", "after"] and reader.reconnects == 0
-        assert a.proc.poll() is None and b.proc.poll() is None
+        assert all(s.proc.poll() is None for s in servers)
     except Exception:
-        print("server a:", a.output(), "\nserver b:", b.output())  # shown by pytest on failure
+        for s in servers:
+            print(f"server on port {s.port}:", s.output())  # shown by pytest on failure
         raise
     finally:
-        a.stop()
-        b.stop()
+        for s in servers:
+            s.stop()
 
 
 @pytest.mark.timeout(180)

@@ -3,6 +3,9 @@
     python3 -m bench.run                       # everything, 3 repetitions
     python3 -m bench.run --peers pubsubsse,baseline --workloads w2 --repeat 1
 
+Peers that this machine lacks (sse-starlette and uvicorn, flask-sse, nginx with nchan) are
+installed first from PyPI and Debian's packages, unless ``--no-install``.
+
 Each server under test runs pinned to core 0; the load generator (C, epoll) and the publisher
 run on core 1. Every run prints one JSON line; the end prints a summary table of medians and of
 ratios against pubsubsse. A run where the load generator used more than 90% of its core is
@@ -40,6 +43,38 @@ PEERS = ["pubsubsse", "baseline", "starlette", "flasksse", "nchan"]
 #: Not in the default run: pubsubsse with two gunicorn workers sharing one service through Redis.
 SCALEOUT = "pubsubsse-redis"
 WORKLOADS = ["w1", "w2", "w2lat", "w3", "w5", "w6base", "w6"]
+
+
+#: What each peer needs beyond ``scripts/install-deps``: (Python modules -> PyPI packages, Debian packages).
+NEEDS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "starlette": ({"sse_starlette": "sse-starlette", "uvicorn": "uvicorn", "uvloop": "uvloop"}, []),
+    "flasksse": ({"flask_sse": "flask-sse"}, []),
+    "nchan": ({}, ["nginx-light", "libnginx-mod-nchan"]),
+}
+
+
+def install_missing(peers: list[str]) -> None:
+    """Install what the chosen peers need and this machine lacks, from PyPI and Debian's packages."""
+    import importlib.util
+
+    pip: list[str] = []
+    apt: list[str] = []
+    for peer in peers:
+        modules, packages = NEEDS.get(peer, ({}, []))
+        pip += [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
+        if packages and not any(Path(p).exists() for p in NCHAN_MODULES):
+            apt += packages
+    if not shutil.which("gcc"):
+        apt.append("gcc")
+    if pip:
+        print("installing from PyPI:", " ".join(pip), file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pip], check=True)
+    if apt:
+        print("installing Debian packages:", " ".join(apt), file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *apt], check=True, env=env)
 
 
 #: Runs during which the hypervisor stole more than this share of CPU time are left out.
@@ -208,8 +243,11 @@ class Server:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+NCHAN_MODULES = ["/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so"]
+
+
 def nchan_module() -> str:
-    for candidate in ["/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so"]:
+    for candidate in NCHAN_MODULES:
         if Path(candidate).exists():
             return candidate
     raise RuntimeError("libnginx-mod-nchan is not installed")
@@ -363,6 +401,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "latest.jsonl"))
     parser.add_argument("--summarize", metavar="JSONL", help="only print the summary of an earlier run")
     parser.add_argument(
+        "--no-install", action="store_true", help="do not install missing peers from PyPI and Debian's packages"
+    )
+    parser.add_argument(
         "--max-steal",
         type=float,
         default=STEAL_LIMIT_PCT,
@@ -375,6 +416,8 @@ def main() -> None:
         print(summary([json.loads(line) for line in Path(args.summarize).read_text().splitlines()]))
         return
 
+    if not args.no_install:
+        install_missing(args.peers.split(","))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not LOADGEN.exists() or LOADGEN.stat().st_mtime < (HERE / "loadgen.c").stat().st_mtime:

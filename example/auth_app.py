@@ -44,7 +44,7 @@ def create_app() -> Flask:
     app.secret_key = os.environ.get("SECRET_KEY") or os.urandom(32)
     login = LoginManager(app)
     service = SSEPubSubService(heartbeat=float(os.environ.get("PUBSUBSSE_HEARTBEAT", "15")))
-    tickets = StreamTickets(app.secret_key, max_age=60)
+    tickets = StreamTickets(app.secret_key, max_age=float(os.environ.get("TICKET_MAX_AGE", "60")))
 
     # Which client belongs to which user, and the reverse. With redis_url, keep this in Redis too.
     clients_by_user: dict[str, str] = {}

@@ -10,6 +10,19 @@
  * It registers a client (/add/user) once per tab, opens the EventSource, keeps the topic catalog and the
  * subscription state from the `sys` messages, resumes after network drops (EventSource sends Last-Event-ID),
  * and registers a new client, re-subscribing what it can, when the server no longer knows the old one.
+ *
+ * When the server makes the clients and signs stream tickets (docs/authorization.md), say how to get both:
+ *
+ *   const me = () => fetch("/me").then((r) => r.json());     // {client_id, stream_url}
+ *   const ps = new PubSubSSE({
+ *     baseUrl: "/sse",
+ *     register: () => me().then((m) => m.client_id),         // instead of POST /add/user
+ *     streamUrl: () => me().then((m) => m.stream_url),       // asked again before every (re)connection
+ *   });
+ *
+ * A refused stream is examined before anything is thrown away: an expired or bad ticket, a 503 or a 429
+ * are retried with backoff and a fresh stream URL, resuming where the stream stopped; only "client not
+ * found" registers a new client.
  */
 (function (root) {
   "use strict";
@@ -23,6 +36,8 @@
     this.storageKey = "pubsubsse:client:" + (this.baseUrl || "/");
     this.resubscribe = options.resubscribe !== false;
     this.maxBackoff = options.maxBackoff || 30000;
+    this._registerFn = options.register || null;
+    this._streamUrlFn = options.streamUrl || null;
     this.clientId = null;
     this.status = STATUS.CLOSED;
     this.lastEventId = null;
@@ -34,6 +49,7 @@
     this._stopped = true;
     this._backoff = 500;
     this._timer = null;
+    this._opening = 0; // counts _open calls, so that a slow streamUrl cannot open a stale stream
   }
 
   function safeSessionStorage() {
@@ -163,7 +179,22 @@
   };
 
   PubSubSSE.prototype._register = function () {
+    if (this._registerFn) return Promise.resolve(this._registerFn());
     return this.call("/add/user").then(function (json) { return json.client_id; });
+  };
+
+  /** The stream URL for the current client, resuming after the last event seen if `resume`. */
+  PubSubSSE.prototype._streamUrl = function (resume) {
+    var self = this;
+    var base = this._streamUrlFn
+      ? Promise.resolve(this._streamUrlFn(this.clientId))
+      : Promise.resolve(this.baseUrl + "/event?client_id=" + encodeURIComponent(this.clientId));
+    return base.then(function (url) {
+      if (resume && self.lastEventId) {
+        url += (url.indexOf("?") >= 0 ? "&" : "?") + "last_event_id=" + encodeURIComponent(self.lastEventId);
+      }
+      return url;
+    });
   };
 
   PubSubSSE.prototype._useClient = function (id) {
@@ -178,7 +209,7 @@
         self._useClient(id);
         self.lastEventId = null;
         self._emit("registered", id);
-        if (self._source) self._open(false);
+        if (!self._stopped) self._open(false);
         return id;
       }).finally(function () { self._registering = null; });
     }
@@ -187,9 +218,20 @@
 
   PubSubSSE.prototype._open = function (resume) {
     var self = this;
+    var attempt = ++this._opening;
     if (this._source) this._source.close();
-    var url = this.baseUrl + "/event?client_id=" + encodeURIComponent(this.clientId);
-    if (resume && this.lastEventId) url += "&last_event_id=" + encodeURIComponent(this.lastEventId);
+    this._source = null;
+    return this._streamUrl(resume).then(function (url) {
+      if (self._stopped || attempt !== self._opening) return;
+      self._connect(url);
+    }, function (error) {
+      self._emit("error", error);
+      self._scheduleRecovery();
+    });
+  };
+
+  PubSubSSE.prototype._connect = function (url) {
+    var self = this;
     var source = new EventSource(url);
     this._source = source;
     source.onopen = function () {
@@ -208,23 +250,52 @@
         self._setStatus(STATUS.RECONNECTING); // the browser resumes by itself with Last-Event-ID
         return;
       }
-      // CLOSED: the server refused the stream (most often: it no longer knows this client).
+      // CLOSED: the server refused the stream. EventSource does not say why; recovery asks.
       source.close();
+      self._source = null;
       self._setStatus(STATUS.RECONNECTING);
       self._scheduleRecovery();
     };
   };
 
+  // Ask the server why the stream is refused (a GET of a fresh stream URL, dropped as soon as its answer
+  // starts): a new client only if the old one is gone; otherwise resume with a fresh URL after a backoff.
   PubSubSSE.prototype._scheduleRecovery = function () {
     var self = this;
     clearTimeout(this._timer);
     this._timer = setTimeout(function () {
       if (self._stopped) return;
-      self._reRegister().catch(function () {
+      self._refusal().then(function (reason) {
+        if (self._stopped) return;
+        if (reason === "client not found") return self._reRegister();
+        if (reason) throw new Error("stream refused: " + reason);
+        return self._open(true);
+      }).catch(function (error) {
+        self._emit("error", error);
         self._backoff = Math.min(self._backoff * 2, self.maxBackoff);
         self._scheduleRecovery();
       });
     }, this._backoff);
+  };
+
+  /** Resolves with the error the server gives for a stream of this client now, or null if it would open. */
+  PubSubSSE.prototype._refusal = function () {
+    var controller = typeof AbortController === "undefined" ? null : new AbortController();
+    return this._streamUrl(true).then(function (url) {
+      return fetch(url, {
+        credentials: "same-origin",
+        headers: { Accept: "text/event-stream" },
+        signal: controller ? controller.signal : undefined,
+      });
+    }).then(function (response) {
+      if (response.ok) {
+        if (controller) controller.abort();
+        return null;
+      }
+      return response.json().catch(function () { return {}; }).then(function (json) {
+        return json.error || ("HTTP " + response.status);
+      });
+    });
   };
 
   PubSubSSE.prototype._handle = function (message) {

@@ -168,3 +168,66 @@ def test_a_client_written_for_the_go_server_works_unchanged(browser, demo):
         assert all("topic" in e for e in log[2:])
     finally:
         page.close()
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    env = {"SECRET_KEY": "browser-test-secret", "PUBSUBSSE_HEARTBEAT": "1", "TICKET_MAX_AGE": "2"}
+    srv = Server("gevent", app="example.auth_app:app", ready="/sse/pubsubsse.js", env=env)
+    yield srv
+    srv.stop()
+
+
+#: The recipe's page: client and stream URL come from the app's /me. The first stream URL is spoiled
+#: ("forged": a ticket that does not verify; "expired": held until its ticket is too old).
+TICKET_PAGE = """async (mode) => {
+  const me = () => fetch("/me").then((r) => r.json());
+  window.calls = { register: 0, streamUrl: 0 };
+  window.updates = [];
+  window.statuses = [];
+  const ps = new PubSubSSE({
+    baseUrl: "/sse",
+    storage: null,
+    register: () => { calls.register++; return me().then((m) => m.client_id); },
+    streamUrl: async () => {
+      calls.streamUrl++;
+      const m = await me();
+      if (calls.streamUrl === 1 && mode === "forged") return "/sse/event?ticket=forged." + m.client_id;
+      if (calls.streamUrl === 1) await new Promise((resolve) => setTimeout(resolve, 3500));
+      return m.stream_url;
+    },
+  });
+  ps.on("update", (topic, data) => updates.push(data.text));
+  ps.on("status", (status) => statuses.push(status));
+  window.ps = ps;
+  return await ps.start();
+}"""
+
+
+@pytest.mark.parametrize("mode", ["forged", "expired"])
+def test_a_refused_ticket_gets_a_fresh_stream_url_and_keeps_the_client(browser, auth_server, mode):
+    context = browser.new_context()
+    try:
+        login = context.request.post(auth_server.url("/login"), form={"username": "alice", "password": "alice-pw"})
+        assert login.ok
+        team_topic = context.request.get(auth_server.url("/me")).json()["team_topics"][0]
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(auth_server.url("/sse/pubsubsse.js"))  # any page of the app's origin, for its cookie
+        page.add_script_tag(url="/sse/pubsubsse.js")
+        client_id = page.evaluate(TICKET_PAGE, mode)
+        page.wait_for_function("() => window.ps.status === 'open'")
+        page.evaluate("(topic) => window.ps.subscribe(topic)", team_topic)
+        said = context.request.post(auth_server.url("/team/say"), form={"topic": team_topic, "text": "hello red"})
+        assert said.ok
+        page.wait_for_function("() => window.updates.includes('hello red')")
+        assert page.evaluate("window.ps.clientId") == client_id
+        calls = page.evaluate("window.calls")
+        # One registration; the spoiled URL, the URL the refusal was examined with, and the one that opened.
+        assert calls["register"] == 1 and calls["streamUrl"] >= 3, calls
+        assert "reconnecting" in page.evaluate("window.statuses")
+        assert errors == []
+    finally:
+        context.close()

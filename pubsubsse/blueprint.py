@@ -10,6 +10,7 @@ SSE stream (see :mod:`pubsubsse.stream`).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -160,6 +161,27 @@ def _direct_framing(environ: dict[str, Any]) -> bool | None:
     return protocol == "HTTP/1.1"
 
 
+_warned_foreign_thread = False
+
+
+def _native_thread_id() -> int:
+    import gevent.monkey
+
+    return gevent.monkey.get_original("_thread", "get_ident")()
+
+
+@functools.lru_cache(maxsize=1)
+def _stream_loop_of(pid: int) -> tuple[Any, int]:
+    from gevent import get_hub
+
+    return get_hub().loop, _native_thread_id()
+
+
+def _stream_loop() -> tuple[Any, int]:
+    """Return the event loop that runs this process's streams (the first stream's), and its OS thread."""
+    return _stream_loop_of(os.getpid())
+
+
 class _EventStreamBody:
     """The WSGI body of an ``/event`` response: the stream's chunks, closed on disconnect.
 
@@ -181,7 +203,10 @@ class _EventStreamBody:
         self._chunked = chunked
         #: Direct writes have started (the server has sent the head and the first chunk).
         self._direct = False
-        self._fd = -1 if chunked is None else sock.fileno()
+        self._fd = -1
+        if chunked is not None:
+            self._fd = sock.fileno()
+            _stream_loop()  # learnt here, in a stream's greenlet, not from whichever thread publishes first
 
     def __iter__(self) -> Iterator[bytes]:
         if self._sock is not None and self._watch is None:
@@ -218,9 +243,21 @@ class _EventStreamBody:
             return -1
 
     def call_soon(self, callback: Callable[[], None]) -> None:
-        from gevent import get_hub
-
-        get_hub().loop.run_callback(callback)
+        loop, thread = _stream_loop()
+        if _native_thread_id() == thread:
+            loop.run_callback(callback)
+            return
+        # A publish from another OS thread (gevent's threadpool, a C library's callback): its own
+        # hub would never run the callback and every direct write of the process would wait for
+        # heartbeats. Hand it to the streams' loop, and say that this is not supported.
+        global _warned_foreign_thread
+        if not _warned_foreign_thread:
+            _warned_foreign_thread = True
+            log.error(
+                "pubsubsse: a change was made from a native thread under gevent; gevent objects are not "
+                "thread-safe: hand such calls to the worker's hub with hub.loop.run_callback_threadsafe()"
+            )
+        loop.run_callback_threadsafe(callback)
 
     def close(self) -> None:
         # Before the server closes the socket: its descriptor may be reused by another connection.

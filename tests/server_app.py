@@ -114,6 +114,16 @@ def create_app() -> Flask:
             topic.pub(data)
         return reply({"ok": True})
 
+    @app.route("/test/pub-from-native-thread", methods=["POST"])
+    def pub_from_native_thread():
+        """Publish from a thread of gevent's threadpool (a real OS thread), the way not to do it."""
+        import gevent
+
+        body = request.get_json()
+        topic = service.get_public_topic_by_id(body["topic"])
+        gevent.get_hub().threadpool.spawn(topic.pub, body["data"]).get()
+        return reply({"ok": True})
+
     @app.route("/test/remove_public_topic", methods=["POST"])
     def remove_public_topic():
         service.sync()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .http_helpers import SSEReader, api, new_client, new_public_topic, publish, wait_for
+from .http_helpers import SSEReader, api, http, new_client, new_public_topic, publish, wait_for
 from .servers import Server
 
 TIMEOUT = 30
@@ -214,3 +214,21 @@ def test_one_publish_reaches_200_idle_streams_in_order(server):
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_a_publish_from_a_native_thread_does_not_wait_for_a_heartbeat():
+    """Its flush used to be scheduled on that thread's idle hub, stalling direct writes until heartbeats."""
+    srv = Server("gevent", env={"PUBSUBSSE_HEARTBEAT": "120", "PUBSUBSSE_CLIENT_TIMEOUT": "none"})
+    try:
+        (client,), topic = subscribed_clients(srv, 1)
+        stream = RawStream(srv.port, f"/event?client_id={client}")
+        ((init_id, _),) = stream.events(1)
+        answer = http.post(srv.url("/test/pub-from-native-thread"), json={"topic": topic, "data": "from a thread"})
+        assert answer.status_code == 200
+        assert [update(data) for _, data in stream.until(init_id + 1)] == ["from a thread"]
+        publish(srv, topic, "from a greenlet")  # and the process's direct writes still flow
+        assert [update(data) for _, data in stream.until(init_id + 2)] == ["from a greenlet"]
+        assert "a change was made from a native thread" in srv.output()
+        stream.close()
+    finally:
+        srv.stop()

@@ -175,3 +175,26 @@ def test_waiting_clients_expire_after_client_timeout():
     assert service.get_client_by_id(keeper.id) is keeper
     stream.close()
     service.close()
+
+
+def test_expiry_takes_exactly_the_clients_that_waited_long_enough(service):
+    """The timer looks only at the front of the waiting list: its order must follow the waiting time."""
+    import time
+
+    timeout = 1000.0  # the real timer never expires anyone here; the test drives _tick itself
+    service._client_timeout = timeout
+    _first, second, attached, back = (service.new_client() for _ in range(4))
+    streams = [attached.stream(), back.stream()]
+    for stream in streams:
+        stream.read(timeout=0)
+    started = second._waiting_since
+    while time.monotonic() <= started:  # the clock must move on before `back` starts waiting
+        pass
+    streams[1].close()  # `back` waited first of all, but starts waiting again now
+    assert service.get_client_by_id(back.id).status is Status.WAITING
+    service._tick(started + timeout)
+    remaining = set(service.get_clients())
+    assert remaining == {attached.id, back.id}, "the two that waited the full time, and only they, expire"
+    service._tick(back._waiting_since + timeout)
+    assert set(service.get_clients()) == {attached.id}
+    streams[0].close()

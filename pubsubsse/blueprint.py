@@ -164,10 +164,15 @@ def _direct_framing(environ: dict[str, Any]) -> bool | None:
 _warned_foreign_thread = False
 
 
-def _native_thread_id() -> int:
+@functools.lru_cache(maxsize=1)
+def _native_get_ident() -> Callable[[], int]:
     import gevent.monkey
 
-    return gevent.monkey.get_original("_thread", "get_ident")()
+    return gevent.monkey.get_original("_thread", "get_ident")
+
+
+def _native_thread_id() -> int:
+    return _native_get_ident()()
 
 
 @functools.lru_cache(maxsize=1)

@@ -187,14 +187,15 @@ def test_expiry_takes_exactly_the_clients_that_waited_long_enough(service):
     streams = [attached.stream(), back.stream()]
     for stream in streams:
         stream.read(timeout=0)
-    started = second._waiting_since
-    while time.monotonic() <= started:  # the clock must move on before `back` starts waiting
+    # Times 10 ms apart, so that float rounding of "now - waiting_since" cannot decide the outcome.
+    moment = second._waiting_since + 0.01
+    while time.monotonic() <= moment + 0.01:  # `back` starts waiting 10 ms after `moment` at least
         pass
     streams[1].close()  # `back` waited first of all, but starts waiting again now
     assert service.get_client_by_id(back.id).status is Status.WAITING
-    service._tick(started + timeout)
+    service._tick(moment + timeout)
     remaining = set(service.get_clients())
     assert remaining == {attached.id, back.id}, "the two that waited the full time, and only they, expire"
-    service._tick(back._waiting_since + timeout)
+    service._tick(back._waiting_since + 0.01 + timeout)
     assert set(service.get_clients()) == {attached.id}
     streams[0].close()

@@ -13,6 +13,8 @@ import redis as redis_py
 
 from pubsubsse import BackendUnavailable, SSEPubSubService
 
+from .http_helpers import wait_for
+
 
 def exported(service):
     service.sync()
@@ -107,16 +109,16 @@ def test_a_service_built_while_redis_is_unreachable_starts_and_loads_when_it_ans
             late.get_client_by_id(client.id)
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
+
+    def loaded():
+        try:
+            return late.get_client_by_id(client.id)
+        except BackendUnavailable:
+            return None
+
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                found = late.get_client_by_id(client.id)
-                break
-            except BackendUnavailable:
-                assert time.monotonic() < deadline, "the late service never loaded the shared state"
-                time.sleep(0.05)
-        assert found is not None and list(found.get_subscribed_topics()) == [topic.id]
+        found = wait_for(loaded, timeout=15, what="the late service to load the shared state")
+        assert list(found.get_subscribed_topics()) == [topic.id]
         assert exported(late) == exported(a)
         late.new_client()
     finally:

@@ -386,7 +386,7 @@ class SSEPubSubService:
             streams = [c._mailbox.stream for c in self._clients.values()]
         for stream in streams:
             if stream is not None:
-                stream.queue.put_nowait(CLOSE_MARK)
+                stream.enqueue(CLOSE_MARK)
 
     def shutdown(self) -> None:
         """Like :meth:`close`, and with ``redis_url`` also stop following the shared log.
@@ -602,7 +602,7 @@ class SSEPubSubService:
         mailbox = client._mailbox
         mailbox.deliver(self._sys_body([topics_item(()), id_list_item("unsubscribed", unsubscribed)]))
         if mailbox.stream is not None:
-            mailbox.stream.queue.put_nowait(CLOSE_MARK)
+            mailbox.stream.enqueue(CLOSE_MARK)
         fx.add(self, "on_remove_client", client)
         log.debug("client %s removed", short_id(client_id))
 
@@ -855,7 +855,7 @@ class SSEPubSubService:
         previous = mailbox.stream
         if previous is not None:
             previous.detached = True
-            previous.queue.put_nowait(CLOSE_MARK)
+            previous.enqueue(CLOSE_MARK)
             mailbox.stream = None
         client._stream_token = token
         if client._status is not Status.RECEIVING:
@@ -940,7 +940,7 @@ class SSEPubSubService:
             stream = client._mailbox.stream
             if stream is not None:
                 if now - stream.last_write >= heartbeat and stream.queue.empty():
-                    stream.queue.put_nowait(HEARTBEAT_MARK)
+                    stream.enqueue(HEARTBEAT_MARK)
             elif dead and client._stream_token is not None and client._stream_token.partition(":")[0] in dead:
                 # Its stream was held by a process that died without detaching it.
                 orphaned.append((client._id, client._stream_token))

@@ -110,11 +110,10 @@ class Mailbox:
         if stream is not None and not stream.resync_pending:
             if stream.parked and stream._write_soon(self.seq, body):
                 return self.seq
-            q = stream.queue
-            if q.qsize() >= self.queue_size:
+            if stream.queue.qsize() >= self.queue_size:
                 stream.request_resync()
             else:
-                q.put_nowait((self.seq, body))
+                stream.enqueue((self.seq, body))
         return self.seq
 
     def since(self, last_id: int) -> list[tuple[int, bytes]] | None:
@@ -264,6 +263,10 @@ class Stream:
             return b""
         finally:
             self.parked = False
+        return self._compose(first)
+
+    def _compose(self, first: Any) -> bytes | None:
+        """Turn ``first`` and everything queued behind it into one chunk (see :meth:`read`)."""
         pieces: list[bytes] = []
         heartbeat = False
         for item in self._drain(first):
@@ -363,8 +366,7 @@ class Stream:
             # The rest (all of it if the connection broke) must go before anything else; the
             # reader's blocking write sends it, or fails and ends the stream.
             self._unsent = data[max(sent, 0) :]
-            self.parked = False
-            self.queue.put_nowait(FLUSH_MARK)
+            self.enqueue(FLUSH_MARK)
 
     def request_resync(self) -> None:
         """Empty the queue and queue a resync marker instead. Called under the service lock."""
@@ -377,14 +379,26 @@ class Stream:
                 break
             closing = closing or item is CLOSE_MARK
         self.resync_pending = True
-        self.queue.put_nowait(RESYNC_MARK)
+        self.enqueue(RESYNC_MARK)
         if closing:
-            self.queue.put_nowait(CLOSE_MARK)
+            self.enqueue(CLOSE_MARK)
+
+    def enqueue(self, item: Any) -> None:
+        """Queue an event or a marker for the reader; from now on publishers queue too.
+
+        Direct writes are allowed only while the reader is parked on an *empty*
+        queue. Once something is queued the reader has been woken, and until it
+        has run, whatever is published must go behind the queued items: written
+        directly, it would overtake them and the reader would then skip them as
+        already sent.
+        """
+        self.parked = False
+        self.queue.put_nowait(item)
 
     def close(self) -> None:
         """Detach the stream and end the iteration. Idempotent, callable from any thread."""
         self._service._detach(self)
-        self.queue.put_nowait(CLOSE_MARK)
+        self.enqueue(CLOSE_MARK)
 
     @property
     def ended(self) -> bool:

@@ -25,7 +25,9 @@ import socket
 import threading
 from typing import Any, Callable, Protocol
 
-__all__ = ["watch"]
+from .runtime import original
+
+__all__ = ["watch", "peer_closed"]
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +39,44 @@ class Watch(Protocol):
         """Stop watching. Idempotent."""
 
 
-def _peer_closed(sock: Any) -> bool:
-    """Return whether a readable socket is at end of file (or broken), without consuming data."""
+_POLLRDHUP: int = getattr(select, "POLLRDHUP", 0)
+_HANGUP = _POLLRDHUP | getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0) | getattr(select, "POLLNVAL", 0)
+
+
+def peer_closed(sock: Any) -> bool:
+    """Return whether the peer of ``sock`` has closed its end (or the connection broke), reading nothing.
+
+    Works for TLS sockets too: the check never goes through the TLS layer
+    (which refuses ``recv`` flags). Where the system reports a half-closed
+    connection (Linux's ``POLLRDHUP``) that is asked directly, so bytes the
+    peer sent before closing (a TLS ``close_notify``) do not hide the close;
+    elsewhere the first byte on the descriptor is peeked at, and only an end of
+    file counts.
+    """
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        fd = sock.fileno()
+    except (OSError, ValueError):
+        return True
+    if fd < 0:
+        return True
+    if _POLLRDHUP:
+        poller = original("select", "poll")()
+        poller.register(fd, select.POLLIN | _POLLRDHUP)
+        return any(mask & _HANGUP for _, mask in poller.poll(0))
+    raw = original("socket", "socket")(fileno=fd)
+    try:
+        return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
     except BlockingIOError:
         return False
     except OSError:
         return True
+    finally:
+        raw.detach()  # the descriptor stays the server's
+
+
+#: After a readable socket shows no close yet, look again after these pauses (seconds): a TLS
+#: peer sends its close_notify just before the TCP close, and the first look may fall between.
+_LOOK_AGAIN = (0.05, 0.25, 1.0)
 
 
 class _GeventWatch:
@@ -65,8 +97,13 @@ class _GeventWatch:
         gevent.spawn(self._check)
 
     def _check(self) -> None:
-        if _peer_closed(self._sock):
-            self._on_close()
+        import gevent
+
+        for pause in (0.0, *_LOOK_AGAIN):
+            gevent.sleep(pause)
+            if peer_closed(self._sock):
+                self._on_close()
+                return
 
     def cancel(self) -> None:
         self._watcher.stop()
@@ -101,21 +138,29 @@ class _EpollWatcher:
                 events = self._epoll.poll(5.0)
             except InterruptedError:
                 continue
-            for fd, _ in events:
+            for fd, mask in events:
                 with self._lock:
-                    watch = self._watches.pop(fd, None)
-                    if watch is not None:
+                    watch = self._watches.get(fd)
+                    if watch is None:
+                        continue
+                    closed = bool(mask & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR))
+                    if closed or peer_closed(watch.sock):
+                        del self._watches[fd]
                         self._epoll.unregister(fd)
-                if watch is not None:
-                    self._handle(watch)
+                    else:
+                        # The peer sent bytes (a TLS record, a pipelined request) but has not
+                        # closed: wait for the close alone, or the unread bytes would wake us
+                        # in a loop.
+                        self._epoll.modify(fd, select.EPOLLRDHUP)
+                        continue
+                self._handle(watch)
 
     def _handle(self, watch: _EpollWatch) -> None:
         # A method of its own so that no loop variable keeps the last stream alive.
-        if _peer_closed(watch.sock):
-            try:
-                watch.on_close()
-            except Exception:
-                log.exception("closing a stream whose peer went away failed")
+        try:
+            watch.on_close()
+        except Exception:
+            log.exception("closing a stream whose peer went away failed")
 
 
 class _EpollWatch:

@@ -24,8 +24,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]:
+def certificate() -> tuple[str, str]:
+    """Return a self-signed certificate and its key for 127.0.0.1 (files made once per process)."""
+    global _certificate
+    if _certificate is None:
+        directory = tempfile.mkdtemp(prefix="pubsubsse-tls-")
+        cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+            + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+            check=True,
+            capture_output=True,
+        )
+        _certificate = (cert, key)
+    return _certificate
+
+
+_certificate: tuple[str, str] | None = None
+
+
+def command(kind: str, port: int, app: str = APP, workers: int = 1, tls: bool = False) -> list[str]:
     bind = f"127.0.0.1:{port}"
+    if tls:
+        if kind not in ("gevent", "gthread"):
+            raise ValueError(f"TLS is tested under gunicorn only, not {kind}")
+        cert, key = certificate()
+        return [*command(kind, port, app, workers), "--certfile", cert, "--keyfile", key]
     if kind == "gevent":
         return [
             sys.executable,
@@ -75,14 +99,21 @@ def command(kind: str, port: int, app: str = APP, workers: int = 1) -> list[str]
 
 class Server:
     def __init__(
-        self, kind: str, env: dict[str, str] | None = None, app: str = APP, workers: int = 1, ready: str = "/test/ready"
+        self,
+        kind: str,
+        env: dict[str, str] | None = None,
+        app: str = APP,
+        workers: int = 1,
+        ready: str = "/test/ready",
+        tls: bool = False,
     ) -> None:
         self.kind = kind
+        self.tls = tls
         self.ready = ready
         self.workers = workers if kind != "threaded" else 0
         self.workers_dir = tempfile.mkdtemp(prefix="pubsubsse-workers-")
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
             prefix=f"pubsubsse-{kind}-", suffix=".log", delete=False
         )
@@ -93,7 +124,7 @@ class Server:
             **(env or {}),
         }
         self.proc = subprocess.Popen(
-            command(kind, self.port, app, workers), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+            command(kind, self.port, app, workers, tls), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )
         self._wait_ready()
 
@@ -105,7 +136,7 @@ class Server:
             # One answer says that one worker is up; the others may still be loading the app.
             if len(os.listdir(self.workers_dir)) >= self.workers:
                 try:
-                    if httpx.get(self.base + self.ready, timeout=1).status_code == 200:
+                    if httpx.get(self.base + self.ready, timeout=1, verify=not self.tls).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass

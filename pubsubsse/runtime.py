@@ -1,0 +1,34 @@
+"""Which runtime this process runs under: gevent's monkey patching, or plain threads.
+
+Everything in pubsubsse that must behave differently under gevent asks here,
+so there is one answer for the whole library. gevent counts as the runtime
+only once it has patched ``threading`` (``gunicorn -k gevent`` does that before
+it imports the app): importing gevent alone changes nothing for the library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+__all__ = ["under_gevent", "original"]
+
+
+def under_gevent(module: str = "threading") -> bool:
+    """Return whether gevent has monkey-patched ``module`` in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched(module))
+
+
+def original(module: str, name: str) -> Any:
+    """Return ``module.name`` as it was before gevent patched it (the attribute itself if unpatched).
+
+    For the few places that need the operating system's own behaviour, such as
+    a ``poll`` that must not yield to the event loop.
+    """
+    if under_gevent(module):
+        from gevent import monkey
+
+        return monkey.get_original(module, name)
+    return getattr(importlib.import_module(module), name)

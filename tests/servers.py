@@ -31,8 +31,10 @@ def certificate() -> tuple[str, str]:
         directory = tempfile.mkdtemp(prefix="pubsubsse-tls-")
         cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-            + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert),
+            ],
             check=True,
             capture_output=True,
         )
@@ -124,7 +126,11 @@ class Server:
             **(env or {}),
         }
         self.proc = subprocess.Popen(
-            command(kind, self.port, app, workers, tls), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+            command(kind, self.port, app, workers, tls),
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 

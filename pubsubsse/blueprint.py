@@ -102,10 +102,27 @@ def _parse_urlencoded(raw: bytes, where: str) -> dict[str, str]:
     return params
 
 
+def _is_unicode(text: str) -> bool:
+    """Return whether ``text`` can be encoded as UTF-8 (JSON's ``\\ud800`` escapes make strings that cannot)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_body(limit: int) -> dict[str, str]:
     if request.content_length is not None and request.content_length > limit:
         raise _Refused(413, "request body too large")
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except Exception as error:
+        # The server could not decode the body (a broken chunked encoding, a body cut short):
+        # gunicorn and Werkzeug each raise their own exceptions for it, all of them the client's doing.
+        log.debug("request body unreadable: %s: %s", type(error).__name__, error)
+        raise _Refused(400, "invalid request body") from None
     if len(raw) > limit:
         raise _Refused(413, "request body too large")
     if not raw.strip():
@@ -115,11 +132,13 @@ def _parse_body(limit: int) -> dict[str, str]:
     if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nesting like [[[[…
             raise _Refused(400, "invalid JSON body") from None
         if not isinstance(body, dict):
             raise _Refused(400, "invalid JSON body: expected an object")
         for key, value in body.items():
+            if not (_is_unicode(key) and (not isinstance(value, str) or _is_unicode(value))):
+                raise _Refused(400, "invalid JSON body: not UTF-8")
             if not isinstance(value, str):
                 raise _Refused(400, f"invalid parameter {key}: expected a string")
         return body

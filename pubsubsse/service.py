@@ -105,7 +105,7 @@ class _Effects:
 
 def _parse_event_id(value: str | None) -> int | None:
     """Return the event id a consumer last saw, or ``None`` if it is absent or not one of ours."""
-    if value is None or not (0 < len(value) <= _MAX_EVENT_ID_LENGTH):
+    if not isinstance(value, str) or not (0 < len(value) <= _MAX_EVENT_ID_LENGTH):
         return None
     if not (value.isascii() and value.isdigit()):
         return None
@@ -826,7 +826,9 @@ class SSEPubSubService:
 
     def _attach(self, client: Client, last_event_id: str | None) -> Stream:
         token = f"{self._process_token}:{next(self._stream_numbers)}"
-        stream: Stream = self._execute("attach", client._id, token, last_event_id)
+        # Parsed here, not in the operation: whatever a consumer sent never travels as it is.
+        last_id = _parse_event_id(last_event_id)
+        stream: Stream = self._execute("attach", client._id, token, None if last_id is None else str(last_id))
         self._ticker.ensure_running()
         return stream
 

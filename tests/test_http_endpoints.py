@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import uuid
@@ -195,6 +196,41 @@ def bad_inputs(good_client, good_topic):
             "invalid JSON body",
         ),
         (
+            "deeply nested JSON",
+            {"method": "POST", "content": b"[" * 10000, "ctype": "application/json"},
+            400,
+            "invalid JSON body",
+        ),
+        (
+            "deeply nested JSON value",
+            {
+                "method": "POST",
+                "content": b'{"client_id": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                "ctype": "application/json",
+            },
+            400,
+            "invalid JSON body",
+        ),
+        *(
+            (
+                f"lone surrogate in {field}",
+                {
+                    "method": "POST",
+                    "content": json.dumps({"client_id": good_client, "topic": good_topic, field: "\ud800"}).encode(),
+                    "ctype": "application/json",
+                },
+                400,
+                "invalid JSON body: not UTF-8",
+            )
+            for field in ("client_id", "topic", "last_event_id", "ticket")
+        ),
+        (
+            "lone surrogate in a key",
+            {"method": "POST", "content": b'{"\\ud800": "x"}', "ctype": "application/json"},
+            400,
+            "invalid JSON body: not UTF-8",
+        ),
+        (
             "oversized body",
             {"method": "POST", "content": b"client_id=" + b"x" * 100000, "ctype": "application/x-www-form-urlencoded"},
             413,
@@ -245,6 +281,17 @@ def test_raw_non_utf8_bytes_and_garbage_requests(server):
         b"GET /sub?client_id=\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"GET /event?client_id=C-%00%0a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"\x16\x03\x01\x00garbage\r\n\r\n",
+        *(
+            b"POST /sub HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + body
+            for body in (
+                b"zz\r\nclient_id=x\r\n0\r\n\r\n",  # not a chunk size
+                b"-5\r\nclient_id=x\r\n0\r\n\r\n",
+                b"FFFFFFFFFFFFFFFFFFFF\r\nclient_id=x\r\n0\r\n\r\n",
+                b"3\r\nclient_id=x\r\n0\r\n\r\n",  # a chunk longer than its size
+                b"b\r\nclient_id=x",  # the body ends early
+            )
+        ),
     ]:
         with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as s:
             s.sendall(raw)

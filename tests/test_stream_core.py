@@ -54,7 +54,7 @@ def test_resume_at_the_head_sends_only_the_retry_field(subscribed):
     assert updates(drain(again)) == [1]
 
 
-@pytest.mark.parametrize("bad_id", ["999999", "abc", "", "-1", "1" * 30, "１２"])
+@pytest.mark.parametrize("bad_id", ["999999", "abc", "", "-1", "1" * 30, "１２", "\ud800", "7\x00"])
 def test_unknown_or_malformed_ids_get_a_full_init(subscribed, bad_id):
     c, _ = subscribed
     parsed = drain(c.stream(last_event_id=bad_id))

@@ -13,6 +13,10 @@ What it shows (docs/authorization.md explains each part):
 * Public topics are created by server code only (``public_topic_creation``
   stays off).
 * The stream URL carries a short-lived signed ticket, not the client id.
+* The session cookie is ``SameSite=Lax`` and ``HttpOnly``, and every request that can change
+  state must come from the app's own pages (:func:`same_origin`): a page on another site cannot
+  make the user's browser act. The SSE endpoints count too, because they change state on GET
+  (as the Go server's did).
 
 Users and passwords are a toy table; use your own user store.
 """
@@ -33,6 +37,20 @@ from pubsubsse import Client, SSEPubSubService, StreamTickets, Topic, create_blu
 USERS = {"alice": ("alice-pw", "red"), "bob": ("bob-pw", "blue"), "carol": ("carol-pw", "red")}
 
 
+def same_origin() -> bool:
+    """Return whether the request comes from a page of this app, as the browser reports it.
+
+    Browsers send ``Sec-Fetch-Site`` with every request, and ``Origin`` with every cross-origin
+    one and every POST; a request with neither did not come from a browser page, so no cookie of
+    the user was sent on its behalf by another site.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")  # "none": the user typed the address
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url.rstrip("/")
+
+
 class User(UserMixin):
     def __init__(self, name: str) -> None:
         self.id = name
@@ -42,6 +60,11 @@ class User(UserMixin):
 def create_app() -> Flask:
     app = Flask(__name__)
     app.secret_key = os.environ.get("SECRET_KEY") or os.urandom(32)
+    app.config.update(
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=os.environ.get("SESSION_COOKIE_SECURE") == "1",  # set it when served over HTTPS
+    )
     login = LoginManager(app)
     service = SSEPubSubService(heartbeat=float(os.environ.get("PUBSUBSSE_HEARTBEAT", "15")))
     tickets = StreamTickets(app.secret_key, max_age=float(os.environ.get("TICKET_MAX_AGE", "60")))
@@ -54,6 +77,12 @@ def create_app() -> Flask:
         group.new_topic()  # each team starts with one topic of its own
     news = service.new_public_topic()
     lock = threading.Lock()
+
+    @app.before_request
+    def refuse_cross_site_requests():
+        """CSRF defence: state changes only from the app's own pages (every /sse/ call counts)."""
+        if (request.method not in ("GET", "HEAD", "OPTIONS") or request.path.startswith("/sse/")) and not same_origin():
+            abort(403, "cross-site request refused")
 
     @login.user_loader
     def load_user(name: str) -> User | None:

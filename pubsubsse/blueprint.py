@@ -103,7 +103,7 @@ def _parse_urlencoded(raw: bytes, where: str) -> dict[str, str]:
 
 
 def _is_unicode(text: str) -> bool:
-    """Return whether ``text`` can be encoded as UTF-8 (JSON's ``\\ud800`` escapes make strings that cannot)."""
+    """Return whether ``text`` can be encoded as UTF-8 (JSON escapes of lone surrogates make strings that cannot)."""
     if text.isascii():
         return True
     try:
@@ -405,6 +405,10 @@ def create_blueprint(
         def register(view: Callable[[dict[str, str]], Response]) -> None:
             def handle() -> Response:
                 try:
+                    if request.method == "HEAD":
+                        # Flask answers HEAD wherever GET is allowed; here GET changes state
+                        # (Go compatibility) and /event takes the client's stream over.
+                        raise _Refused(405, "method not allowed", {"Allow": "GET, POST"})
                     if not enabled:
                         raise _Refused(403, "forbidden")
                     return view(_params(max_query_length, max_body_size))
@@ -436,23 +440,35 @@ def create_blueprint(
         if authorize is not None and authorize(request._get_current_object(), action, client, topic) is not True:
             raise _Refused(403, "forbidden")
 
-    def client_of(params: dict[str, str]) -> Client:
+    def find_client(params: dict[str, str]) -> Client | None:
         client_id = params.get("client_id", "")
         client = service.get_client_by_id(client_id) if len(client_id) <= _MAX_ID_LENGTH else None
         # The dict lookup hashes the whole id with a per-process random key, so its timing says
         # nothing about how much of a guess was right; the final comparison is constant-time too.
         if client is None or not hmac.compare_digest(client.id.encode(), client_id.encode()):
-            raise ClientNotFound(client_id)
+            return None
+        return client
+
+    def checked_client(action: str, params: dict[str, str]) -> Client:
+        """Return the client the request names, once the hook allowed the call.
+
+        The hook is asked first, with ``None`` for an id that names no client, so that a caller
+        who may not act learns nothing, not even whether the id exists.
+        """
+        client = find_client(params)
+        check(action, client)
+        if client is None:
+            raise ClientNotFound(params.get("client_id", ""))
         return client
 
     def stream_client(params: dict[str, str]) -> Client:
         ticket = params.get("ticket")
         if ticket is None:
-            return client_of(params)
+            return checked_client("event", params)
         if tickets is None:
             raise _Refused(400, "tickets are not enabled")
         try:
-            return client_of({"client_id": tickets.client_id(ticket)})
+            return checked_client("event", {"client_id": tickets.client_id(ticket)})
         except BadTicket as bad:
             raise _Refused(400, str(bad)) from None
 
@@ -469,20 +485,23 @@ def create_blueprint(
             log.warning("pubsubsse: new clients from %s are rate limited (new_clients_per_second)", address)
         raise _Refused(429, "too many new clients", {"Retry-After": str(math.ceil(wait))})
 
-    def checked_topic(
-        action: str, client: Client, find: Callable[[str], Topic | None], params: dict[str, str]
-    ) -> Topic:
-        """Return the topic the request names as ``find`` finds it, once the hook allowed the call.
+    def client_and_topic(action: str, params: dict[str, str], private_only: bool = False) -> tuple[Client, Topic]:
+        """Return the client and the topic (as the client sees it) the request names, once the hook allowed the call.
 
-        The hook runs first even when there is no such topic (it gets ``None``), so that nobody
-        learns anything about a client's topics before being allowed to act on the client.
+        The hook runs first even when there is no such client or topic (it gets ``None``), so that
+        nobody learns anything about a client or its topics before being allowed to act on it.
         """
+        client = find_client(params)
         topic_id = params.get("topic", "")
-        topic = find(topic_id) if len(topic_id) <= _MAX_ID_LENGTH else None
+        topic = None
+        if client is not None and len(topic_id) <= _MAX_ID_LENGTH:
+            topic = client.get_private_topic_by_id(topic_id) if private_only else client.get_topic_by_id(topic_id)
         check(action, client, topic)
+        if client is None:
+            raise ClientNotFound(params.get("client_id", ""))
         if topic is None:
             raise TopicNotFound(topic_id)
-        return topic
+        return client, topic
 
     @endpoint("/add/user", "add_user")
     def add_user(params: dict[str, str]) -> Response:
@@ -497,15 +516,13 @@ def create_blueprint(
 
     @endpoint("/add/topic/private/", "add_private_topic", private_topics)
     def add_private_topic(params: dict[str, str]) -> Response:
-        client = client_of(params)
-        check("add_private_topic", client)
+        client = checked_client("add_private_topic", params)
         return _ok(topic_id=client.new_private_topic().id)
 
     def subscription(action: str, change: Callable[[Client, Topic], None]) -> None:
         @endpoint("/" + action, action)
         def view(params: dict[str, str]) -> Response:
-            client = client_of(params)
-            change(client, checked_topic(action, client, client.get_topic_by_id, params))
+            change(*client_and_topic(action, params))
             return _ok()
 
     subscription("sub", Client.sub)
@@ -513,23 +530,18 @@ def create_blueprint(
 
     @endpoint("/remove/user", "remove_user", client_removal)
     def remove_user(params: dict[str, str]) -> Response:
-        client = client_of(params)
-        check("remove_user", client)
-        service.remove_client(client)
+        service.remove_client(checked_client("remove_user", params))
         return _ok()
 
     @endpoint("/remove/topic/private/", "remove_private_topic", private_topics)
     def remove_private_topic(params: dict[str, str]) -> Response:
-        client = client_of(params)
-        client.remove_private_topic(
-            checked_topic("remove_private_topic", client, client.get_private_topic_by_id, params)
-        )
+        client, topic = client_and_topic("remove_private_topic", params, private_only=True)
+        client.remove_private_topic(topic)
         return _ok()
 
     @endpoint("/event", "event")
     def event(params: dict[str, str]) -> Response:
         client = stream_client(params)
-        check("event", client)
         if end_streams_on_sigterm:
             shutdown.close_streams_on_sigterm(service)
         last_event_id = request.headers.get("Last-Event-ID", params.get("last_event_id"))

@@ -155,3 +155,62 @@ def test_forged_damaged_and_expired_tickets_are_refused(alice):
     answer = alice.http.get("/sse/event", params={"ticket": old})
     assert refused(answer, 400)
     assert answer.json()["error"] == "ticket expired"
+
+
+def test_nobody_learns_whether_a_client_id_exists(auth_server, alice, bob):
+    """An existing id and a random one get the same answer, for anonymous and logged-in callers."""
+    import uuid
+
+    anonymous = httpx.Client(base_url=auth_server.base, timeout=10)
+    random_id = f"C-{uuid.uuid4()}"
+    for caller in (anonymous, bob.http):
+        for path in ENDPOINTS:
+            answers = [
+                caller.post("/sse" + path, data={"client_id": client_id, "topic": alice.team_topics[0]})
+                for client_id in (alice.client_id, random_id)
+            ]
+            existing, unknown = ((a.status_code, a.json()) for a in answers)
+            assert existing == unknown, (path, existing, unknown)
+            assert answers[0].status_code in (401, 403), (path, answers[0].text)
+
+
+def test_the_session_cookie_is_samesite_and_httponly(auth_server):
+    http = httpx.Client(base_url=auth_server.base, timeout=10)
+    answer = http.post("/login", data={"username": "carol", "password": "carol-pw"})
+    cookie = answer.headers["set-cookie"].lower()
+    assert "samesite=lax" in cookie and "httponly" in cookie, cookie
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {"Origin": "https://evil.example"}],
+    ids=["sec-fetch-site cross-site", "sec-fetch-site same-site", "foreign origin"],
+)
+def test_cross_site_requests_are_refused_and_change_nothing(alice, headers):
+    """A page on another site cannot make the user's browser act: state changes need a same-origin request."""
+    private = alice.private_topic()
+    forged = [
+        ("POST", "/sse/unsub", {"client_id": alice.client_id, "topic": private}),
+        ("GET", "/sse/sub", {"client_id": alice.client_id, "topic": private}),  # GETs change state here
+        ("GET", "/sse/add/topic/private/", {"client_id": alice.client_id}),
+        ("POST", "/team/topic", {}),
+        ("POST", "/team/say", {"topic": alice.team_topics[0], "text": "forged"}),
+        ("POST", "/logout", {}),
+    ]
+    before = alice.http.get("/me").json()
+    for method, path, params in forged:
+        answer = alice.http.request(
+            method,
+            path,
+            data=params if method == "POST" else None,
+            params=params if method == "GET" else None,
+            headers=headers,
+        )
+        assert answer.status_code == 403, (path, answer.status_code, answer.text)
+    assert alice.http.get("/me").json() == before  # still logged in, nothing new
+    # The same calls from the app's own pages (same origin) are allowed.
+    same = {"Sec-Fetch-Site": "same-origin", "Origin": str(alice.http.base_url).rstrip("/")}
+    assert (
+        alice.http.get("/sse/sub", params={"client_id": alice.client_id, "topic": private}, headers=same).status_code
+        == 200
+    )

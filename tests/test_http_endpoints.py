@@ -303,3 +303,31 @@ def test_raw_non_utf8_bytes_and_garbage_requests(server):
         assert 400 <= status < 500, reply[:200]
     assert state(server) == before
     assert api(server, "/add/user").status_code == 200
+
+
+def test_head_changes_nothing_and_leaves_the_open_stream_alone(server):
+    """HEAD is safe by definition: it must not create, subscribe, remove, or take a stream over."""
+    from .http_helpers import SSEReader, publish
+
+    client = new_client(server)
+    topic = new_public_topic(server)
+    other = new_public_topic(server)
+    api(server, "/sub", client_id=client, topic=topic)
+    private = api(server, "/add/topic/private/", client_id=client).json()["topic_id"]
+    reader = SSEReader("httpx-sse", server.url(f"/event?client_id={client}"))
+    try:
+        reader.next()
+        before = state(server)
+        params = {"client_id": client, "topic": other}
+        for path in ["/add/user", "/add/topic/public/", "/add/topic/private/", "/sub", "/unsub", "/event"]:
+            answer = http.head(server.url(path), params=params)
+            assert answer.status_code == 405, (path, answer.status_code)
+            assert answer.headers["allow"] == "GET, POST", path
+        for path, topic_id in [("/remove/topic/private/", private), ("/remove/user", None)]:
+            answer = http.head(server.url(path), params={"client_id": client, "topic": topic_id or ""})
+            assert answer.status_code == 405, (path, answer.status_code)
+        assert state(server) == before
+        publish(server, topic, "still here")
+        assert reader.next().json()["updates"][0]["data"] == "still here"
+    finally:
+        reader.close()

@@ -42,6 +42,11 @@ SERVER_CORE, CLIENT_CORE = "0", "1"
 PEERS = ["pubsubsse", "baseline", "starlette", "flasksse", "nchan"]
 #: Not in the default run: pubsubsse with two gunicorn workers sharing one service through Redis.
 SCALEOUT = "pubsubsse-redis"
+#: Not in the default run: pubsubsse with direct writes off (every event queued, its reader woken),
+#: the control for what direct writes are worth.
+QUEUED = "pubsubsse-queued"
+#: The variants of pubsubsse, which share its app.
+OURS = ("pubsubsse", SCALEOUT, QUEUED)
 WORKLOADS = ["w1", "w2", "w2lat", "w3", "w5", "w6base", "w6"]
 
 
@@ -117,7 +122,8 @@ class Server:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{peer}-"))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.redis_proc = None
-        if peer == "pubsubsse":
+        if peer in ("pubsubsse", QUEUED):
+            env["BENCH_DIRECT_WRITES"] = "0" if peer == QUEUED else "1"
             cmd = gunicorn("bench.apps.pubsubsse_app:app", self.port)
         elif peer == SCALEOUT:
             self.redis_port = free_port()
@@ -221,7 +227,7 @@ class Server:
         return int(stats["total_commands_processed"])
 
     def subscriber_paths(self, n: int, topics: int) -> list[str]:
-        if self.peer in ("pubsubsse", SCALEOUT):
+        if self.peer in OURS:
             r = httpx.post(f"http://127.0.0.1:{self.port}/bench/setup", params={"n": n, "topics": topics}, timeout=300)
             r.raise_for_status()
             return r.text.splitlines()
@@ -445,15 +451,19 @@ def main() -> None:
     print(summary(results))
 
 
-METRICS = {
-    "w1": ("kb_per_stream", "KB RSS per idle stream", False),
-    "w2": ("updates_per_s", "deliveries/s, closed loop", True),
-    "w2lat": ("p99_ms", "p99 latency ms at 40 msg/s", False),
-    "w3": ("updates_per_s", "deliveries/s, N/10 topics", True),
-    "w5": ("rss_growth_mb", "RSS growth MB, 2nd churn round", False),
-    "w6base": ("p99_ms", "p99 ms, 4 KB messages, no stalled client", False),
-    "w6": ("p99_ms", "p99 ms, 4 KB messages, 20 stalled clients", False),
-}
+#: Summary rows: (workload, result key, label, whether higher is better).
+METRICS = [
+    ("w1", "kb_per_stream", "KB RSS per idle stream", False),
+    ("w2", "updates_per_s", "deliveries/s, closed loop", True),
+    ("w2", "server_cpu_us_per_delivery", "server CPU us per delivery, closed loop", False),
+    ("w2lat", "p99_ms", "p99 latency ms at 40 msg/s", False),
+    ("w2lat", "server_cpu_us_per_delivery", "server CPU us per delivery at 40 msg/s", False),
+    ("w3", "updates_per_s", "deliveries/s, N/10 topics", True),
+    ("w3", "server_cpu_us_per_delivery", "server CPU us per delivery, N/10 topics", False),
+    ("w5", "rss_growth_mb", "RSS growth MB, 2nd churn round", False),
+    ("w6base", "p99_ms", "p99 ms, 4 KB messages, no stalled client", False),
+    ("w6", "p99_ms", "p99 ms, 4 KB messages, 20 stalled clients", False),
+]
 
 
 def set_steal_limit(pct: float) -> None:
@@ -480,18 +490,25 @@ def valid(r: dict) -> bool:
 
 
 def summary(results: list[dict]) -> str:
-    lines = ["", "| workload | metric | " + " | ".join(PEERS) + " |", "|---|---|" + "---|" * len(PEERS)]
-    for workload, (key, label, higher_is_better) in METRICS.items():
+    """Medians per workload and peer (the default peers, then any variant that ran), with ratios."""
+    ran = {r.get("peer") for r in results}
+    peers = [p for p in PEERS if p in ran] + sorted(p for p in ran if p not in PEERS and p)
+    lines = ["", "| workload | metric | " + " | ".join(peers) + " |", "|---|---|" + "---|" * len(peers)]
+    for workload, key, label, higher_is_better in METRICS:
         medians = {}
-        for peer in PEERS:
-            values = [r[key] for r in results if r.get("peer") == peer and r.get("workload") == workload and valid(r)]
+        for peer in peers:
+            values = [
+                r[key]
+                for r in results
+                if r.get("peer") == peer and r.get("workload") == workload and valid(r) and key in r
+            ]
             if values:
                 medians[peer] = statistics.median(values)
         if not medians:
             continue
         ours = medians.get("pubsubsse")
         cells = []
-        for peer in PEERS:
+        for peer in peers:
             if peer not in medians:
                 cells.append("–")
                 continue

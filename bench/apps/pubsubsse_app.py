@@ -16,7 +16,7 @@ service = SSEPubSubService(
 )
 topics = []
 app = Flask(__name__)
-app.register_blueprint(create_blueprint(service))
+app.register_blueprint(create_blueprint(service, direct_writes=os.environ.get("BENCH_DIRECT_WRITES", "1") == "1"))
 
 
 @app.post("/bench/setup")

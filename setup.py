@@ -25,7 +25,7 @@ setup(
     install_requires=["flask>=2.2", "werkzeug>=2.2", "blinker>=1.6"],
     extras_require={
         "gevent": ["gevent>=22.10", "gunicorn>=21.2"],
-        "redis": ["redis>=4.5"],
+        "redis": ["redis>=5.0"],
         "metrics": ["prometheus-client>=0.17"],
         "test": [
             "pytest>=7.4",
@@ -38,7 +38,7 @@ setup(
             "hypothesis>=6.80",
             "playwright>=1.40",
             "psutil>=5.9",
-            "redis>=4.5",
+            "redis>=5.0",
             "prometheus-client>=0.17",
             "Flask-Login>=0.6",
         ],

@@ -44,11 +44,18 @@ class NotSubscribed(PubSubError):
 
 
 class BackendUnavailable(PubSubError):
-    """The shared backend (Redis) cannot be reached, or did not confirm a change in time.
+    """A shared backend (such as Redis) could not apply the change, or cannot serve a lookup now.
 
-    Only raised by a service built with ``redis_url``. The change may or may
-    not have been applied; retry when the backend is back.
+    Raised for a change, it means the change was **not** applied and never
+    will be: retrying it is safe. The one exception is flagged: when the
+    backend stopped answering after the change was sent and stayed away for
+    the backend's ``outcome_timeout``, :attr:`outcome_unknown` is ``True`` and
+    the change may or may not have been applied (the backend logs which, once
+    it learns it).
     """
+
+    #: The backend could not learn whether the change was applied (see the class docstring).
+    outcome_unknown: bool = False
 
 
 class LimitReached(PubSubError):

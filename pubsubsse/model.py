@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .events import EventAttribute
 
 if TYPE_CHECKING:
+    from .core import Mailbox
     from .service import SSEPubSubService
-    from .stream import Mailbox, Stream
+    from .stream import Stream
 
 __all__ = ["Status", "TopicType", "GroupTopic", "Client", "Topic", "Group", "new_id"]
 
@@ -181,8 +182,7 @@ class Group:
 
     def get_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return the group topic with this id, or ``None``."""
-        with self._service._lock:
-            return self._topics.get(topic_id)
+        return self._service._lookup(lambda: self._topics.get(topic_id))
 
     def get_clients(self) -> dict[str, Client]:
         """Return a snapshot of the members, keyed by client id."""
@@ -191,8 +191,7 @@ class Group:
 
     def get_client_by_id(self, client_id: str) -> Client | None:
         """Return the member with this id, or ``None``."""
-        with self._service._lock:
-            return self._members.get(client_id)
+        return self._service._lookup(lambda: self._members.get(client_id))
 
     def new_topic(self) -> Topic:
         """Create a topic that every member (present and future) can see.
@@ -306,12 +305,11 @@ class Client:
     def get_public_topics(self) -> dict[str, Topic]:
         """Return a snapshot of the public topics (all clients see them all)."""
         with self._service._lock:
-            return dict(self._service._public)
+            return dict(self._service._core.public)
 
     def get_public_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return the public topic with this id, or ``None``."""
-        with self._service._lock:
-            return self._service._public.get(topic_id)
+        return self._service._lookup(lambda: self._service._core.public.get(topic_id))
 
     def get_private_topics(self) -> dict[str, Topic]:
         """Return a snapshot of this client's private topics."""
@@ -329,8 +327,7 @@ class Client:
 
     def get_group_by_id(self, group_id: str) -> Group | None:
         """Return the group with this id if the client is a member, else ``None``."""
-        with self._service._lock:
-            return self._groups.get(group_id)
+        return self._service._lookup(lambda: self._groups.get(group_id))
 
     def get_all_topics(self) -> dict[str, Topic]:
         """Return every topic the client can see: public, its groups' and its private ones.
@@ -339,11 +336,11 @@ class Client:
         topics, then private topics.
         """
         with self._service._lock:
-            return {t.id: t for t in self._service._visible_topics(self)}
+            return {t.id: t for t in self._service._core.visible_topics(self)}
 
     def get_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return the topic with this id if the client can see it, else ``None``."""
-        return self._service._lookup(lambda: self._service._find_visible(self, topic_id))
+        return self._service._lookup(lambda: self._service._core.find_visible(self, topic_id))
 
     def get_subscribed_topics(self) -> dict[str, Topic]:
         """Return a snapshot of the topics the client is subscribed to."""

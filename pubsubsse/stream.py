@@ -1,12 +1,10 @@
 """The stream loop: how a client's messages travel from publishers to its SSE stream.
 
-Three pieces live here:
+The pieces that live here:
 
-* :class:`Mailbox`, one per client: the event counter, the replay buffer that
-  makes resume possible, and the attached stream (if any). Publishers deliver
-  into it while holding the service lock (see :mod:`pubsubsse.service`);
-  delivery never blocks.
-* :class:`Stream`, one per attached connection: it owns the client's
+* :class:`Stream`, one per attached connection: the client's
+  :class:`~pubsubsse.core.Mailbox` offers it every event (with the service
+  lock held; an offer never blocks), and it owns the client's
   ``queue.Queue`` of outgoing ``(event id, body)`` pairs and turns them into SSE
   bytes. Each wake-up drains everything queued and returns it as one chunk, so
   a server does one socket write per wake-up, not one per event.
@@ -36,7 +34,6 @@ silently and memory stays bounded.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -50,7 +47,7 @@ if TYPE_CHECKING:
     from .model import Client
     from .service import SSEPubSubService
 
-__all__ = ["DirectWriter", "Stream", "Mailbox", "Ticker"]
+__all__ = ["DirectWriter", "Stream", "Ticker"]
 
 log = logging.getLogger(__name__)
 
@@ -75,55 +72,6 @@ RESYNC_MARK = _Marker("resync")
 CLOSE_MARK = _Marker("close")
 #: Wake the reader to send what a direct write left over (see Stream.take_unsent).
 FLUSH_MARK = _Marker("flush")
-
-
-class Mailbox:
-    """Outgoing messages of one client. Every attribute is guarded by the service lock."""
-
-    __slots__ = ("seq", "replay", "stream", "replay_size", "queue_size")
-
-    def __init__(self, replay_size: int, queue_size: int) -> None:
-        #: Id of the last event given to this client; ids are 1, 2, 3, …
-        self.seq = 0
-        #: Bodies of the last events, oldest first; the last one has id ``seq``. A list trimmed in
-        #: steps rather than a deque: a deque costs a 64-slot block even for the one or two events
-        #: an idle client holds, and there may be tens of thousands of idle clients.
-        self.replay: list[bytes] = []
-        #: The attached stream, or ``None`` while the client is ``WAITING``.
-        self.stream: Stream | None = None
-        self.replay_size = replay_size
-        self.queue_size = queue_size
-
-    def record(self, body: bytes) -> int:
-        """Give the next event id to ``body`` and keep it for replay, without queueing it."""
-        self.seq += 1
-        replay = self.replay
-        replay.append(body)
-        if len(replay) > self.replay_size + (self.replay_size >> 3):
-            del replay[: len(replay) - self.replay_size]
-        return self.seq
-
-    def deliver(self, body: bytes) -> int:
-        """Give the client one event with this encoded body; return its id. Never blocks."""
-        self.record(body)
-        stream = self.stream
-        if stream is not None and not stream.resync_pending:
-            if stream.parked and stream._write_soon(self.seq, body):
-                return self.seq
-            if stream.queue.qsize() >= self.queue_size:
-                stream.request_resync()
-            else:
-                stream.enqueue((self.seq, body))
-        return self.seq
-
-    def since(self, last_id: int) -> list[tuple[int, bytes]] | None:
-        """Return the events after ``last_id``, or ``None`` if the replay buffer no longer holds them all."""
-        held = min(len(self.replay), self.replay_size)
-        first = self.seq - held + 1
-        if last_id < first - 1 or last_id > self.seq:
-            return None
-        start = len(self.replay) - (self.seq - last_id)
-        return list(zip(itertools.count(last_id + 1), self.replay[start:]))
 
 
 class DirectWriter(Protocol):
@@ -186,6 +134,7 @@ class Stream:
 
     __slots__ = (
         "_service",
+        "_queue_size",
         "client",
         "queue",
         "cursor",
@@ -201,8 +150,11 @@ class Stream:
         "_pending",
     )
 
-    def __init__(self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int, token: str) -> None:
+    def __init__(
+        self, service: SSEPubSubService, client: Client, first_chunk: bytes, cursor: int, token: str, queue_size: int
+    ) -> None:
         self._service = service
+        self._queue_size = queue_size
         #: Identifies this attachment across processes (see SSEPubSubService._op_attach).
         self.token = token
         self.client = client
@@ -334,6 +286,33 @@ class Stream:
         self._pending = None
         return unsent
 
+    def offer(self, event_id: int, body: bytes) -> None:
+        """Take one event of the client (the :class:`~pubsubsse.core.Sink` protocol). Lock held; never blocks.
+
+        Written directly if the reader is parked and a direct writer is set,
+        else queued; a full queue is replaced by a resync marker (see the
+        module's docstring), and until the stream reaches it, events go only
+        to the replay buffer.
+        """
+        if self.resync_pending:
+            return
+        if self.parked and self._write_soon(event_id, body):
+            return
+        if self.queue.qsize() >= self._queue_size:
+            self.request_resync()
+        else:
+            self.enqueue((event_id, body))
+
+    def end(self, superseded: bool) -> None:
+        """End the stream (the :class:`~pubsubsse.core.Sink` protocol). Lock held.
+
+        A superseded stream is detached at once: it sends nothing more and
+        proposes no detach of its own when it ends.
+        """
+        if superseded:
+            self.detached = True
+        self.enqueue(CLOSE_MARK)
+
     def _write_soon(self, event_id: int, body: bytes) -> bool:
         """Give one event to the flusher; return ``False`` if it must be queued instead.
 
@@ -347,7 +326,7 @@ class Stream:
         if pending is None:
             pending = self._pending = []
             _FLUSHER.add(self, writer)
-        elif len(pending) >= 3 * self._service._queue_size:
+        elif len(pending) >= 3 * self._queue_size:
             return False
         pending += frame(event_id, body)
         self.cursor = event_id
@@ -370,7 +349,7 @@ class Stream:
 
     def request_resync(self) -> None:
         """Empty the queue and queue a resync marker instead. Called under the service lock."""
-        self._service._counters.queue_overflows += 1
+        self._service._core.counters.queue_overflows += 1
         closing = False
         while True:
             try:

@@ -37,6 +37,8 @@ class RedisServer:
                 "yes" if self.persistent else "no",
                 "--dir",
                 self.dir,
+                "--enable-debug-command",  # DEBUG SLEEP stalls Redis in the fault tests
+                "yes",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

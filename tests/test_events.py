@@ -232,9 +232,11 @@ def test_stream_attach_detach(w):
     assert list(stream)[1:] == []  # the old stream ends after its first chunk
     assert stream.ended
     taken_over.close()
+    w.s.sync()  # with a shared backend the detach is applied after close() returns
     assert B.status is Status.WAITING
     assert w.rec.take() == E((B, "on_status_change", Status.WAITING))
     taken_over.close()
+    w.s.sync()
     assert w.rec.take() == E()
 
 

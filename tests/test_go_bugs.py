@@ -195,7 +195,7 @@ def test_invariant_checker_detects_corruption(service):
     c.sub(t)
     assert check_invariants(service, {"clients": set(), "topics": set(), "groups": set()}) == []
     with service._lock:
-        del service._clients[c.id]  # a dangling subscriber, as a buggy removal would leave
+        del service._core.clients[c.id]  # a dangling subscriber, as a buggy removal would leave
     problems = check_invariants(service, {"clients": {c.id}, "topics": set(), "groups": set()})
     assert any("unregistered subscriber" in p for p in problems)
 

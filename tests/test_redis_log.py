@@ -17,9 +17,9 @@ from .http_helpers import wait_for
 
 
 def exported(service):
+    """The state a shared log determines, as the service exports it for snapshots."""
     service.sync()
-    with service._lock:
-        return service._export_state()
+    return list(service.export_state())
 
 
 def test_snapshots_bound_the_log_and_late_joiners_load_them(redis_server):
@@ -63,22 +63,22 @@ def test_snapshots_bound_the_log_and_late_joiners_load_them(redis_server):
             r.delete(k)
 
 
-def test_streams_of_a_dead_process_are_detached_and_their_clients_expire(redis_server, monkeypatch):
+def test_streams_of_a_dead_process_are_detached_and_their_clients_expire(redis_server):
     import threading
 
-    from pubsubsse import Status, redis_log
+    from pubsubsse import Status
+    from pubsubsse.backends import RedisBackend
 
-    monkeypatch.setattr(redis_log, "_ALIVE", 1.5)
     key = f"test:{uuid.uuid4()}"
-    a = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=None)
-    b = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=1.0, heartbeat=0.5)
+    a = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key, alive=1.5), client_timeout=None)
+    b = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key, alive=1.5), client_timeout=1.0, heartbeat=0.5)
     r = redis_py.Redis.from_url(redis_server.url)
     try:
         keeper = b.new_client()
         b_stream = b.get_client_by_id(keeper.id).stream()  # starts b's timer; a receiving client stays
         orphan = a.new_client()
         orphan.stream()  # a holds this stream, then dies without detaching it
-        a._log.close()
+        a.backend.close()  # a dies: no more reports, no detach of its streams
         assert b.get_client_by_id(orphan.id).status is Status.RECEIVING
         gone = threading.Event()
         b.on_remove_client.listen(lambda c: gone.set() if c.id == orphan.id else None)
@@ -100,12 +100,12 @@ def test_a_service_built_while_redis_is_unreachable_starts_and_loads_when_it_ans
     client.sub(topic)
     os.kill(redis_server.proc.pid, signal.SIGSTOP)  # connections are accepted, nothing is answered
     try:
-        with caplog.at_level(logging.WARNING, logger="pubsubsse.redis_log"):
+        with caplog.at_level(logging.WARNING, logger="pubsubsse.backends.log"):
             late = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=None, redis_timeout=0.5)
-        assert "cannot reach Redis" in caplog.text
-        with pytest.raises(BackendUnavailable, match="not connected to Redis yet"):
+        assert "cannot reach the pubsubsse log" in caplog.text
+        with pytest.raises(BackendUnavailable, match="not loaded yet"):
             late.new_client()
-        with pytest.raises(BackendUnavailable, match="not connected to Redis yet"):
+        with pytest.raises(BackendUnavailable, match="not loaded yet"):
             late.get_client_by_id(client.id)
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)

@@ -116,6 +116,7 @@ def test_a_blocked_reader_is_woken_by_close_from_another_thread(subscribed):
     stream.close()
     reader.join(5)
     assert not reader.is_alive() and result == [[]]
+    c._service.sync()  # with a shared backend the detach is applied after close() returns
     assert c.status is Status.WAITING
 
 
@@ -192,10 +193,13 @@ def test_expiry_takes_exactly_the_clients_that_waited_long_enough(service):
     while time.monotonic() <= moment + 0.01:  # `back` starts waiting 10 ms after `moment` at least
         pass
     streams[1].close()  # `back` waited first of all, but starts waiting again now
+    service.sync()  # with a shared backend, detaches and expiries are applied after they are proposed
     assert service.get_client_by_id(back.id).status is Status.WAITING
     service._tick(moment + timeout)
+    service.sync()
     remaining = set(service.get_clients())
     assert remaining == {attached.id, back.id}, "the two that waited the full time, and only they, expire"
     service._tick(back._waiting_since + 0.01 + timeout)
+    service.sync()
     assert set(service.get_clients()) == {attached.id}
     streams[0].close()

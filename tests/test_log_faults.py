@@ -1,0 +1,360 @@
+"""The replicated log on a real redis-server, each defect of the review reproduced.
+
+Two or three services in this process share one log, as gunicorn workers would. Redis is frozen
+with SIGSTOP (connections accepted, nothing answered), stalled with DEBUG SLEEP, and fed raw
+entries to play a newer version, a damaged entry or a damaged report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+import pytest
+import redis as redis_py
+
+from pubsubsse import BackendUnavailable, SSEPubSubService, Status
+from pubsubsse.backends import RedisBackend
+
+from .http_helpers import wait_for
+from .sse import parse
+
+
+@pytest.fixture
+def key(redis_server):
+    name = f"test:{uuid.uuid4()}"
+    yield name
+    r = redis_py.Redis.from_url(redis_server.url)
+    for k in r.keys(name + "*"):
+        r.delete(k)
+
+
+@pytest.fixture
+def make(redis_server, key):
+    """Build services on the shared log; every one is shut down at the end."""
+    made = []
+
+    def build(**options):
+        backend_options = {
+            k: options.pop(k) for k in ("timeout", "alive", "snapshot_every", "outcome_timeout") if k in options
+        }
+        service = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key, **backend_options), **options)
+        made.append(service)
+        return service
+
+    yield build
+    for service in made:
+        service.shutdown()
+
+
+def raw(redis_server) -> redis_py.Redis:
+    return redis_py.Redis.from_url(redis_server.url)
+
+
+def state(service):
+    service.sync()
+    return list(service.export_state())
+
+
+@contextmanager
+def frozen(redis_server):
+    """Redis accepts connections and answers nothing while the block runs."""
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+
+
+# Entries this version cannot apply -----------------------------------------------------------
+
+
+POISON = [
+    {"v": "9", "e": "[]"},  # a format from the future
+    {"v": "2", "e": json.dumps(["P-newer", 1, "teleport_client", ["C-1"]])},  # an operation it does not know
+    {"v": "2", "e": json.dumps(["P-broken", 1, "sub", [5]])},  # arguments of the wrong shape
+    {"v": "2", "e": "{not json"},
+    {"c": json.dumps(["P-old", 1, "remove_client"])},  # a 0.1.0 entry, damaged
+    {"x": "nothing a version of pubsubsse wrote"},
+]
+
+
+def test_entries_that_cannot_be_applied_are_skipped_alike_everywhere(make, redis_server, key):
+    a, b = make(client_timeout=None), make(client_timeout=None)
+    topic = a.new_public_topic()
+    for fields in POISON:
+        raw(redis_server).xadd(key, fields)
+    client = b.new_client()  # the readers went past the poison: changes still apply everywhere
+    client.sub(b.get_public_topic_by_id(topic.id))
+    assert state(a) == state(b)
+    assert a.stats()["log_entries_skipped"] == b.stats()["log_entries_skipped"] == len(POISON)
+    late = make(client_timeout=None)  # and a process that starts now boots past them
+    assert state(late) == state(a)
+    assert late.stats()["log_entries_skipped"] == len(POISON)
+
+
+def test_damaged_reports_of_other_processes_change_nothing(make, redis_server, key):
+    r = raw(redis_server)
+    r.hset(key + ":applied", "P-damaged", "not a position")
+    r.hset(key + ":applied", "P-damaged-time", "1-0 yesterday")
+    r.hset(key + ":versions", "P-damaged-version", "x")
+    a = make(client_timeout=None)
+    time.sleep(1.2)  # a report and a read of everyone's reports go by
+    assert a.new_client() is not None
+    assert make(client_timeout=None).get_client_by_id(a.new_client().id) is not None
+
+
+def test_reports_of_processes_dead_for_long_are_pruned(make, redis_server, key):
+    r = raw(redis_server)
+    r.hset(key + ":applied", "P-long-gone", f"1-0 {time.time() - 3600}")
+    r.hset(key + ":versions", "P-long-gone", "2")
+    make(client_timeout=None, alive=1.0)
+    wait_for(lambda: not r.hexists(key + ":applied", "P-long-gone"), what="the old report to be pruned")
+    assert not r.hexists(key + ":versions", "P-long-gone")
+
+
+# Nothing stuck -------------------------------------------------------------------------------
+
+
+def test_a_stream_closed_while_redis_is_frozen_is_detached_once_it_answers(make, redis_server):
+    a = make(client_timeout=None, timeout=0.5)
+    client = a.new_client()
+    stream = client.stream()
+    stream.read(timeout=0)
+    with frozen(redis_server):
+        started = time.monotonic()
+        stream.close()  # the disconnect watcher's call: it must not wait for Redis
+        assert time.monotonic() - started < 0.5
+        time.sleep(1.0)  # the detach fails meanwhile
+    wait_for(lambda: a.get_client_by_id(client.id).status is Status.WAITING, what="the detach to be retried")
+    other = make(client_timeout=None)
+    assert other.get_client_by_id(client.id).status is Status.WAITING
+
+
+def test_a_stream_closed_while_redis_is_down_is_detached_once_it_is_back():
+    """The detach failed (connection refused) and was dropped: the client stayed RECEIVING for good."""
+    from .redis_server import RedisServer
+
+    redis = RedisServer(persistent=True)
+    key = f"test:{uuid.uuid4()}"
+    a = SSEPubSubService(backend=RedisBackend(redis.url, key=key, timeout=0.5), client_timeout=None)
+    try:
+        client = a.new_client()
+        stream = client.stream()
+        stream.read(timeout=0)
+        redis.stop()
+        stream.close()
+        time.sleep(1.0)  # the detach fails meanwhile, more than once
+        redis.start()
+        wait_for(lambda: a.get_client_by_id(client.id).status is Status.WAITING, what="the detach to be retried")
+        assert a.stats()["log_changes_retried"] >= 1
+    finally:
+        a.shutdown()
+        redis.close()
+
+
+def test_heartbeats_go_on_while_redis_is_frozen(make, redis_server):
+    """The timer proposes an expiry and detaches; when they waited for Redis, heartbeats stopped."""
+    a = make(client_timeout=0.3, heartbeat=0.2, timeout=3.0)
+    waiting = a.new_client()  # will be proposed for expiry while Redis is frozen
+    reader = a.new_client()
+    stream = reader.stream()
+    stream.read(timeout=0)
+    assert a.get_client_by_id(waiting.id) is not None
+    raw_bytes = b""
+    with frozen(redis_server):
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            raw_bytes += stream.read(timeout=0.1) or b""
+    assert parse(raw_bytes).comments >= 6, "heartbeats every 0.2 s for 2 s, Redis frozen"
+    stream.close()
+
+
+@contextmanager
+def behind(service, seconds: float = 0.3):
+    """The service's reader stalls until a lookup has waited ``seconds`` for it: it must catch up."""
+    gate = threading.Event()
+    waiting = threading.Event()
+    original = service.backend.read
+
+    def gated(*args, **kwargs):
+        waiting.set()
+        gate.wait(5)
+        return original(*args, **kwargs)
+
+    service.backend.read = gated
+    assert waiting.wait(5)  # the read under way when the gate went in has returned: now it waits
+    try:
+        yield lambda: threading.Timer(seconds, gate.set).start()
+    finally:
+        gate.set()
+        service.backend.read = original
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        "client.get_group_by_id",
+        "client.get_topic_by_id",
+        "group.get_topic_by_id",
+        "group.get_client_by_id",
+        "client.get_public_topic_by_id",
+    ],
+)
+def test_lookups_on_handles_catch_up_with_the_log(make, lookup):
+    a, b = make(client_timeout=None), make(client_timeout=None)
+    client = b.new_client()
+    group = a.new_group()
+    group_in_b = b.get_group_by_id(group.id)
+    with behind(b) as release:
+        group.add_client(a.get_client_by_id(client.id))
+        topic = group.new_topic()
+        public = a.new_public_topic()
+        release()
+        found = {
+            "client.get_group_by_id": lambda: client.get_group_by_id(group.id),
+            "client.get_topic_by_id": lambda: client.get_topic_by_id(topic.id),
+            "group.get_topic_by_id": lambda: group_in_b.get_topic_by_id(topic.id),
+            "group.get_client_by_id": lambda: group_in_b.get_client_by_id(client.id),
+            "client.get_public_topic_by_id": lambda: client.get_public_topic_by_id(public.id),
+        }[lookup]()
+    assert found is not None
+
+
+def test_sync_returns_only_once_the_entries_before_it_are_applied(make):
+    a, b = make(client_timeout=None), make(client_timeout=None)
+    original = b.apply
+
+    def slow_apply(operation, args):
+        if operation == "new_public_topic":
+            time.sleep(0.3)
+        return original(operation, args)
+
+    b.apply = slow_apply
+    topic = a.new_public_topic()
+    b.sync()
+    assert topic.id in b.get_public_topics()
+
+
+# Answers are never ambiguous -----------------------------------------------------------------
+
+
+def debug_sleep(redis_server, seconds: float) -> threading.Thread:
+    """DEBUG SLEEP from another connection: Redis is stuck for ``seconds`` from now."""
+    started = threading.Event()
+    failed = []
+
+    def stall() -> None:
+        connection = raw(redis_server)
+        connection.ping()
+        started.set()
+        try:
+            connection.execute_command("DEBUG", "SLEEP", seconds)
+        except redis_py.RedisError as error:
+            failed.append(error)
+
+    thread = threading.Thread(target=stall)
+    thread.start()
+    assert started.wait(5)
+    time.sleep(0.1)
+    assert not failed, failed
+    return thread
+
+
+def test_a_change_that_fails_during_a_stall_is_never_applied_later(make, redis_server):
+    a = make(client_timeout=None, timeout=0.5, outcome_timeout=10)
+    b = make(client_timeout=None)
+    topic = a.new_public_topic()
+    client = b.new_client()
+    client.sub(b.get_public_topic_by_id(topic.id))
+    before = client._mailbox.seq
+    stall = debug_sleep(redis_server, 1.5)
+    with pytest.raises(BackendUnavailable) as raised:
+        topic.pub("during the stall")
+    assert not raised.value.outcome_unknown
+    stall.join()
+    topic.pub("after the stall")
+    b.sync()
+    stream = client.stream(last_event_id=str(before))
+    events = parse(stream.read(timeout=1)).messages
+    assert [m["updates"][0]["data"] for m in events if m["updates"]] == ["after the stall"]
+    stream.close()
+
+
+def test_an_attach_that_fails_during_a_stall_leaves_the_client_waiting(make, redis_server):
+    a = make(client_timeout=None, timeout=0.5, outcome_timeout=10)
+    client = a.new_client()
+    stall = debug_sleep(redis_server, 1.5)
+    with pytest.raises(BackendUnavailable):
+        client.stream()
+    stall.join()
+    a.sync()
+    assert a.get_client_by_id(client.id).status is Status.WAITING
+
+
+def test_a_change_whose_answer_was_lost_is_reported_as_applied(make, redis_server):
+    """The append reached Redis but its answer did not come back in time: the writer finds out."""
+    a = make(client_timeout=None, timeout=0.5, outcome_timeout=10)
+    topic = a.new_public_topic()
+    backend = a.backend
+    original = backend.append
+    calls = []
+
+    def append_then_lose_the_answer(entries, epoch, deadline_ms, not_before_ms):
+        outcome = original(entries, epoch, deadline_ms, not_before_ms)
+        calls.append(outcome)
+        if len(calls) == 1:
+            from pubsubsse.backends.log import LogUnavailable
+
+            raise LogUnavailable("the answer was lost on its way back")
+        return outcome
+
+    backend.append = append_then_lose_the_answer
+    try:
+        topic.pub("sent once")  # returns: applied, though its answer was lost
+    finally:
+        backend.append = original
+    client = a.new_client()
+    client.sub(topic)
+    assert a.stats()["messages_published"] == 1
+
+
+# Snapshots -----------------------------------------------------------------------------------
+
+
+def test_snapshots_are_built_in_slices_and_release_the_lock_between_them(make):
+    a = make(client_timeout=None)
+    for _ in range(2500):
+        a.new_client()
+    slices = a.export_state(1000)
+    next(slices)  # the topics and groups
+    next(slices)  # the first 1,000 clients
+    assert a._lock.acquire(blocking=False), "the lock is free between slices"
+    a._lock.release()
+    assert sum(len(part) for part in slices) == 1500
+
+
+def test_published_bodies_are_stored_as_they_are(make, redis_server, key):
+    a = make(client_timeout=None)
+    topic = a.new_public_topic()
+    topic.pub({"text": 'quotes " and \\ backslashes'})
+    (_, fields), *_ = raw(redis_server).xrevrange(key, count=1)
+    body = fields[b"b"]
+    assert json.loads(body)["updates"][0]["data"] == {"text": 'quotes " and \\ backslashes'}
+    assert b"updates" not in fields[b"e"]  # not JSON inside JSON
+
+
+def test_the_snapshot_lock_is_released_only_by_its_owner(make):
+    backend = make(client_timeout=None).backend
+    assert backend.lock_snapshot("first", 30)
+    assert not backend.lock_snapshot("second", 30)
+    backend.unlock_snapshot("second")  # its lock expired and was taken: it must not release the new owner's
+    assert not backend.lock_snapshot("third", 30)
+    backend.unlock_snapshot("first")
+    assert backend.lock_snapshot("third", 30)
+    backend.unlock_snapshot("third")

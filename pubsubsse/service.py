@@ -206,6 +206,10 @@ class SSEPubSubService:
             backend = RedisBackend(redis_url, key=redis_key, timeout=redis_timeout, snapshot_every=redis_snapshot_every)
         self._backend: Backend = backend if backend is not None else InProcessBackend()
         self._backend.bind(self)
+        if self._backend.shared:
+            # Other processes' clients expire and their dead streams are detached here too, even
+            # while this process holds no stream.
+            self._ticker.ensure_running()
 
     def __repr__(self) -> str:
         return f"<SSEPubSubService {self._id} clients={len(self._core.clients)} topics={len(self._core.topics)}>"
@@ -392,6 +396,7 @@ class SSEPubSubService:
     # Internals -----------------------------------------------------------
 
     def _execute(self, operation: str, *args: Any) -> Any:
+        self._ticker.ensure_running()  # a client that never connects must expire too
         return self._backend.execute(operation, args)
 
     def _lookup(self, find: Callable[[], T | None]) -> T | None:

@@ -28,6 +28,28 @@ def _env_number(name, default, kind=float):
     return None if value == "none" else kind(value)
 
 
+def _backend_options() -> dict:
+    """``redis_url`` and friends; a RedisBackend when its newer options are asked for.
+
+    The shorthand keeps this app runnable on pubsubsse 0.1.0 too (the rolling-upgrade test).
+    """
+    url = os.environ.get("PUBSUBSSE_REDIS_URL")
+    key = os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log")
+    snapshot_every = int(os.environ.get("PUBSUBSSE_REDIS_SNAPSHOT_EVERY", "10000"))
+    if url and ("PUBSUBSSE_REDIS_ALIVE" in os.environ or "PUBSUBSSE_REDIS_TIMEOUT" in os.environ):
+        from pubsubsse.backends import RedisBackend
+
+        backend = RedisBackend(
+            url,
+            key=key,
+            snapshot_every=snapshot_every,
+            timeout=float(os.environ.get("PUBSUBSSE_REDIS_TIMEOUT", "5")),
+            alive=float(os.environ.get("PUBSUBSSE_REDIS_ALIVE", "30")),
+        )
+        return {"backend": backend}
+    return {"redis_url": url, "redis_key": key, "redis_snapshot_every": snapshot_every}
+
+
 def create_app() -> Flask:
     service = SSEPubSubService(
         heartbeat=_env_number("PUBSUBSSE_HEARTBEAT", 15.0),
@@ -35,9 +57,7 @@ def create_app() -> Flask:
         replay_size=_env_number("PUBSUBSSE_REPLAY", 1000, int),
         queue_size=_env_number("PUBSUBSSE_QUEUE", 1000, int),
         client_timeout=_env_number("PUBSUBSSE_CLIENT_TIMEOUT", None),
-        redis_url=os.environ.get("PUBSUBSSE_REDIS_URL"),
-        redis_key=os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log"),
-        redis_snapshot_every=int(os.environ.get("PUBSUBSSE_REDIS_SNAPSHOT_EVERY", "10000")),
+        **_backend_options(),
     )
     status_events: Counter = Counter()
     shared = None

@@ -108,6 +108,7 @@ class Server:
         workers: int = 1,
         ready: str = "/test/ready",
         tls: bool = False,
+        cwd: Path = ROOT,
     ) -> None:
         self.kind = kind
         self.tls = tls
@@ -127,7 +128,7 @@ class Server:
         }
         self.proc = subprocess.Popen(
             command(kind, self.port, app, workers, tls),
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -37,8 +37,9 @@ def shared_env(redis, **extra):
 class ResumingReader(threading.Thread):
     """An SSE consumer that, when its connection breaks, resumes on the next server with Last-Event-ID."""
 
-    def __init__(self, client_id, servers, expected):
+    def __init__(self, client_id, servers, expected, read_timeout: float = 10):
         super().__init__(daemon=True)
+        self.read_timeout = read_timeout
         self.client_id = client_id
         self.servers = servers
         self.expected = expected
@@ -55,7 +56,7 @@ class ResumingReader(threading.Thread):
             headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
             try:
                 with (
-                    httpx.Client(timeout=httpx.Timeout(5, read=10)) as client,
+                    httpx.Client(timeout=httpx.Timeout(5, read=self.read_timeout)) as client,
                     connect_sse(
                         client, "GET", server.url(f"/event?client_id={self.client_id}"), headers=headers
                     ) as source,
@@ -203,3 +204,68 @@ def test_a_server_started_after_1000_changes_serves_the_same_state(redis):
             late.stop()
     finally:
         a.stop()
+
+
+def test_400_concurrent_changes_on_one_worker_all_succeed(redis):
+    """redis-py's pool allowed 100 connections per process: 296 of 400 concurrent /sub got 503."""
+    import socket
+
+    srv = Server("gevent", env=shared_env(redis), workers=1)
+    try:
+        topic = new_public_topic(srv)
+        clients = [new_client(srv) for _ in range(400)]
+        sockets = []
+        for client in clients:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            s.sendall(
+                f"GET /sub?client_id={client}&topic={topic} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            sockets.append(s)
+        statuses = []
+        for s in sockets:
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+            s.close()
+            statuses.append(int(reply.split(b" ", 2)[1]))
+        assert statuses == [200] * 400, {status: statuses.count(status) for status in set(statuses)}
+        assert all(topic in c["subscribed"] for c in state(srv)["clients"].values())
+    finally:
+        srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_paused_past_alive_ends_its_streams_when_it_wakes(redis):
+    """The others detach its clients; waking, it must end those streams, or browsers wait forever."""
+    env = shared_env(redis, PUBSUBSSE_REDIS_ALIVE="2", PUBSUBSSE_CLIENT_TIMEOUT="none")
+    a = Server("gevent", env=env, workers=1)
+    b = Server("gevent", env=env, workers=1)
+    try:
+        client = new_client(a)
+        topic = new_public_topic(a)
+        api(a, "/sub", client_id=client, topic=topic)
+        # Holds its stream on b, reconnects to a. Like EventSource, it never gives up on a silent
+        # stream by itself (heartbeats come every second from a live server).
+        reader = ResumingReader(client, [b, a], 2, read_timeout=120)
+        reader.start()
+        wait_for(lambda: state(a)["clients"][client]["status"] == "receiving", what="the stream on b")
+        publish(a, topic, "before")
+        wait_for(lambda: reader.updates == ["before"], what="the first update")
+        worker = http.get(b.url("/test/ready")).json()["pid"]
+        psutil.Process(worker).suspend()  # SIGSTOP: a long GC pause, a VM migration
+        try:
+            wait_for(lambda: state(a)["clients"][client]["status"] == "waiting", timeout=20, what="a to detach it")
+        finally:
+            psutil.Process(worker).resume()
+        wait_for(lambda: reader.reconnects >= 1, timeout=10, what="b to end the stream when it wakes")
+        wait_for(lambda: state(a)["clients"][client]["status"] == "receiving", what="the stream again, on a")
+        publish(a, topic, "after")
+        assert reader.done.wait(20)
+        assert reader.updates == ["before", "after"]
+    except Exception:
+        for s in (a, b):
+            print(f"server on port {s.port}:", s.output())
+        raise
+    finally:
+        a.stop()
+        b.stop()

@@ -670,11 +670,16 @@ class Core:
         }
 
     def export_clients(self, clients: list[Client]) -> list[tuple[dict[str, Any], list[bytes]]]:
-        """Return each client's state as JSON-ready data with its replay bodies (as they are)."""
+        """Return each client's state as JSON-ready data with its replay bodies (as they are).
+
+        A replay buffer is returned itself, not copied, when it holds no more
+        than ``replay_size`` bodies: read it before the next operation is applied.
+        """
         out = []
+        size = self.replay_size
         for c in clients:
             replay = c._mailbox.replay
-            kept = replay[-self.replay_size :] if self.replay_size else []
+            kept = (replay if len(replay) <= size else replay[-size:]) if size else []
             data = {
                 "id": c._id,
                 "receiving": c._status is Status.RECEIVING,

@@ -54,9 +54,10 @@ class Replica(Protocol):
     def export_state(self, slice_size: int) -> Iterator[dict[str, Any] | list[ClientState]]:
         """Yield the state in slices: first the topics and groups, then lists of clients.
 
-        The lock is held only while a slice is copied. The state must not
-        change between slices: call it from the only thread that applies
-        operations (a log backend's reader).
+        The lock is held only while a slice is taken. The state must not
+        change between slices, and a slice may refer to live replay buffers:
+        call it from the only thread that applies operations (a log backend's
+        reader), and consume each slice before applying anything.
         """
 
     def import_state(self, groups: dict[str, Any], clients: list[ClientState], seq_offset: int = 0) -> None:

@@ -26,6 +26,7 @@ setup(
     extras_require={
         "gevent": ["gevent>=22.10", "gunicorn>=21.2"],
         "redis": ["redis>=5.0"],
+        "postgres": ["psycopg[binary]>=3.2"],
         "metrics": ["prometheus-client>=0.17"],
         "test": [
             "pytest>=7.4",
@@ -39,6 +40,7 @@ setup(
             "playwright>=1.40",
             "psutil>=5.9",
             "redis>=5.0",
+            "psycopg[binary]>=3.2",
             "prometheus-client>=0.17",
             "Flask-Login>=0.6",
         ],

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -18,18 +19,39 @@ def redis_server():
     server.close()
 
 
-@pytest.fixture(params=["local", "redis"])
+#: The PostgreSQL the tests use (this machine kind runs one on loopback, trust authentication).
+POSTGRES_DSN = os.environ.get("PUBSUBSSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["local", "redis", "postgres"])
 def service(request):
-    """The service under test: in this process, or one replica of a service shared through Redis."""
+    """The service under test: in this process, or one replica of a service shared through Redis or PostgreSQL."""
+    import uuid
+
     if request.param == "local":
         svc = SSEPubSubService(client_timeout=None)
-    else:
-        import uuid
-
+    elif request.param == "redis":
         redis_server = request.getfixturevalue("redis_server")
         svc = SSEPubSubService(client_timeout=None, redis_url=redis_server.url, redis_key=f"test:{uuid.uuid4()}")
+    else:
+        from pubsubsse.backends.postgres import PostgresBackend
+
+        backend = PostgresBackend(POSTGRES_DSN, name=f"t_{uuid.uuid4().hex[:16]}")
+        svc = SSEPubSubService(client_timeout=None, backend=backend)
     yield svc
     svc.shutdown()
+    if request.param == "postgres":
+        drop_postgres_tables(svc.backend.name)
+
+
+def drop_postgres_tables(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+        connection.execute(
+            f"DROP TABLE IF EXISTS {name}_log, {name}_state, {name}_reports; "
+            f"DROP FUNCTION IF EXISTS {name}_append(text, bigint, bigint, bytea[])"
+        )
 
 
 def _key(item: Any) -> Any:
@@ -79,15 +101,18 @@ class Recorder:
         return out
 
 
-SERVER_KINDS = ["gevent", "threaded", "cluster"]
+SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-pg"]
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
 def server(request):
-    """A real server: gunicorn with gevent, Werkzeug's threaded server, or a cluster on Redis."""
+    """A real server: gunicorn with gevent, Werkzeug's threaded server, or a cluster on Redis or PostgreSQL."""
     from .servers import Cluster, Server
 
     env = {"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"}
-    srv = Cluster(env) if request.param == "cluster" else Server(request.param, env=env)
+    if request.param.startswith("cluster"):
+        srv = Cluster(env, backend="postgres" if request.param == "cluster-pg" else "redis")
+    else:
+        srv = Server(request.param, env=env)
     yield srv
     srv.stop()

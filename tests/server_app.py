@@ -33,6 +33,11 @@ def _backend_options() -> dict:
 
     The shorthand keeps this app runnable on pubsubsse 0.1.0 too (the rolling-upgrade test).
     """
+    if "PUBSUBSSE_POSTGRES_DSN" in os.environ:
+        from pubsubsse.backends.postgres import PostgresBackend
+
+        name = os.environ.get("PUBSUBSSE_POSTGRES_NAME", "pubsubsse")
+        return {"backend": PostgresBackend(os.environ["PUBSUBSSE_POSTGRES_DSN"], name=name)}
     url = os.environ.get("PUBSUBSSE_REDIS_URL")
     key = os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log")
     snapshot_every = int(os.environ.get("PUBSUBSSE_REDIS_SNAPSHOT_EVERY", "10000"))

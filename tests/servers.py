@@ -173,22 +173,28 @@ class Server:
 
 
 class Cluster:
-    """Two gunicorn servers with two gevent workers each, sharing one service through a private Redis.
+    """Two gunicorn servers with two gevent workers each, sharing one service through Redis or PostgreSQL.
 
-    ``url()`` alternates between the servers, so consecutive requests of a test land on different
+    A private redis-server, or tables of their own in the machine's PostgreSQL. ``url()``
+    alternates between the servers, so consecutive requests of a test land on different
     processes; ``port`` is the first server's.
     """
 
     kind = "cluster"
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, backend: str = "redis") -> None:
         import itertools
         import uuid
 
         from .redis_server import RedisServer
 
-        self.redis = RedisServer()
+        self.redis = RedisServer()  # the test app counts status events across processes in it
+        self.postgres_name = f"t_{uuid.uuid4().hex[:16]}" if backend == "postgres" else None
         shared = {**(env or {}), "PUBSUBSSE_REDIS_URL": self.redis.url, "PUBSUBSSE_REDIS_KEY": f"t:{uuid.uuid4()}"}
+        if self.postgres_name:
+            from .conftest import POSTGRES_DSN
+
+            shared.update(PUBSUBSSE_POSTGRES_DSN=POSTGRES_DSN, PUBSUBSSE_POSTGRES_NAME=self.postgres_name)
         self.servers = [Server("gevent", env=shared, workers=2), Server("gevent", env=shared, workers=2)]
         self.port = self.servers[0].port
         self.base = self.servers[0].base
@@ -204,3 +210,7 @@ class Cluster:
         for server in self.servers:
             server.stop()
         self.redis.close()
+        if self.postgres_name:
+            from .conftest import drop_postgres_tables
+
+            drop_postgres_tables(self.postgres_name)

@@ -1,0 +1,314 @@
+"""The PostgreSQL transport of the replicated log (see :mod:`pubsubsse.backends.log`).
+
+Three tables, named after ``name`` (default ``pubsubsse``):
+
+``<name>_log``
+    The log: ``position`` (a bigint, 1, 2, 3, …) and the entry's fields.
+``<name>_state``
+    The epoch, the last position ever appended (``head``), the snapshot and
+    its lock.
+``<name>_reports``
+    Per process: the last position applied, when, and the newest entry format
+    it reads.
+
+An append is one call of the function ``<name>_append``, which takes a
+transaction-level advisory lock (so positions are given, and committed, in
+order: a reader that has seen position 11 never finds a 10 later), checks the
+epoch and the batch's deadline against the server's clock, inserts the batch
+and notifies the readers (``LISTEN <name>_log``). Connections per process: two,
+one for the reader and one for the writer. psycopg cooperates with gevent by
+itself (3.1.14 and later).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from typing import Any
+
+from .log import Appended, LogBackend, LogUnavailable, Position, Record, Refused
+
+__all__ = ["PostgresBackend"]
+
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+_SETUP = """
+CREATE TABLE IF NOT EXISTS {name}_log (position bigint PRIMARY KEY, fields bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS {name}_state (name text PRIMARY KEY, text_value text, blob bytea);
+CREATE TABLE IF NOT EXISTS {name}_reports (
+    origin text PRIMARY KEY, position bigint NOT NULL, wall double precision NOT NULL, version int NOT NULL
+);
+INSERT INTO {name}_state (name, text_value) VALUES ('head', '0') ON CONFLICT (name) DO NOTHING;
+CREATE OR REPLACE FUNCTION {name}_append(p_epoch text, p_deadline bigint, p_not_before bigint, p_entries bytea[])
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    now_ms bigint;
+    head bigint;
+    positions bigint[] := '{{}}';
+    entry bytea;
+BEGIN
+    PERFORM pg_advisory_xact_lock({lock});
+    IF (SELECT text_value FROM {name}_state WHERE name = 'epoch') IS DISTINCT FROM p_epoch THEN
+        RETURN ARRAY[-1];
+    END IF;
+    now_ms := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    IF now_ms > p_deadline THEN RETURN ARRAY[-2]; END IF;
+    IF now_ms <= p_not_before THEN RETURN ARRAY[-3]; END IF;
+    SELECT text_value::bigint INTO head FROM {name}_state WHERE name = 'head';
+    FOREACH entry IN ARRAY p_entries LOOP
+        head := head + 1;
+        INSERT INTO {name}_log (position, fields) VALUES (head, entry);
+        positions := positions || head;
+    END LOOP;
+    UPDATE {name}_state SET text_value = head::text WHERE name = 'head';
+    PERFORM pg_notify('{name}_log', '');
+    RETURN positions;
+END $$;
+"""
+
+_REFUSALS = {-1: "stale", -2: "expired", -3: "early"}
+
+_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+
+def _pack(fields: dict[str, bytes]) -> bytes:
+    parts = []
+    for name, value in fields.items():
+        raw = name.encode()
+        parts.append(struct.pack(">HI", len(raw), len(value)) + raw + value)
+    return b"".join(parts)
+
+
+def _unpack(data: bytes) -> dict[bytes, bytes]:
+    fields = {}
+    at = 0
+    while at < len(data):
+        name_length, value_length = struct.unpack_from(">HI", data, at)
+        at += 6
+        name = data[at : at + name_length]
+        at += name_length
+        fields[name] = data[at : at + value_length]
+        at += value_length
+    return fields
+
+
+class PostgresBackend(LogBackend):
+    """A service shared through a log in PostgreSQL: ``SSEPubSubService(backend=PostgresBackend(dsn))``.
+
+    ``dsn`` is a libpq connection string or URL (``postgresql://user@host/db``).
+    Every process built with the same database and ``name`` shares one
+    service; the tables are created on first use. The other options are
+    :class:`~pubsubsse.backends.log.LogBackend`'s. Needs ``pip install
+    pubsubsse[postgres]`` (psycopg 3).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        name: str = "pubsubsse",
+        timeout: float = 5.0,
+        outcome_timeout: float = 60.0,
+        snapshot_every: int = 10000,
+        alive: float = 30.0,
+    ) -> None:
+        import psycopg
+
+        super().__init__(timeout=timeout, outcome_timeout=outcome_timeout, snapshot_every=snapshot_every, alive=alive)
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"name must match {_NAME.pattern} (it names tables), got {name!r}")
+        self.dsn = dsn
+        self.name = name
+        self._psycopg = psycopg
+        self._errors: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg.errors.QueryCanceled,
+            OSError,
+        )
+        self._lock_key = zlib.crc32(name.encode())
+        self._reader: Any = None
+        self._writer: Any = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresBackend {self.name}>"
+
+    def _open(self) -> Any:
+        return self._psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            connect_timeout=max(1, round(self.timeout)),
+            options=f"-c statement_timeout={int(self.timeout * 1000)}",
+        )
+
+    def _reader_connection(self) -> Any:
+        """Return the reader's connection (listening for appends), made again if it broke."""
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            try:
+                self._reader = self._open()
+                with self._reader.transaction():
+                    self._reader.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                    self._reader.execute(_SETUP.format(name=self.name, lock=self._lock_key))
+                self._reader.execute(f"LISTEN {self.name}_log")
+            except self._errors as error:
+                raise LogUnavailable(f"{type(error).__name__}: {error}", sent=False) from error
+        return self._reader
+
+    def _writer_connection(self) -> Any:
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            try:
+                self._writer = self._open()
+            except self._errors as error:
+                raise LogUnavailable(f"{type(error).__name__}: {error}", sent=False) from error
+        return self._writer
+
+    def _query(self, sql: str, args: tuple[Any, ...] = (), *, writer: bool = False) -> list[Any]:
+        connection = self._writer_connection() if writer else self._reader_connection()
+        try:
+            cursor = connection.execute(sql, args)
+            return cursor.fetchall() if cursor.description else []
+        except self._errors as error:
+            raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+
+    def connect(self) -> None:
+        """Open the reader's connection (creating the tables on first use)."""
+        self._reader_connection()
+
+    def disconnect(self) -> None:
+        """Close both connections."""
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                connection.close()
+
+    def append(
+        self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
+    ) -> Appended | Refused:
+        """One call of ``<name>_append``: epoch and deadline checked, then the batch, in order."""
+        ((positions,),) = self._query(
+            f"SELECT {self.name}_append(%s, %s, %s, %s)",
+            (epoch, deadline_ms, not_before_ms, [_pack(fields) for fields in entries]),
+            writer=True,
+        )
+        if positions and positions[0] < 0:
+            return Refused(_REFUSALS[positions[0]])
+        return Appended([(position, 0) for position in positions])
+
+    def read(self, after: Position, block: float, count: int) -> list[Record]:
+        """Read after ``after``; with nothing there, wait up to ``block`` seconds for a notification."""
+        sql = f"SELECT position, fields FROM {self.name}_log WHERE position > %s ORDER BY position LIMIT %s"
+        rows = self._query(sql, (after[0], count))
+        if not rows and block:
+            try:
+                for _ in self._reader_connection().notifies(timeout=block, stop_after=1):
+                    pass
+            except self._errors as error:
+                raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+            rows = self._query(sql, (after[0], count))
+        return [Record((position, 0), _unpack(bytes(fields))) for position, fields in rows]
+
+    def head(self) -> Position | None:
+        """Return the last position ever appended in this epoch."""
+        rows = self._query(f"SELECT text_value FROM {self.name}_state WHERE name = 'head'")
+        return (int(rows[0][0]), 0) if rows else None
+
+    def now_ms(self) -> int:
+        """Return the server's clock."""
+        ((now,),) = self._query(f"SELECT {_NOW}", writer=True)
+        return int(now)
+
+    def get_epoch(self) -> str | None:
+        """Return the epoch."""
+        rows = self._query(f"SELECT text_value FROM {self.name}_state WHERE name = 'epoch'")
+        return rows[0][0] if rows else None
+
+    def create_epoch(self, epoch: str) -> None:
+        """Set the epoch unless there is one."""
+        self._query(
+            f"INSERT INTO {self.name}_state (name, text_value) VALUES ('epoch', %s) ON CONFLICT (name) DO NOTHING",
+            (epoch,),
+        )
+
+    def replace_log(self, old_epoch: str | None, new_epoch: str, snapshot: bytes) -> bool:
+        """Under the append lock: if the epoch is ``old_epoch``, store the snapshot, empty the log, set the new one."""
+        connection = self._reader_connection()
+        state = f"{self.name}_state"
+        try:
+            with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                row = connection.execute(f"SELECT text_value FROM {state} WHERE name = 'epoch'").fetchone()
+                if (row[0] if row else None) != old_epoch:
+                    return False
+                connection.execute(f"DELETE FROM {self.name}_log")
+                upsert = (
+                    f"INSERT INTO {state} (name, text_value, blob) VALUES (%s, %s, %s) ON CONFLICT (name) "
+                    "DO UPDATE SET text_value = EXCLUDED.text_value, blob = EXCLUDED.blob"
+                )
+                connection.execute(upsert, ("snapshot", None, snapshot))
+                connection.execute(upsert, ("head", "0", None))
+                connection.execute(upsert, ("epoch", new_epoch, None))
+        except self._errors as error:
+            raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+        return True
+
+    def load_snapshot(self) -> bytes | None:
+        """Return the stored snapshot."""
+        rows = self._query(f"SELECT blob FROM {self.name}_state WHERE name = 'snapshot'")
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def store_snapshot(self, blob: bytes, owner: str) -> None:
+        """Store the snapshot if ``owner`` holds the snapshot lock."""
+        state = f"{self.name}_state"
+        self._query(
+            f"INSERT INTO {state} (name, blob) SELECT 'snapshot', %s WHERE EXISTS "
+            f"(SELECT 1 FROM {state} WHERE name = 'snapshot-lock' AND split_part(text_value, '|', 1) = %s) "
+            "ON CONFLICT (name) DO UPDATE SET blob = EXCLUDED.blob",
+            (blob, owner),
+        )
+
+    def lock_snapshot(self, owner: str, seconds: float) -> bool:
+        """Take the snapshot lock unless someone holds it and it has not expired."""
+        state = f"{self.name}_state"
+        rows = self._query(
+            f"INSERT INTO {state} (name, text_value) VALUES ('snapshot-lock', %s || '|' || ({_NOW} + %s)::text) "
+            f"ON CONFLICT (name) DO UPDATE SET text_value = EXCLUDED.text_value "
+            f"WHERE split_part({state}.text_value, '|', 2)::bigint < {_NOW} RETURNING 1",
+            (owner, int(seconds * 1000)),
+        )
+        return bool(rows)
+
+    def unlock_snapshot(self, owner: str) -> None:
+        """Release the snapshot lock if ``owner`` holds it."""
+        self._query(
+            f"DELETE FROM {self.name}_state WHERE name = 'snapshot-lock' AND split_part(text_value, '|', 1) = %s",
+            (owner,),
+        )
+
+    def trim(self, before: Position) -> None:
+        """Delete the entries before ``before``."""
+        self._query(f"DELETE FROM {self.name}_log WHERE position < %s", (before[0],))
+
+    def report(self, origin: str, position: Position, wall: float, version: int) -> None:
+        """Record this process's position, time and format."""
+        self._query(
+            f"INSERT INTO {self.name}_reports (origin, position, wall, version) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (origin) DO UPDATE SET position = EXCLUDED.position, wall = EXCLUDED.wall, "
+            "version = EXCLUDED.version",
+            (origin, position[0], wall, version),
+        )
+
+    def reports(self) -> dict[str, tuple[Position, float, int]]:
+        """Return every process's last report."""
+        rows = self._query(f"SELECT origin, position, wall, version FROM {self.name}_reports")
+        return {origin: ((position, 0), wall, version) for origin, position, wall, version in rows}
+
+    def forget(self, origins: list[str]) -> None:
+        """Delete the reports of ``origins``."""
+        self._query(f"DELETE FROM {self.name}_reports WHERE origin = ANY(%s)", (origins,))
+
+    def drop(self) -> None:
+        """Drop the tables and the function (for tests and tools; never called by the library)."""
+        self._query(
+            f"DROP TABLE IF EXISTS {self.name}_log, {self.name}_state, {self.name}_reports; "
+            f"DROP FUNCTION IF EXISTS {self.name}_append(text, bigint, bigint, bytea[])"
+        )

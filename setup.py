@@ -31,6 +31,7 @@ setup(
         "test": [
             "pytest>=7.4",
             "pytest-timeout>=2.1",
+            "pytest-xdist>=3.5",
             "gevent>=22.10",
             "gunicorn>=21.2",
             "httpx>=0.24",

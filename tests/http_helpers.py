@@ -45,7 +45,9 @@ def new_public_topic(server) -> str:
 
 
 def publish(server, topic: str, *data: Any) -> None:
-    assert http.post(server.url("/test/pub"), json={"topic": topic, "data": list(data)}).is_success
+    # One change after another inside one request: a thousand of them may take seconds.
+    timeout = max(TIMEOUT, len(data) / 50)
+    assert http.post(server.url("/test/pub"), json={"topic": topic, "data": list(data)}, timeout=timeout).is_success
 
 
 def state(server) -> dict:

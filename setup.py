@@ -45,7 +45,7 @@ setup(
             "prometheus-client>=0.17",
             "Flask-Login>=0.6",
         ],
-        "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1"],
+        "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1", "pytest-xdist>=3.5"],
     },
     classifiers=[
         "Framework :: Flask",

@@ -1,8 +1,14 @@
-"""Packaging for pubsubsse."""
+"""Packaging for pubsubsse.
 
+The browser client has one source, ``static/pubsubsse.js``; the build copies it
+into the package (``pubsubsse/static/``), where the HTTP layer serves it from.
+"""
+
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 here = Path(__file__).parent
 version = next(
@@ -10,6 +16,18 @@ version = next(
     for line in (here / "pubsubsse" / "__init__.py").read_text().splitlines()
     if line.startswith("__version__")
 )
+
+
+class BuildWithClient(build_py):
+    """Copy the browser client into the built package."""
+
+    def run(self):
+        """Build the package, then put the browser client into it."""
+        super().run()
+        target = Path(self.build_lib) / "pubsubsse" / "static"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(here / "static" / "pubsubsse.js", target / "pubsubsse.js")
+
 
 setup(
     name="pubsubsse",
@@ -20,11 +38,11 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["pubsubsse", "pubsubsse.*"]),
-    package_data={"pubsubsse": ["py.typed", "static/*.js"]},
-    include_package_data=True,
-    install_requires=["flask>=2.2", "werkzeug>=2.2", "blinker>=1.6"],
+    package_data={"pubsubsse": ["py.typed"]},
+    cmdclass={"build_py": BuildWithClient},
+    install_requires=["flask>=2.2", "werkzeug>=2.2", "blinker>=1.6", "itsdangerous>=2.0", "click>=8.0"],
     extras_require={
-        "gevent": ["gevent>=22.10", "gunicorn>=21.2"],
+        "gevent": ["gevent>=22.10", "gunicorn[gevent]>=21.2"],
         "redis": ["redis>=5.0"],
         "postgres": ["psycopg[binary]>=3.2"],
         "metrics": ["prometheus-client>=0.17"],
@@ -33,7 +51,7 @@ setup(
             "pytest-timeout>=2.1",
             "pytest-xdist>=3.5",
             "gevent>=22.10",
-            "gunicorn>=21.2",
+            "gunicorn[gevent]>=21.2",
             "httpx>=0.24",
             "httpx-sse>=0.4",
             "sseclient-py>=1.8",
@@ -44,6 +62,7 @@ setup(
             "psycopg[binary]>=3.2",
             "prometheus-client>=0.17",
             "Flask-Login>=0.6",
+            "build>=1.0",
         ],
         "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1", "pytest-xdist>=3.5"],
     },

@@ -1,11 +1,17 @@
-"""The pubsubsse demo: a Flask app on the in-process service, served by gunicorn with gevent.
+"""The pubsubsse demo: a Flask app with the PubSubSSE extension and named topics.
 
     python3 -m gunicorn -k gevent -b 127.0.0.1:8080 example.app:app
 
-Like the Go example, every new client is subscribed to a public "Ticker" topic fed by a periodic
+Like the Go example, every new client is subscribed to a public "ticker" topic fed by a periodic
 publisher. The page also creates public and private topics, joins a group with its own topic,
 subscribes and unsubscribes, and publishes messages, all through the protocol's endpoints plus a
-few demo routes under /demo (topic names and publishing are the app's business, not the protocol's).
+few demo routes under /demo (publishing is the app's business, not the protocol's).
+
+The ticker, the announcements and the lobby's chat are named topics (``T-ticker``,
+``T-announcements``, ``T-lobby/chat``): the same ids after a restart, so a page that reconnects to
+a restarted server finds them again. ``PUBSUBSSE_REDIS_URL`` in the environment shares the demo
+among several workers (``-w 4``); the ticker then runs in every worker, which shows as several
+ticks a second.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 
 from flask import Flask, jsonify, render_template, request
 
-from pubsubsse import SSEPubSubService, Topic, create_blueprint
+from pubsubsse import PubSubSSE
 
 log = logging.getLogger(__name__)
 
@@ -27,32 +34,35 @@ TICK_SECONDS = float(os.environ.get("DEMO_TICK_SECONDS", "1"))
 MAX_NAME = 40
 MAX_TEXT = 500
 
+pubsub = PubSubSSE(public_topic_creation=True, client_timeout=120, url_prefix="")
+
+
+def display_name(topic_id: str) -> str:
+    """``T-lobby/chat`` -> ``Lobby chat``; a random id (a private topic) -> its first characters."""
+    name = topic_id[2:]
+    if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f-]{27}", name):
+        return name[:8]
+    return name.replace("/", " ").replace("-", " ").capitalize()
+
 
 def create_app() -> Flask:
-    service = SSEPubSubService(
-        heartbeat=float(os.environ.get("PUBSUBSSE_HEARTBEAT", "15")),
-        retry=float(os.environ.get("PUBSUBSSE_RETRY", "2")),
-        client_timeout=120,
+    app = Flask(__name__)
+    app.config.update(
+        PUBSUBSSE_HEARTBEAT=float(os.environ.get("PUBSUBSSE_HEARTBEAT", "15")),
+        PUBSUBSSE_RETRY=float(os.environ.get("PUBSUBSSE_RETRY", "2")),
     )
-    names: dict[str, str] = {}
-    names_lock = threading.Lock()
-
-    def named(topic: Topic, name: str) -> Topic:
-        with names_lock:
-            names[topic.id] = name
-        return topic
-
-    ticker = named(service.new_public_topic(), "Ticker")
-    named(service.new_public_topic(), "Announcements")
-    lobby = service.new_group()
-    named(lobby.new_topic(), "Lobby chat")
+    if os.environ.get("PUBSUBSSE_REDIS_URL"):
+        app.config["PUBSUBSSE_REDIS_URL"] = os.environ["PUBSUBSSE_REDIS_URL"]
+    pubsub.init_app(app)
+    with app.app_context():
+        service = pubsub.service
+    ticker = service.public_topic("ticker")
+    service.public_topic("announcements")
+    lobby = service.group("lobby")
+    lobby.topic("chat")
     service.on_new_client.listen(lambda client: client.sub(ticker))
-
-    def forget(topic: Topic) -> None:
-        with names_lock:
-            names.pop(topic.id, None)
-
-    service.on_remove_public_topic.listen(forget)
+    names: dict[str, str] = {}  # what users typed, for the topics they made
+    names_lock = threading.Lock()
 
     def publish_ticks() -> None:
         value = 100.0
@@ -64,10 +74,6 @@ def create_app() -> Flask:
             ticker.pub({"n": n, "value": round(value, 2), "at": time.time()})
 
     threading.Thread(target=publish_ticks, name="demo-ticker", daemon=True).start()
-
-    app = Flask(__name__)
-    app.register_blueprint(create_blueprint(service, public_topic_creation=True))
-    app.extensions["pubsubsse"] = service
 
     def error(message: str, status: int = 400):
         return jsonify({"ok": "false", "error": message}), status
@@ -90,12 +96,15 @@ def create_app() -> Flask:
             return error("client not found")
         visible = client.get_all_topics()
         with names_lock:
-            return jsonify({tid: names.get(tid, tid[:10]) for tid in visible})
+            return jsonify({tid: names.get(tid) or display_name(tid) for tid in visible})
 
     @app.post("/demo/topic/public")
     def create_public_topic():
-        name = form().get("name", "").strip()[:MAX_NAME] or "Untitled"
-        topic = named(service.new_public_topic(), name)
+        typed = form().get("name", "").strip()[:MAX_NAME] or "Untitled"
+        slug = re.sub(r"[^A-Za-z0-9._:-]+", "-", typed.lower()).strip("-") or "untitled"
+        topic = service.public_topic(slug)  # the same topic for everyone who types the same name
+        with names_lock:
+            names.setdefault(topic.id, typed)
         return jsonify({"ok": "true", "topic_id": topic.id})
 
     @app.post("/demo/topic/public/remove")
@@ -106,6 +115,8 @@ def create_app() -> Flask:
         if topic is ticker:
             return error("the ticker stays", 403)
         service.remove_public_topic(topic)
+        with names_lock:
+            names.pop(topic.id, None)
         return jsonify({"ok": "true"})
 
     @app.post("/demo/topic/private")
@@ -115,7 +126,9 @@ def create_app() -> Flask:
         if client is None:
             return error("client not found")
         name = params.get("name", "").strip()[:MAX_NAME] or "Private notes"
-        topic = named(client.new_private_topic(), name)
+        topic = client.new_private_topic()
+        with names_lock:
+            names[topic.id] = name
         return jsonify({"ok": "true", "topic_id": topic.id})
 
     @app.post("/demo/group/<action>")
@@ -140,6 +153,8 @@ def create_app() -> Flask:
         topic = client.get_topic_by_id(params.get("topic", ""))
         if topic is None:
             return error("topic not found")
+        if topic is ticker:
+            return error("the ticker is the server's", 403)
         text = params.get("text", "").strip()[:MAX_TEXT]
         if not text:
             return error("empty message")

@@ -1,7 +1,10 @@
 """pubsubsse: topic-based publish/subscribe over Server-Sent Events for Flask and other WSGI apps.
 
-The in-process :class:`SSEPubSubService` holds clients, public topics, private
-topics and groups; :func:`create_blueprint` serves it over HTTP as SSE.
+:class:`SSEPubSubService` holds clients, public topics, private topics and
+groups, in this process or shared through Redis or PostgreSQL
+(:mod:`pubsubsse.backends`); :class:`PubSubSSE` (the Flask extension) and
+:func:`create_blueprint` serve it over HTTP as SSE; :class:`Publisher`
+publishes to a shared service from any process.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from .errors import (
     TopicNotFound,
 )
 from .events import EventManager
+from .flask import PubSubSSE
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType
+from .publisher import Publisher
 from .service import SSEPubSubService
 from .stream import Stream
 from .tickets import StreamTickets
@@ -33,6 +38,8 @@ __all__ = [
     "Status",
     "TopicType",
     "EventManager",
+    "PubSubSSE",
+    "Publisher",
     "Stream",
     "create_blueprint",
     "StreamTickets",

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from . import shutdown
 from .disconnect import Watch, watch
 from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
-from .model import Client, Topic, short_id
+from .model import Client, Topic, check_name, short_id
 from .ratelimit import RateLimiter
 from .service import SSEPubSubService
 from .stream import Stream
@@ -55,7 +55,14 @@ ACTIONS = (
 Authorize = Callable[[Request, str, Union[Client, None], Union[Topic, None]], bool]
 
 _MAX_ID_LENGTH = 64
-_STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _client_script() -> Path:
+    """Where the browser client is: in the installed package, or (a source checkout) in ``static/``."""
+    package = Path(__file__).resolve().parent
+    built = package / "static" / "pubsubsse.js"
+    return built if built.exists() else package.parent / "static" / "pubsubsse.js"
+
 
 _ERROR_MESSAGES: dict[type[PubSubError], str] = {
     ClientNotFound: "client not found",
@@ -292,7 +299,7 @@ class _EventStreamBody:
 
 
 def create_blueprint(
-    service: SSEPubSubService,
+    service: SSEPubSubService | Callable[[], SSEPubSubService],
     *,
     name: str = "pubsubsse",
     public_topic_creation: bool = False,
@@ -387,6 +394,26 @@ def create_blueprint(
     Client ids are credentials and are treated as such: they are compared in
     constant time and never logged in full.
     """
+    if isinstance(service, SSEPubSubService):
+        the_service = service
+        service._serving = True  # publishes here can reach browsers: no warning about them
+
+        def get_service() -> SSEPubSubService:
+            return the_service
+
+    elif callable(service):
+        make_service = service
+
+        @functools.lru_cache(maxsize=1)
+        def get_service() -> SSEPubSubService:
+            made = make_service()
+            made._serving = True
+            if end_streams_on_sigterm:
+                shutdown.close_streams_on_sigterm(made)
+            return made
+
+    else:
+        raise TypeError(f"service must be an SSEPubSubService or a function returning one, got {service!r}")
     if authorize is not None and not callable(authorize):
         raise TypeError("authorize must be a callable(request, action, client, topic) -> bool")
     if isinstance(cors_origins, str) and cors_origins != "*":
@@ -442,7 +469,7 @@ def create_blueprint(
 
     def find_client(params: dict[str, str]) -> Client | None:
         client_id = params.get("client_id", "")
-        client = service.get_client_by_id(client_id) if len(client_id) <= _MAX_ID_LENGTH else None
+        client = get_service().get_client_by_id(client_id) if len(client_id) <= _MAX_ID_LENGTH else None
         # The dict lookup hashes the whole id with a per-process random key, so its timing says
         # nothing about how much of a guess was right; the final comparison is constant-time too.
         if client is None or not hmac.compare_digest(client.id.encode(), client_id.encode()):
@@ -507,12 +534,19 @@ def create_blueprint(
     def add_user(params: dict[str, str]) -> Response:
         check("add_user", None)
         limit_new_clients()
-        return _ok(client_id=service.new_client().id)
+        return _ok(client_id=get_service().new_client().id)
 
     @endpoint("/add/topic/public/", "add_public_topic", public_topic_creation)
     def add_public_topic(params: dict[str, str]) -> Response:
         check("add_public_topic", None)
-        return _ok(topic_id=service.new_public_topic().id)
+        name = params.get("name")
+        if name is not None:  # a named topic, created if absent (any process gives the same one)
+            try:
+                check_name(name)
+            except ValueError as bad:
+                raise _Refused(400, str(bad)) from None
+            return _ok(topic_id=get_service().public_topic(name).id)
+        return _ok(topic_id=get_service().new_public_topic().id)
 
     @endpoint("/add/topic/private/", "add_private_topic", private_topics)
     def add_private_topic(params: dict[str, str]) -> Response:
@@ -530,7 +564,7 @@ def create_blueprint(
 
     @endpoint("/remove/user", "remove_user", client_removal)
     def remove_user(params: dict[str, str]) -> Response:
-        service.remove_client(checked_client("remove_user", params))
+        get_service().remove_client(checked_client("remove_user", params))
         return _ok()
 
     @endpoint("/remove/topic/private/", "remove_private_topic", private_topics)
@@ -543,7 +577,7 @@ def create_blueprint(
     def event(params: dict[str, str]) -> Response:
         client = stream_client(params)
         if end_streams_on_sigterm:
-            shutdown.close_streams_on_sigterm(service)
+            shutdown.close_streams_on_sigterm(get_service())
         last_event_id = request.headers.get("Last-Event-ID", params.get("last_event_id"))
         stream = client.stream(last_event_id)
         log.debug("stream opened for client %s", short_id(client.id))
@@ -564,13 +598,14 @@ def create_blueprint(
         @endpoint("/stats", "stats")
         def stats(params: dict[str, str]) -> Response:
             check("stats", None)
-            return _json(200, {"ok": "true", **service.stats()})
+            return _json(200, {"ok": "true", **get_service().stats()})
 
     if serve_client:
 
         @bp.route("/pubsubsse.js", methods=["GET"])
         def client_script() -> Response:
-            return send_from_directory(_STATIC, "pubsubsse.js", mimetype="text/javascript", max_age=300)
+            script = _client_script()
+            return send_from_directory(script.parent, script.name, mimetype="text/javascript", max_age=300)
 
     if cors_origins is not None:
 
@@ -588,6 +623,6 @@ def create_blueprint(
                 response.headers["Access-Control-Max-Age"] = "600"
             return response
 
-    if end_streams_on_sigterm:
+    if end_streams_on_sigterm and isinstance(service, SSEPubSubService):
         shutdown.close_streams_on_sigterm(service)
     return bp

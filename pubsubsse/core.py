@@ -30,7 +30,7 @@ from .model import Client, Group, GroupTopic, Status, Topic, TopicType, short_id
 if TYPE_CHECKING:
     from .service import SSEPubSubService
 
-__all__ = ["Core", "Effects", "Mailbox", "Sink", "OPERATIONS", "parse_event_id"]
+__all__ = ["Core", "Effects", "Mailbox", "Sink", "OPERATIONS", "OPERATIONS_V1", "parse_event_id"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,13 @@ OPERATIONS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "attach": (str, str, (str, type(None))),
     "detach": (str, str),
     "noop": (),
+    "ensure_public_topic": (str,),
+    "ensure_group": (str,),
+    "ensure_group_topic": (str, str),
 }
+
+#: The operations pubsubsse 0.1.0 knows (entry format 1): a log shared with such a process can carry no other.
+OPERATIONS_V1 = frozenset(OPERATIONS) - {"noop", "ensure_public_topic", "ensure_group", "ensure_group_topic"}
 
 
 def parse_event_id(value: object) -> int | None:
@@ -483,6 +489,15 @@ class Core:
                 client._mailbox.deliver(shared_body)
         return topic
 
+    def _op_ensure_public_topic(self, fx: Effects, topic_id: str) -> Topic:
+        """Return the public topic with this id, creating it (with its events) if absent."""
+        existing = self.topics.get(topic_id)
+        if existing is None:
+            return self._op_new_public_topic(fx, topic_id)
+        if existing._type is not TopicType.PUBLIC:
+            raise PubSubError(f"{topic_id} is the id of a {existing._type.value} topic")
+        return existing
+
     def _op_remove_public_topic(self, fx: Effects, topic_id: str) -> None:
         topic = self.public.pop(topic_id, None)
         if topic is None:
@@ -525,6 +540,11 @@ class Core:
         fx.add(self._owner, "on_new_group", group)
         return group
 
+    def _op_ensure_group(self, fx: Effects, group_id: str) -> Group:
+        """Return the group with this id, creating it (with its event) if absent."""
+        existing = self.groups.get(group_id)
+        return existing if existing is not None else self._op_new_group(fx, group_id)
+
     def _op_remove_group(self, fx: Effects, group_id: str) -> None:
         group = self.groups.pop(group_id, None)
         if group is None:
@@ -551,6 +571,16 @@ class Core:
             self._gain_topic(fx, client, topic)
             self._send_topics(client)
         return topic
+
+    def _op_ensure_group_topic(self, fx: Effects, group_id: str, topic_id: str) -> Topic:
+        """Return the group's topic with this id, creating it (with its events) if absent."""
+        group = self._group(group_id)
+        existing = self.topics.get(topic_id)
+        if existing is None:
+            return self._op_new_group_topic(fx, group_id, topic_id)
+        if existing._group is not group:
+            raise PubSubError(f"{topic_id} is the id of a topic outside group {group_id}")
+        return existing
 
     def _op_remove_group_topic(self, fx: Effects, group_id: str, topic_id: str) -> None:
         group = self.groups.get(group_id)

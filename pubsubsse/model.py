@@ -9,6 +9,7 @@ See :mod:`pubsubsse.service` for the lock discipline.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,12 +20,37 @@ if TYPE_CHECKING:
     from .service import SSEPubSubService
     from .stream import Stream
 
-__all__ = ["Status", "TopicType", "GroupTopic", "Client", "Topic", "Group", "new_id"]
+__all__ = ["Status", "TopicType", "GroupTopic", "Client", "Topic", "Group", "new_id", "check_name", "NAME_RULE"]
 
 
 def new_id(prefix: str) -> str:
     """Return a fresh id: ``prefix``, a dash and a random UUID4."""
     return f"{prefix}-{uuid.uuid4()}"
+
+
+#: What a topic or group name may be made of.
+NAME_RULE = "1 to 128 characters from A-Z, a-z, 0-9 and . _ : -"
+_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a valid topic or group name; else raise :class:`ValueError` naming the rule."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"invalid name {name!r}: a name is {NAME_RULE}")
+    return name
+
+
+def named_id(prefix: str, name: str) -> str:
+    """Return the id of the named object: ``T-orders``, ``G-room-42``."""
+    return f"{prefix}-{check_name(name)}"
+
+
+def group_topic_id(group_id: str, name: str) -> str:
+    """Return the id of a group's named topic: ``T-room-42/chat`` for group ``G-room-42``.
+
+    The ``/`` cannot occur in a name, so these ids never meet the ids of named public topics.
+    """
+    return f"T-{group_id[2:]}/{check_name(name)}"
 
 
 def short_id(object_id: str) -> str:
@@ -199,6 +225,18 @@ class Group:
         Raises :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
         return self._service._execute("new_group_topic", self._id, new_id("T"))
+
+    def topic(self, name: str) -> Topic:
+        """Return the group's topic named ``name``, creating it if absent.
+
+        Its id is ``T-<group>/<name>`` (``T-room-42/chat`` in group
+        ``G-room-42``): the same in every process that shares the service, and
+        after a restart. Two processes asking at once get one topic, and its
+        creation events fire once. Raises :class:`ValueError` for an invalid
+        name (see :data:`NAME_RULE`) and
+        :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
+        """
+        return self._service._execute("ensure_group_topic", self._id, group_topic_id(self._id, name))
 
     def remove_topic(self, topic: Topic) -> None:
         """Remove a topic of this group; members subscribed to it are unsubscribed.

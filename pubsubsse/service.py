@@ -60,10 +60,10 @@ from typing import Any, TypeVar
 
 from .backends.base import Backend, ClientState, InProcessBackend
 from .core import Core, Effects, parse_event_id
-from .encoding import encode_update, frame
+from .encoding import JsonDumps, encode_update, frame
 from .errors import LimitReached
 from .events import EventAttribute, emit
-from .model import Client, Group, Status, Topic, new_id
+from .model import Client, Group, Status, Topic, named_id, new_id
 from .stream import CLOSE_MARK, HEARTBEAT_MARK, Stream, Ticker
 
 __all__ = ["SSEPubSubService"]
@@ -128,6 +128,10 @@ class SSEPubSubService:
         Redis is down is built anyway (with a logged warning): changes and
         lookups raise ``BackendUnavailable`` until it has loaded the shared
         state, which it retries in the background.
+    ``json_dumps`` (default: JSON with Flask's handling of dates, ``Decimal``, ``UUID`` and dataclasses)
+        ``json_dumps(value) -> str | bytes`` encodes what :meth:`Topic.pub`
+        publishes, for another date format or a faster encoder (``orjson.dumps``).
+        It must encode compactly, on one line.
     ``max_clients`` (default 100,000), ``max_private_topics`` (per client,
     default 100), ``max_groups`` (default 10,000), ``max_payload_bytes``
     (encoded size of one published value, default 4 MiB)
@@ -160,8 +164,15 @@ class SSEPubSubService:
         max_private_topics: int = 100,
         max_groups: int = 10_000,
         max_payload_bytes: int = 4 * 1024 * 1024,
+        json_dumps: JsonDumps | None = None,
     ) -> None:
         _check_number("heartbeat", heartbeat, 0.01)
+        if json_dumps is not None and not callable(json_dumps):
+            raise TypeError(f"json_dumps must be a callable(value) -> str | bytes, got {json_dumps!r}")
+        self._json_dumps = json_dumps
+        #: Set once something in this process serves streams (an HTTP layer, or a stream attached).
+        self._serving = False
+        self._warned_unserved = False
         _check_number("retry", retry, 0)
         _check_number("replay_size", replay_size, 0, integer=True)
         _check_number("queue_size", queue_size, 1, integer=True)
@@ -242,6 +253,23 @@ class SSEPubSubService:
     def new_public_topic(self) -> Topic:
         """Create a topic every client can see."""
         return self._execute("new_public_topic", new_id("T"))
+
+    def public_topic(self, name: str) -> Topic:
+        """Return the public topic named ``name``, creating it if absent.
+
+        Its id is ``"T-" + name`` (``public_topic("orders").id == "T-orders"``):
+        the same in every process that shares the service and after a restart,
+        so browsers, other processes and a :class:`~pubsubsse.Publisher` can
+        name it without being handed an id. Two processes asking at once get
+        one topic, and its creation events fire once, where it was created.
+        Raises :class:`ValueError` for an invalid name (see
+        :data:`~pubsubsse.model.NAME_RULE`).
+        """
+        return self._execute("ensure_public_topic", named_id("T", name))
+
+    def group(self, name: str) -> Group:
+        """Return the group named ``name`` (id ``"G-" + name``), creating it if absent; see :meth:`public_topic`."""
+        return self._execute("ensure_group", named_id("G", name))
 
     def remove_public_topic(self, topic: Topic) -> None:
         """Remove a public topic; its subscribers are unsubscribed. Unknown topics are ignored."""
@@ -413,15 +441,23 @@ class SSEPubSubService:
         return found
 
     def _publish(self, topic: Topic, data: Any) -> None:
-        body = encode_update(topic.id, data)
+        body = encode_update(topic.id, data, self._json_dumps)
         if len(body) > self._max_payload_bytes:
             raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
+        if not self._serving and not self._backend.shared and not self._warned_unserved:
+            self._warned_unserved = True
+            log.warning(
+                "pubsubsse: a publish in a process that serves no streams, with the in-process backend: no "
+                "browser can receive it. Publish from the web process, or share the service through Redis "
+                "(and publish with pubsubsse.Publisher)."
+            )
         self._execute("pub", topic.id, body)
         emit(topic, "on_pub", data)
 
     # Streams -------------------------------------------------------------
 
     def _attach(self, client: Client, last_event_id: str | None) -> Stream:
+        self._serving = True
         token = f"{self.process_token}:{next(self._stream_numbers)}"
         # Parsed here, not in the operation: whatever a consumer sent never travels as it is.
         last_id = parse_event_id(last_event_id)

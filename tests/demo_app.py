@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
-from example.app import create_app
+from example.app import create_app, pubsub
 
 app = create_app()
-service = app.extensions["pubsubsse"]
+with app.app_context():
+    service = pubsub.service
 
 GO_CLIENT_PAGE = """<!doctype html><meta charset="utf-8"><title>go-shaped client</title>
 <script>

@@ -358,3 +358,66 @@ def test_the_snapshot_lock_is_released_only_by_its_owner(make):
     backend.unlock_snapshot("first")
     assert backend.lock_snapshot("third", 30)
     backend.unlock_snapshot("third")
+
+
+def test_a_process_loading_an_older_snapshot_misses_nothing_the_others_trim(make):
+    """A worker boots and reads a snapshot; meanwhile another stores a newer one and trims the log.
+
+    The trimmer did not count the booting worker, which then caught up from its older snapshot
+    with entries missing: a silent gap (found by the fault suite's rolling restart).
+    """
+    a = make(client_timeout=None, snapshot_every=20)
+    topic = a.new_public_topic()
+    client = a.new_client()
+    client.sub(topic)
+    for n in range(30):
+        topic.pub(n)
+    wait_for(lambda: a.stats()["log_snapshots"] >= 1, what="a first snapshot")
+    read_snapshot = threading.Event()
+    go_on = threading.Event()
+    booted = []
+
+    def boot() -> None:
+        backend = RedisBackend(a.backend.url, key=a.backend.key)
+        original = backend.load_snapshot
+
+        def slow_load():
+            blob = original()
+            read_snapshot.set()
+            go_on.wait(10)  # the booting worker has its snapshot; the log moves on meanwhile
+            return blob
+
+        backend.load_snapshot = slow_load
+        booted.append(SSEPubSubService(backend=backend, client_timeout=None))
+
+    booting = threading.Thread(target=boot)
+    booting.start()
+    assert read_snapshot.wait(10)
+    before = a.stats()["log_snapshots"]
+    n = 30
+    while a.stats()["log_snapshots"] < before + 2 and n < 2000:  # newer snapshots, and trims behind them
+        topic.pub(n)
+        n += 1
+    time.sleep(1.2)  # a report and a trim go by
+    go_on.set()
+    booting.join(10)
+    late = booted[0]
+    try:
+        assert state(late) == state(a)
+    finally:
+        late.shutdown()
+
+
+def test_a_process_paused_past_alive_reloads_what_was_trimmed_meanwhile(make):
+    a = make(client_timeout=None, snapshot_every=20, alive=1.0)
+    b = make(client_timeout=None, alive=1.0)
+    topic = a.new_public_topic()
+    client = a.new_client()
+    client.sub(topic)
+    b.sync()
+    with behind(b, seconds=3.0) as release:  # b's reader stops for 3 s: b is "dead" for the others
+        release()
+        for n in range(200):
+            topic.pub(n)
+        time.sleep(1.5)  # reports, snapshots and trims go by without b
+    assert state(b) == state(a)

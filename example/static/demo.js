@@ -67,6 +67,7 @@
         li.append(remove);
       }
       list.append(li);
+      if (topic.id === tickerId) return; // the server's feed: the chat box never writes to it
       var option = document.createElement("option");
       option.value = topic.id;
       option.textContent = nameOf(topic.id) + " (" + topic.type + ")";

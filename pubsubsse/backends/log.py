@@ -75,7 +75,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from ..core import OPERATIONS, Effects
+from ..core import OPERATIONS, OPERATIONS_V1, Effects
 from ..errors import BackendUnavailable, PubSubError
 from . import snapshot as snapshots
 from .base import Backend
@@ -269,6 +269,7 @@ class LogBackend(Backend):
         self._clock_checked = -1e9
         self._since_snapshot = 0
         self._reported = 0.0
+        self._last_read = time.monotonic()
         self._warned: set[str] = set()
         self._counts = {
             "log_entries_applied": 0,
@@ -294,7 +295,8 @@ class LogBackend(Backend):
     ) -> Appended | Refused:
         """Append ``entries`` in one atomic step, or refuse them all.
 
-        Refused with ``"stale"`` if the log's epoch is not ``epoch``, with
+        Refused with ``"stale"`` if the log has no epoch or its epoch is not
+        ``epoch`` (``"*"`` accepts any, for a publisher that holds no replica), with
         ``"expired"`` if the log's clock is past ``deadline_ms``, with
         ``"early"`` if it is not past ``not_before_ms``. Raise
         :class:`LogUnavailable` if the log did not answer.
@@ -307,6 +309,10 @@ class LogBackend(Backend):
 
     def head(self) -> Position | None:
         """Return the position of the last entry appended in this epoch (trimmed or not); ``None``: no log."""
+        raise NotImplementedError
+
+    def trimmed_after(self, position: Position) -> bool:
+        """Return whether entries after ``position`` have been removed from the log (trimmed)."""
         raise NotImplementedError
 
     def now_ms(self) -> int:
@@ -527,6 +533,13 @@ class LogBackend(Backend):
     def _write(self, batch: list[_Change]) -> list[_Change]:
         """Append one batch; return the submitted changes to try again."""
         version = self._format()
+        if version < 2:
+            unknown = [c for c in batch if c.operation not in OPERATIONS_V1]
+            if unknown:  # a pubsubsse 0.1.0 process would stop at them
+                self._refuse(unknown, "a process of pubsubsse 0.1.0 shares the log; it cannot apply this change")
+                batch = [c for c in batch if c.operation in OPERATIONS_V1]
+                if not batch:
+                    return []
         entries = [encode_entry(self._origin, c.number, c.operation, c.args, version) for c in batch]
         deadline = 0
         try:
@@ -637,7 +650,16 @@ class LogBackend(Backend):
                     log.info("reached the pubsubsse log: the shared state is loaded")
                 if self._check_needed.is_set():
                     self._check_log()
+                started = time.monotonic()
                 records = self.read(self._position, 0.25, 1000)
+                away = started - self._last_read > self.alive / 2 or time.monotonic() - started > self.alive / 2
+                # Paused (or cut off) long enough to have been thought dead: the others may have
+                # trimmed entries this process has not applied. Then the snapshot is the way back.
+                if away and self.trimmed_after(self._position):
+                    log.warning("this process was away and the log was trimmed behind it; reloading")
+                    self._reload(self._epoch)
+                    records = []
+                self._last_read = time.monotonic()
             except LogUnavailable as error:
                 if self._closed.is_set():
                     return
@@ -685,7 +707,8 @@ class LogBackend(Backend):
             self._skip("undecodable", f"skipping a pubsubsse log entry this version cannot read: {error}")
             self._position = record.position
             return
-        if number <= self._origins.get(origin, 0):
+        process = not origin.startswith("Q-")  # "Q-": a Publisher, which never sends an entry twice
+        if process and number <= self._origins.get(origin, 0):
             # An origin's numbers only grow in log order: this entry is a copy (a client that sent
             # it twice), and applying it again would, say, publish twice.
             self._skip("duplicate", f"skipping a duplicate pubsubsse log entry from {origin[:10]}…")
@@ -703,8 +726,9 @@ class LogBackend(Backend):
             result = PubSubError(f"the shared log could not apply {operation!r}")
         else:
             self._counts["log_entries_applied"] += 1
-        self._origins[origin] = number
-        self._last_written[origin] = time.monotonic()
+        if process:  # publishers come and go (a cron job each run): their origins are not kept
+            self._origins[origin] = number
+            self._last_written[origin] = time.monotonic()
         self._position = record.position  # after applying: sync() must never return before it
         self._since_snapshot += 1
         if origin == self._origin:
@@ -755,15 +779,21 @@ class LogBackend(Backend):
                 epoch = self.get_epoch()
             self._epoch = epoch
             self._position = START
+            # Registered before the snapshot is read: a process that trims the log from now on
+            # counts this one (at position 0) and leaves the entries it is about to read alone.
+            self.report(self._origin, START, time.time(), FORMAT)
             blob = self.load_snapshot()
             if blob is not None:
                 self._import(blob)
+            loaded_at = self._position
             head = self.head()
             while head is not None and self._position < head:
                 records = self.read(self._position, 0, 1000)
                 if not records:
                     break
                 self._apply_records(records)
+            if self.trimmed_after(loaded_at):  # only a process trimming in the same instant: load again
+                raise LogUnavailable("the log was trimmed while the snapshot was loaded")
             self._report(force=True)
         except LogUnavailable:
             self.replica.import_state({"public": [], "groups": []}, [])
@@ -873,9 +903,11 @@ class LogBackend(Backend):
                 blob = b"".join(snapshots.encode(header, self._timed_slices()))
             self.store_snapshot(blob, owner)
             self._counts["log_snapshots"] += 1
+            # Reports read now, after the snapshot is stored: a process that registered before this
+            # read is counted; one that registers later reads this snapshot or a newer one.
             oldest = position
             now = time.time()
-            for origin, (applied, wall, _) in self._reports.items():
+            for origin, (applied, wall, _) in self.reports().items():
                 if now - wall < self.alive and origin != self._origin:
                     oldest = min(oldest, applied)
             self.trim(oldest)

@@ -44,12 +44,14 @@ CREATE OR REPLACE FUNCTION {name}_append(p_epoch text, p_deadline bigint, p_not_
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
     now_ms bigint;
+    current_epoch text;
     head bigint;
     positions bigint[] := '{{}}';
     entry bytea;
 BEGIN
     PERFORM pg_advisory_xact_lock({lock});
-    IF (SELECT text_value FROM {name}_state WHERE name = 'epoch') IS DISTINCT FROM p_epoch THEN
+    SELECT text_value INTO current_epoch FROM {name}_state WHERE name = 'epoch';
+    IF current_epoch IS NULL OR (p_epoch <> '*' AND current_epoch <> p_epoch) THEN
         RETURN ARRAY[-1];
     END IF;
     now_ms := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
@@ -211,6 +213,16 @@ class PostgresBackend(LogBackend):
         """Return the last position ever appended in this epoch."""
         rows = self._query(f"SELECT text_value FROM {self.name}_state WHERE name = 'head'")
         return (int(rows[0][0]), 0) if rows else None
+
+    def trimmed_after(self, position: Position) -> bool:
+        """Positions are consecutive: entries after ``position`` were trimmed if the first left is later."""
+        ((first, head),) = self._query(
+            f"SELECT (SELECT min(position) FROM {self.name}_log), "
+            f"(SELECT text_value::bigint FROM {self.name}_state WHERE name = 'head')"
+        )
+        if first is None:
+            return head is not None and head > position[0]
+        return bool(first > position[0] + 1)
 
     def now_ms(self) -> int:
         """Return the server's clock."""

@@ -31,7 +31,8 @@ from .log import Appended, LogBackend, LogUnavailable, Position, Record, Refused
 __all__ = ["RedisBackend"]
 
 _APPEND = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'stale'} end
+local epoch = redis.call('GET', KEYS[2])
+if not epoch or (ARGV[1] ~= '*' and epoch ~= ARGV[1]) then return {'stale'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[2]) then return {'expired'} end
@@ -186,6 +187,21 @@ class RedisBackend(LogBackend):
         except self._errors as error:
             raise LogUnavailable(f"{type(error).__name__}: {error}") from error
         return _position(info["last-generated-id"])
+
+    def trimmed_after(self, position: Position) -> bool:
+        """Whether ``XINFO STREAM``'s ``max-deleted-entry-id`` (Redis 7) is past ``position``."""
+        import redis
+
+        try:
+            info = self._reader.xinfo_stream(self.key)
+        except redis.ResponseError:
+            return False  # no stream: nothing was trimmed from it
+        except self._errors as error:
+            raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is None:
+            raise LogUnavailable("Redis 7 or later is needed (XINFO STREAM has no max-deleted-entry-id)")
+        return _position(deleted) > position
 
     def now_ms(self) -> int:
         """Return Redis's clock (``TIME``)."""

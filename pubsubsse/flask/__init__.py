@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from werkzeug.local import LocalProxy
 
 from ..backends.log import LogBackend
@@ -167,9 +168,8 @@ class PubSubSSE:
 current_service: SSEPubSubService = LocalProxy(lambda: _state(current_app).service)  # type: ignore[assignment]
 
 
-@click.group("pubsubsse")
-def cli() -> None:
-    """Publish to the app's topics and look at its service."""
+#: ``flask pubsubsse ...``: its commands run in the app's context.
+cli = AppGroup("pubsubsse", help="Publish to the app's topics and look at its service.")
 
 
 @cli.command("publish")

@@ -62,7 +62,7 @@ setup(
             "psycopg[binary]>=3.2",
             "prometheus-client>=0.17",
             "Flask-Login>=0.6",
-            "build>=1.0",
+            "celery[redis]>=5.3",
         ],
         "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1", "pytest-xdist>=3.5"],
     },

@@ -62,10 +62,17 @@ OPERATIONS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "ensure_public_topic": (str,),
     "ensure_group": (str,),
     "ensure_group_topic": (str, str),
+    "pub_named": (str, bytes),
 }
 
 #: The operations pubsubsse 0.1.0 knows (entry format 1): a log shared with such a process can carry no other.
-OPERATIONS_V1 = frozenset(OPERATIONS) - {"noop", "ensure_public_topic", "ensure_group", "ensure_group_topic"}
+OPERATIONS_V1 = frozenset(OPERATIONS) - {
+    "noop",
+    "ensure_public_topic",
+    "ensure_group",
+    "ensure_group_topic",
+    "pub_named",
+}
 
 
 def parse_event_id(value: object) -> int | None:
@@ -645,6 +652,11 @@ class Core:
             client._mailbox.deliver(body)
         self.counters.published += 1
         self.counters.delivered += len(subscribers)
+
+    def _op_pub_named(self, fx: Effects, topic_id: str, body: bytes) -> None:
+        """Publish to the public topic with this id, creating it first if absent (what a Publisher sends)."""
+        self._op_ensure_public_topic(fx, topic_id)
+        self._op_pub(fx, topic_id, body)
 
     def _op_attach(self, fx: Effects, client_id: str, token: str, last_event_id: str | None) -> Sink | None:
         """Attach a stream (held by the process that ``token`` names) and end the one before (takeover)."""

@@ -84,10 +84,8 @@ class Publisher:
         body = encode_update(topic_id, data, self._json_dumps)
         if len(body) > self._max_payload_bytes:
             raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
-        entries = []
-        if named:
-            entries.append(encode_entry(self._origin, next(self._numbers), "ensure_public_topic", (topic_id,), 2))
-        entries.append(encode_entry(self._origin, next(self._numbers), "pub", (topic_id, body), 2))
+        operation = "pub_named" if named else "pub"
+        entries = [encode_entry(self._origin, next(self._numbers), operation, (topic_id, body), 2)]
         try:
             outcome = self._log.append(entries, "*", _NO_DEADLINE, 0)
         except LogUnavailable as error:

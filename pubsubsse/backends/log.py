@@ -171,6 +171,10 @@ class _Change:
         self.done.set()
 
 
+#: Operations whose last argument is a message body: format 2 carries it in a field of its own.
+_WITH_BODY = frozenset({"pub", "pub_named"})
+
+
 def encode_entry(origin: str, number: int, operation: str, args: tuple[Any, ...], version: int) -> dict[str, bytes]:
     """Return the fields of a log entry in format ``version``."""
     if version == 1:  # pubsubsse 0.1.0: one JSON field, a published body carried as text inside it
@@ -178,7 +182,7 @@ def encode_entry(origin: str, number: int, operation: str, args: tuple[Any, ...]
             args = (args[0], args[1].decode("utf-8"))
         return {"c": _dumps([origin, number, operation, list(args)])}
     fields = {"v": b"2"}
-    if operation == "pub":  # the body is JSON already: carried as it is, next to the command
+    if operation in _WITH_BODY:  # the body is JSON already: carried as it is, next to the command
         fields["b"] = args[1]
         args = args[:1]
     fields["e"] = _dumps([origin, number, operation, list(args)])
@@ -194,7 +198,7 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, int, str, tuple[Any, 
             args = [args[0], args[1].encode("utf-8")]
     elif version == b"2":
         origin, number, operation, args = json.loads(fields[b"e"])
-        if operation == "pub" and isinstance(args, list):
+        if operation in _WITH_BODY and isinstance(args, list):
             args = [*args, fields[b"b"]]
     else:
         raise ValueError(f"entry format {version!r} is not one this version reads")
@@ -501,7 +505,7 @@ class LogBackend(Backend):
                 self._outbox.put(None)
                 break
             pending.append(change)
-            size += len(change.args[-1]) if change.operation == "pub" else 100
+            size += len(change.args[-1]) if change.operation in _WITH_BODY else 100
         batch = []
         with self._waiting_lock:
             for change in pending:

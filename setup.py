@@ -68,7 +68,6 @@ setup(
     },
     classifiers=[
         "Framework :: Flask",
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Internet :: WWW/HTTP :: Dynamic Content",
         "Typing :: Typed",

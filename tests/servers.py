@@ -109,13 +109,14 @@ class Server:
         ready: str = "/test/ready",
         tls: bool = False,
         cwd: Path = ROOT,
+        port: int | None = None,
     ) -> None:
         self.kind = kind
         self.tls = tls
         self.ready = ready
         self.workers = workers if kind != "threaded" else 0
         self.workers_dir = tempfile.mkdtemp(prefix="pubsubsse-workers-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
             prefix=f"pubsubsse-{kind}-", suffix=".log", delete=False

@@ -231,3 +231,40 @@ def test_a_refused_ticket_gets_a_fresh_stream_url_and_keeps_the_client(browser, 
         assert errors == []
     finally:
         context.close()
+
+
+def test_the_demo_survives_a_restart_of_the_server(browser):
+    """The ticker is a named topic: a restarted server has it again, under the same id.
+
+    The page's client is unknown to the new process (the service was in memory), so the browser
+    client registers a new one and restores its subscriptions by topic id; the ticker goes on,
+    also after a reload. The chat box never offers the ticker (its feed is the server's).
+    """
+    env = {"DEMO_TICK_SECONDS": "0.25", "PUBSUBSSE_RETRY": "0.3", "PUBSUBSSE_HEARTBEAT": "2"}
+    srv = Server("gevent", app="tests.demo_app:app", env=env)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        page.goto(srv.url("/"))
+        page.wait_for_function("Number(document.querySelector('[data-testid=ticker-n]').textContent) > 2")
+        ticker = topic_row(page, "Ticker").get_attribute("data-topic")
+        assert ticker == "T-ticker"
+        assert ticker not in page.eval_on_selector_all(
+            '[data-testid="publish-topic"] option', "os => os.map(o => o.value)"
+        )
+        tick = "Number(document.querySelector('[data-testid=ticker-n]').textContent)"
+        port = srv.port
+        srv.stop()
+        before = page.evaluate(tick)
+        srv = Server("gevent", app="tests.demo_app:app", env=env, port=port)
+        page.wait_for_function(f"{tick} !== {before}")  # the new server's ticker counts from 1 again
+        now = page.evaluate(tick)
+        page.wait_for_function(f"{tick} > {now}")  # and its ticks keep coming
+        assert topic_row(page, "Ticker").get_attribute("class") == "subscribed"
+        page.reload()
+        page.wait_for_function(f"{tick} > 2")
+        assert topic_row(page, "Ticker").get_attribute("data-topic") == "T-ticker"
+    finally:
+        context.close()
+        srv.stop()

@@ -9,7 +9,8 @@ publishes to a shared service from any process.
 
 from __future__ import annotations
 
-from .blueprint import create_blueprint
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BackendUnavailable,
     ClientNotFound,
@@ -20,14 +21,31 @@ from .errors import (
     TopicNotFound,
 )
 from .events import EventManager
-from .flask import PubSubSSE
 from .model import Client, Group, GroupTopic, Status, Topic, TopicType
 from .publisher import Publisher
 from .service import SSEPubSubService
 from .stream import Stream
 from .tickets import StreamTickets
 
+if TYPE_CHECKING:
+    from .flask import PubSubSSE
+    from .flask.blueprint import create_blueprint
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The Flask adapter is imported on first use, so that a Django or plain WSGI app never imports Flask.
+    if name == "create_blueprint":
+        from .flask.blueprint import create_blueprint
+
+        return create_blueprint
+    if name == "PubSubSSE":
+        from .flask import PubSubSSE
+
+        return PubSubSSE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SSEPubSubService",

@@ -51,6 +51,7 @@ a topic never arrives after the client was told it is unsubscribed from it.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import threading
@@ -521,3 +522,11 @@ class SSEPubSubService:
                 time.sleep(0)
         for client_id, detaches in expired:
             backend.submit("expire_client", (client_id, detaches))
+
+
+#: The options :class:`SSEPubSubService` takes (keyword arguments), for adapters that read them from settings.
+SERVICE_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(SSEPubSubService.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)

@@ -101,17 +101,23 @@ class Recorder:
         return out
 
 
-SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-pg"]
+#: The servers and adapters the HTTP suites run against: the Flask adapter under gunicorn's gevent
+#: worker, Werkzeug's threaded server and a cluster on Redis or PostgreSQL; the plain WSGI adapter
+#: and the Django adapter under gunicorn's gevent worker.
+SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-pg", "wsgi", "django"]
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
 def server(request):
-    """A real server: gunicorn with gevent, Werkzeug's threaded server, or a cluster on Redis or PostgreSQL."""
+    """A real server running the test app (tests/server_app.py) with one of the adapters."""
     from .servers import Cluster, Server
 
     env = {"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"}
     if request.param.startswith("cluster"):
         srv = Cluster(env, backend="postgres" if request.param == "cluster-pg" else "redis")
+    elif request.param in ("wsgi", "django"):
+        srv = Server("gevent", env={**env, "PUBSUBSSE_ADAPTER": request.param})
+        srv.kind = request.param
     else:
         srv = Server(request.param, env=env)
     yield srv

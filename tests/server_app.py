@@ -55,8 +55,9 @@ def _backend_options() -> dict:
     return {"redis_url": url, "redis_key": key, "redis_snapshot_every": snapshot_every}
 
 
-def create_app() -> Flask:
-    service = SSEPubSubService(
+def create_app():
+    adapter = os.environ.get("PUBSUBSSE_ADAPTER", "flask")
+    service_options = dict(
         heartbeat=_env_number("PUBSUBSSE_HEARTBEAT", 15.0),
         retry=0.5,
         replay_size=_env_number("PUBSUBSSE_REPLAY", 1000, int),
@@ -64,6 +65,31 @@ def create_app() -> Flask:
         client_timeout=_env_number("PUBSUBSSE_CLIENT_TIMEOUT", None),
         **_backend_options(),
     )
+    cors = os.environ.get("PUBSUBSSE_CORS")
+    main_options = dict(
+        public_topic_creation=True,
+        cors_origins=cors.split(",") if cors else None,
+        new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
+        new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
+        stats_endpoint=True,
+    )
+    # The second mount: every option spelt out, since Django's overrides its settings' options.
+    locked_options = dict(
+        public_topic_creation=False,
+        private_topics=False,
+        client_removal=False,
+        end_streams_on_sigterm=False,
+        cors_origins=None,
+        new_clients_per_second=10.0,
+        new_clients_burst=100,
+        stats_endpoint=False,
+    )
+    if adapter == "django":
+        from .django_project import setup
+
+        service = setup(service_options, main_options, locked_options)
+    else:
+        service = SSEPubSubService(**service_options)
     status_events: Counter = Counter()
     shared = None
     if os.environ.get("PUBSUBSSE_REDIS_URL"):  # count across the cluster, to show each fires once
@@ -87,29 +113,11 @@ def create_app() -> Flask:
 
     service.on_new_client.listen(count_status)
     app = Flask(__name__)
-    cors = os.environ.get("PUBSUBSSE_CORS")
-    app.register_blueprint(
-        create_blueprint(
-            service,
-            public_topic_creation=True,
-            cors_origins=cors.split(",") if cors else None,
-            new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
-            new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
-            stats_endpoint=True,
-        ),
-        url_prefix=os.environ.get("PUBSUBSSE_PREFIX", ""),
-    )
-    app.register_blueprint(
-        create_blueprint(
-            service,
-            name="locked",
-            public_topic_creation=False,
-            private_topics=False,
-            client_removal=False,
-            end_streams_on_sigterm=False,
-        ),
-        url_prefix="/locked",
-    )
+    if adapter == "flask":
+        app.register_blueprint(
+            create_blueprint(service, **main_options), url_prefix=os.environ.get("PUBSUBSSE_PREFIX", "")
+        )
+        app.register_blueprint(create_blueprint(service, name="locked", **locked_options), url_prefix="/locked")
 
     @app.before_request
     def count_status_here():
@@ -233,7 +241,40 @@ def create_app() -> Flask:
             }
         )
 
-    return app
+    if adapter == "flask":
+        return app
+    if adapter == "wsgi":
+        from pubsubsse.wsgi import make_wsgi_app
+
+        endpoints, locked = make_wsgi_app(service, **main_options), make_wsgi_app(service, **locked_options)
+    else:
+        from django.core.wsgi import get_wsgi_application
+
+        endpoints = locked = get_wsgi_application()  # its URLs mount both
+    return _dispatch(app, endpoints, locked, service, count_status)
+
+
+def _dispatch(controls, endpoints, locked, service, count_status):
+    """The WSGI app of the other adapters: /test/ to the test controls, /locked/ and the rest to the endpoints."""
+
+    def dispatch(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/test/"):
+            return controls(environ, start_response)
+        if path.endswith("/event"):  # as count_status_here does under Flask
+            from urllib.parse import parse_qs
+
+            client_id = parse_qs(environ.get("QUERY_STRING", "")).get("client_id", [""])[0]
+            client = service.get_client_by_id(client_id)
+            if client is not None:
+                count_status(client)
+        if locked is not endpoints and path.startswith("/locked/"):
+            script_name = environ.get("SCRIPT_NAME", "") + "/locked"
+            environ = {**environ, "SCRIPT_NAME": script_name, "PATH_INFO": path[len("/locked") :]}
+            return locked(environ, start_response)
+        return endpoints(environ, start_response)
+
+    return dispatch
 
 
 def main() -> None:

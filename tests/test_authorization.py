@@ -197,6 +197,7 @@ def test_cross_site_requests_are_refused_and_change_nothing(alice, headers):
         ("POST", "/team/say", {"topic": alice.team_topics[0], "text": "forged"}),
         ("POST", "/logout", {}),
     ]
+
     def state() -> dict[str, object]:
         """What the user has; the stream URL carries a ticket minted per request, so it is left out."""
         me = alice.http.get("/me").json()

@@ -35,10 +35,9 @@ publishes with a :class:`~pubsubsse.Publisher`).
 
 from __future__ import annotations
 
-import inspect
 import json
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -46,25 +45,19 @@ from flask.cli import AppGroup
 from werkzeug.local import LocalProxy
 
 from ..backends.log import LogBackend
-from ..blueprint import create_blueprint
 from ..errors import PubSubError
 from ..model import Group, Topic
+from ..protocol import ENDPOINT_OPTIONS
 from ..publisher import Publisher
-from ..service import SSEPubSubService
+from ..service import SERVICE_OPTIONS, SSEPubSubService
+from .blueprint import create_blueprint
 
 __all__ = ["PubSubSSE", "current_service", "cli"]
 
 PREFIX = "PUBSUBSSE_"
 
 
-def _keyword_options(function: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(
-        name for name, p in inspect.signature(function).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-    )
-
-
-SERVICE_OPTIONS = _keyword_options(SSEPubSubService.__init__)
-BLUEPRINT_OPTIONS = _keyword_options(create_blueprint) - {"name"}
+BLUEPRINT_OPTIONS = ENDPOINT_OPTIONS
 OPTIONS = SERVICE_OPTIONS | BLUEPRINT_OPTIONS | {"url_prefix"}
 
 

@@ -1,0 +1,87 @@
+"""Django integration: the endpoints as an installable app, configured by ``settings.PUBSUBSSE``.
+
+In ``settings.py``::
+
+    INSTALLED_APPS = [..., "pubsubsse.django"]
+    PUBSUBSSE = {
+        "redis_url": "redis://127.0.0.1:6379/0",  # leave it out for one process
+        "public_topic_creation": False,
+        "authorize": "myproject.sse.authorize",  # a callable, or its dotted path
+    }
+
+In ``urls.py``::
+
+    urlpatterns = [..., path("sse/", include("pubsubsse.django.urls"))]
+
+and in a view or a task::
+
+    from pubsubsse.django import publish
+
+    publish("orders", {"id": 42})  # the public topic named "orders", T-orders on the wire
+
+``PUBSUBSSE`` takes every option of :class:`~pubsubsse.SSEPubSubService`
+and of the endpoints (:class:`~pubsubsse.protocol.Endpoints`), by their
+Python names; an unknown key raises ``ImproperlyConfigured``. The service is
+built on first use, in the process that uses it (each gunicorn worker builds
+its own). The ``authorize`` hook receives Django's ``HttpRequest`` and may
+raise ``PermissionDenied`` (403) or :class:`~pubsubsse.protocol.Refused`.
+The endpoints are exempt from CSRF checks: they take no cookies of their own
+(an app whose ``authorize`` hook trusts the session cookie should check the
+request's origin there, as in the authorization guide).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..model import Group, Topic
+from ..protocol import ENDPOINT_OPTIONS
+from ..service import SERVICE_OPTIONS, SSEPubSubService
+
+__all__ = ["get_service", "publish", "public_topic", "group", "settings_options"]
+
+_lock = threading.Lock()
+_service: SSEPubSubService | None = None
+
+
+def settings_options() -> dict[str, Any]:
+    """Return ``settings.PUBSUBSSE``, checked, with an ``authorize`` dotted path resolved."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.utils.module_loading import import_string
+
+    options = dict(getattr(settings, "PUBSUBSSE", {}))
+    unknown = set(options) - SERVICE_OPTIONS - ENDPOINT_OPTIONS
+    if unknown:
+        known = ", ".join(sorted(SERVICE_OPTIONS | ENDPOINT_OPTIONS))
+        raise ImproperlyConfigured(f"unknown keys {sorted(unknown)} in settings.PUBSUBSSE; the keys are {known}")
+    if isinstance(options.get("authorize"), str):
+        options["authorize"] = import_string(options["authorize"])
+    return options
+
+
+def get_service() -> SSEPubSubService:
+    """Return this process's service, built from ``settings.PUBSUBSSE`` on first use."""
+    global _service
+    if _service is None:
+        with _lock:
+            if _service is None:
+                options = settings_options()
+                _service = SSEPubSubService(**{k: v for k, v in options.items() if k in SERVICE_OPTIONS})
+    return _service
+
+
+def public_topic(name: str) -> Topic:
+    """Return the public topic named ``name``, creating it if absent (see :meth:`SSEPubSubService.public_topic`)."""
+    return get_service().public_topic(name)
+
+
+def group(name: str) -> Group:
+    """Return the group named ``name``, creating it if absent (see :meth:`SSEPubSubService.group`)."""
+    return get_service().group(name)
+
+
+def publish(topic: str, data: Any) -> None:
+    """Publish ``data`` to the public topic named ``topic``, creating it if absent."""
+    get_service().public_topic(topic).pub(data)

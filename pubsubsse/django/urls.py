@@ -1,0 +1,9 @@
+"""The endpoints' URLs: ``path("sse/", include("pubsubsse.django.urls"))``."""
+
+from __future__ import annotations
+
+from .views import patterns
+
+app_name = "pubsubsse"
+
+urlpatterns = patterns()

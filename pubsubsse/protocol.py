@@ -1,0 +1,623 @@
+"""The HTTP protocol without a web framework: a :class:`Request` in, a reply out.
+
+:class:`Endpoints` owns every rule of pubsubsse's HTTP protocol: which path is
+which endpoint, parameters (query string, form or JSON body, the query string
+winning), limits on their size, the ``authorize`` hook, stream tickets, the
+limit on new clients, CORS, and the mapping of errors to status codes. It does
+no I/O: adapters build a :class:`Request` from their framework's request and
+turn the answer (:class:`Reply`, :class:`StreamReply` or :class:`FileReply`)
+into their framework's response. The adapters shipped are
+:func:`pubsubsse.create_blueprint` (Flask), :func:`pubsubsse.wsgi.make_wsgi_app`
+(any WSGI framework) and :mod:`pubsubsse.django`.
+
+Every endpoint accepts GET and POST. Answers are JSON: success is
+``{"ok": "true", ...}``, failure a 4xx (or, for a fault of ours, 500; 503
+when a shared backend is unreachable) with ``{"ok": "false", "error":
+"<short message>"}``. ``/event`` answers with an SSE stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import inspect
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+from urllib.parse import parse_qsl
+
+from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
+from .model import Client, Topic, check_name, short_id
+from .ratelimit import RateLimiter
+from .service import SSEPubSubService
+from .stream import Stream
+from .tickets import BadTicket, StreamTickets
+
+__all__ = [
+    "ACTIONS",
+    "ENDPOINT_OPTIONS",
+    "PATHS",
+    "Authorize",
+    "Endpoints",
+    "FileReply",
+    "Refused",
+    "Reply",
+    "Request",
+    "StreamReply",
+    "client_script",
+]
+
+log = logging.getLogger(__name__)
+
+#: The ``action`` names an :data:`Authorize` hook is called with, one per endpoint.
+ACTIONS = (
+    "add_user",
+    "add_public_topic",
+    "add_private_topic",
+    "sub",
+    "unsub",
+    "remove_user",
+    "remove_private_topic",
+    "event",
+    "stats",
+)
+
+#: Each endpoint's path below the mount point, and its action.
+PATHS: Mapping[str, str] = {
+    "/add/user": "add_user",
+    "/add/topic/public/": "add_public_topic",
+    "/add/topic/private/": "add_private_topic",
+    "/sub": "sub",
+    "/unsub": "unsub",
+    "/remove/user": "remove_user",
+    "/remove/topic/private/": "remove_private_topic",
+    "/event": "event",
+    "/stats": "stats",
+}
+
+#: ``authorize(request, action, client, topic) -> bool``, where ``request`` is the framework's own
+#: request object (Flask's ``request``, a Werkzeug ``Request``, a Django ``HttpRequest``).
+Authorize = Callable[[Any, str, Optional[Client], Optional[Topic]], bool]
+
+_MAX_ID_LENGTH = 64
+_ALLOW = "GET, POST"
+_JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
+_STREAM_HEADERS = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-cache, no-transform"),
+    # nginx buffers responses unless told not to, which would hold events back.
+    ("X-Accel-Buffering", "no"),
+)
+
+_ERROR_MESSAGES: dict[type[PubSubError], str] = {
+    ClientNotFound: "client not found",
+    TopicNotFound: "topic not found",
+    NotSubscribed: "not subscribed",
+}
+
+
+def client_script() -> Path:
+    """Where the browser client is: in the installed package, or (a source checkout) in ``static/``."""
+    package = Path(__file__).resolve().parent
+    built = package / "static" / "pubsubsse.js"
+    return built if built.exists() else package.parent / "static" / "pubsubsse.js"
+
+
+class Refused(Exception):
+    """Ends a request with a JSON error answer: raise it from an ``authorize`` hook to choose the answer.
+
+    ``Refused(401, "login required")`` answers 401 with ``{"ok": "false",
+    "error": "login required"}``, in every framework. (Under Flask and plain
+    WSGI, Werkzeug's ``Unauthorized`` and ``Forbidden`` work too; under
+    Django, ``PermissionDenied``.)
+    """
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the protocol needs of an HTTP request. Adapters build one per request.
+
+    ``path`` is below the endpoints' mount point (``"/add/user"``); ``headers``
+    must look names up case-insensitively (Werkzeug's and Django's header
+    mappings do); ``read_body(n)`` returns at most ``n`` bytes of the body
+    (already decoded from any chunked transfer encoding) and raises anything
+    for a body the server could not read; ``native`` is the framework's
+    request, handed to the ``authorize`` hook.
+    """
+
+    method: str
+    path: str
+    query_string: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    remote_addr: str | None = None
+    content_type: str = ""
+    content_length: int | None = None
+    read_body: Callable[[int], bytes] = field(default=lambda size: b"")
+    native: Any = None
+
+
+@dataclass
+class Reply:
+    """A complete answer: status, headers and body (JSON, or empty for a preflight)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    def json(self) -> Any:
+        """Return the body, decoded."""
+        return json.loads(self.body)
+
+
+@dataclass
+class StreamReply:
+    """A ``200`` answer whose body is ``stream``'s chunks; the adapter sends them as they come.
+
+    The adapter must call ``stream.close()`` when the response ends, however it
+    ends. ``end_on_sigterm`` says whether the endpoints were asked to end
+    streams when the process gets SIGTERM.
+    """
+
+    headers: list[tuple[str, str]]
+    stream: Stream
+    service: SSEPubSubService
+    end_on_sigterm: bool = True
+    status: int = 200
+
+
+@dataclass
+class FileReply:
+    """A static file (the browser client), for the adapter to send with its own file response."""
+
+    path: Path
+    content_type: str
+    max_age: int
+    headers: list[tuple[str, str]]
+    status: int = 200
+
+
+Answer = Union[Reply, StreamReply, FileReply]
+
+
+def _json_reply(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Reply:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return Reply(status, [*_JSON_HEADERS, ("Content-Length", str(len(data))), *(headers or {}).items()], data)
+
+
+def _ok(**fields: str) -> Reply:
+    return _json_reply(200, {"ok": "true", **fields})
+
+
+def error_reply(status: int, message: str, headers: Mapping[str, str] | None = None) -> Reply:
+    """Return the JSON answer for a refused request: ``{"ok": "false", "error": message}``."""
+    return _json_reply(status, {"ok": "false", "error": message}, headers)
+
+
+def _parse_urlencoded(raw: bytes, where: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, errors="strict")
+    except UnicodeDecodeError:
+        raise Refused(400, f"invalid {where}: not UTF-8") from None
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        params.setdefault(key, value)
+    return params
+
+
+def _is_unicode(text: str) -> bool:
+    """Return whether ``text`` can be encoded as UTF-8 (JSON escapes of lone surrogates make strings that cannot)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_body(request: Request, limit: int) -> dict[str, str]:
+    if request.content_length is not None and request.content_length > limit:
+        raise Refused(413, "request body too large")
+    try:
+        raw = request.read_body(limit + 1)
+    except Exception as error:
+        # The server could not decode the body (a broken chunked encoding, a body cut short):
+        # each server raises its own exceptions for it, all of them the client's doing.
+        log.debug("request body unreadable: %s: %s", type(error).__name__, error)
+        raise Refused(400, "invalid request body") from None
+    if len(raw) > limit:
+        raise Refused(413, "request body too large")
+    if not raw.strip():
+        return {}
+    mimetype = request.content_type
+    if mimetype == "application/x-www-form-urlencoded":
+        return _parse_urlencoded(raw, "form body")
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nesting like [[[[...
+            raise Refused(400, "invalid JSON body") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "invalid JSON body: expected an object")
+        for key, value in body.items():
+            if not (_is_unicode(key) and (not isinstance(value, str) or _is_unicode(value))):
+                raise Refused(400, "invalid JSON body: not UTF-8")
+            if not isinstance(value, str):
+                raise Refused(400, f"invalid parameter {key}: expected a string")
+        return body
+    raise Refused(415, "unsupported body: send a query string, a form or a JSON object")
+
+
+class Endpoints:
+    """The protocol's endpoints for ``service``, with the options every adapter takes.
+
+    ``service`` is an :class:`~pubsubsse.SSEPubSubService` or a function
+    returning one, called on first use (in the process that serves: a gunicorn
+    worker builds its own). The options:
+
+    ``public_topic_creation`` (default ``False``)
+        Serve ``/add/topic/public/``. Off, it answers 403 ``forbidden``: most
+        apps create public topics in server code.
+    ``private_topics`` (default ``True``)
+        Serve ``/add/topic/private/`` and ``/remove/topic/private/``.
+    ``client_removal`` (default ``True``)
+        Serve ``/remove/user``.
+    ``authorize``
+        ``authorize(request, action, client, topic) -> bool``, called before
+        every endpoint acts, with the framework's request, once the client and
+        topic named by the request are known (``None`` where an endpoint has
+        none, for an id that names no client, and for a topic that does not
+        exist or the client cannot see; ``action`` is one of :data:`ACTIONS`).
+        Anything but ``True`` refuses the call with 403 ``forbidden``; raise
+        :class:`Refused` (or the framework's own 401/403 exception) with a
+        message to choose the answer.
+    ``cors_origins``
+        Origins allowed to call the endpoints from other sites: ``"*"`` or a
+        list such as ``["https://app.example.com"]``. Preflight requests are
+        answered, allowing the ``Last-Event-ID`` and ``Content-Type`` headers.
+        ``None`` (the default) sends no CORS headers.
+    ``max_query_length`` (bytes, default 2048)
+        Longer query strings get 414. Servers have their own, earlier limit on
+        the request line (gunicorn: ``--limit-request-line``, 4094).
+    ``max_body_size`` (bytes, default 16384)
+        Larger POST bodies get 413.
+    ``end_streams_on_sigterm`` (default ``True``)
+        When the process receives SIGTERM (gunicorn stopping or reloading a
+        worker), end every open stream at once so clients reconnect to another
+        worker instead of holding this one until its graceful timeout. See
+        :mod:`pubsubsse.servers.shutdown`.
+    ``serve_client`` (default ``True``)
+        Serve the browser client at ``pubsubsse.js`` below the mount point.
+    ``direct_writes`` (default ``True``)
+        Under gunicorn's gevent worker, let publishers write events straight
+        to the sockets of idle streams instead of waking one greenlet per
+        stream (see :mod:`pubsubsse.servers.gunicorn_gevent`). Later body
+        bytes then bypass WSGI middleware: turn this off if a middleware must
+        see or transform the body of ``/event`` responses. Other servers are
+        not affected.
+    ``tickets``
+        A :class:`~pubsubsse.StreamTickets`: ``/event`` then also accepts
+        ``ticket=<signed, short-lived ticket>`` in place of ``client_id``, so
+        the long-lived id stays out of stream URLs (and logs). Bad tickets get
+        400 ``invalid ticket`` or ``ticket expired``.
+    ``new_clients_per_second`` (default 10) and ``new_clients_burst`` (default 100)
+        How many clients ``/add/user`` creates per remote address: on average,
+        and in a burst. Beyond that it answers 429 ``too many new clients``
+        with ``Retry-After``. ``None`` turns the limit off; ``max_clients`` on
+        the service still caps the total. Behind a proxy, make the framework
+        see the client's address (Werkzeug's ``ProxyFix``, gunicorn's
+        ``--forwarded-allow-ips``).
+    ``stats_endpoint`` (default ``False``)
+        Serve ``/stats``: :meth:`SSEPubSubService.stats` as JSON, for
+        monitoring. The ``authorize`` hook sees it as action ``"stats"``.
+
+    Client ids are credentials and are treated as such: they are compared in
+    constant time and never logged in full.
+    """
+
+    def __init__(
+        self,
+        service: SSEPubSubService | Callable[[], SSEPubSubService],
+        *,
+        public_topic_creation: bool = False,
+        private_topics: bool = True,
+        client_removal: bool = True,
+        authorize: Authorize | None = None,
+        cors_origins: str | Iterable[str] | None = None,
+        max_query_length: int = 2048,
+        max_body_size: int = 16384,
+        end_streams_on_sigterm: bool = True,
+        serve_client: bool = True,
+        direct_writes: bool = True,
+        tickets: StreamTickets | None = None,
+        new_clients_per_second: float | None = 10.0,
+        new_clients_burst: int = 100,
+        stats_endpoint: bool = False,
+        translate_error: Callable[[Exception], Refused | None] | None = None,
+    ) -> None:
+        if isinstance(service, SSEPubSubService):
+            the_service = service
+            service._serving = True  # publishes here can reach browsers: no warning about them
+
+            def get_service() -> SSEPubSubService:
+                return the_service
+
+            self.service_is_built = True
+        elif callable(service):
+            make_service = service
+
+            @functools.lru_cache(maxsize=1)
+            def get_service() -> SSEPubSubService:
+                made = make_service()
+                if not isinstance(made, SSEPubSubService):
+                    raise TypeError(f"the service function returned {made!r}, not an SSEPubSubService")
+                made._serving = True
+                return made
+
+            self.service_is_built = False
+        else:
+            raise TypeError(f"service must be an SSEPubSubService or a function returning one, got {service!r}")
+        if authorize is not None and not callable(authorize):
+            raise TypeError("authorize must be a callable(request, action, client, topic) -> bool")
+        self._get_service = get_service
+        self.authorize = authorize
+        self.enabled = {
+            "add_public_topic": public_topic_creation,
+            "add_private_topic": private_topics,
+            "remove_private_topic": private_topics,
+            "remove_user": client_removal,
+        }
+        if isinstance(cors_origins, str) and cors_origins != "*":
+            cors_origins = [cors_origins]
+        self.cors = cors_origins is not None
+        self._any_origin = cors_origins == "*"
+        self._origins = frozenset(() if cors_origins is None or cors_origins == "*" else cors_origins)
+        self.max_query_length = max_query_length
+        self.max_body_size = max_body_size
+        self.end_streams_on_sigterm = end_streams_on_sigterm
+        self.serve_client = serve_client
+        self.direct_writes = direct_writes
+        self.tickets = tickets
+        self.stats_endpoint = stats_endpoint
+        self._new_client_limit = None
+        if new_clients_per_second is not None:
+            self._new_client_limit = RateLimiter(new_clients_per_second, new_clients_burst)
+        self._limited_addresses: set[str] = set()
+        self._translate_error = translate_error
+        self._views: dict[str, Callable[[Request, dict[str, str]], Answer]] = {
+            "add_user": self._add_user,
+            "add_public_topic": self._add_public_topic,
+            "add_private_topic": self._add_private_topic,
+            "sub": functools.partial(self._subscription, "sub", Client.sub),
+            "unsub": functools.partial(self._subscription, "unsub", Client.unsub),
+            "remove_user": self._remove_user,
+            "remove_private_topic": self._remove_private_topic,
+            "event": self._event,
+            "stats": self._stats,
+        }
+
+    @property
+    def service(self) -> SSEPubSubService:
+        """The service served (built on first use when a function was given)."""
+        return self._get_service()
+
+    def paths(self) -> dict[str, str]:
+        """Return the paths served below the mount point, each with its action (``"client_script"`` for the script)."""
+        served = {path: action for path, action in PATHS.items() if action != "stats" or self.stats_endpoint}
+        if self.serve_client:
+            served["/pubsubsse.js"] = "client_script"
+        return served
+
+    def action_for(self, path: str) -> str | None:
+        """Return the action served at ``path`` (with or without a trailing slash), or ``None``."""
+        wanted = path.rstrip("/")
+        for served, action in self.paths().items():
+            if served.rstrip("/") == wanted:
+                return action
+        return None
+
+    # -- the entry point ----------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Answer:
+        """Answer ``request``. Never raises: every failure is a JSON error answer."""
+        action = self.action_for(request.path)
+        answer: Answer
+        if action is None:
+            answer = error_reply(404, "not found")
+        elif action == "client_script":
+            answer = self._client_script(request)
+        else:
+            answer = self._endpoint(action, request)
+        if self.cors:
+            answer.headers.extend(self._cors_headers(request))
+        return answer
+
+    def _endpoint(self, action: str, request: Request) -> Answer:
+        if request.method == "OPTIONS":
+            return Reply(200, [("Allow", "GET, POST, OPTIONS"), ("Content-Length", "0")])
+        try:
+            if request.method not in ("GET", "POST"):
+                # HEAD too: GET changes state here (Go compatibility), and /event takes the client's
+                # stream over, so a HEAD must not run it.
+                raise Refused(405, "method not allowed", {"Allow": _ALLOW})
+            if not self.enabled.get(action, True):
+                raise Refused(403, "forbidden")
+            return self._views[action](request, self._params(request))
+        except Refused as refused:
+            if refused.status in (413, 414):
+                log.info("pubsubsse endpoint %s: request refused: %s", action, refused.message)
+            return error_reply(refused.status, refused.message, refused.headers)
+        except LimitReached as limit:
+            return error_reply(429, f"limit reached: {str(limit).partition(':')[0]}")
+        except BackendUnavailable:
+            log.warning("pubsubsse endpoint %s: backend unavailable", action)
+            return error_reply(503, "backend unavailable")
+        except PubSubError as error:
+            return error_reply(400, _ERROR_MESSAGES.get(type(error), "bad request"))
+        except Exception as error:
+            translated = self._translate_error(error) if self._translate_error is not None else None
+            if translated is not None:
+                return error_reply(translated.status, translated.message, translated.headers)
+            log.exception("pubsubsse endpoint %s failed", action)
+            return error_reply(500, "internal server error")
+
+    def _client_script(self, request: Request) -> Answer:
+        if request.method not in ("GET", "HEAD"):
+            return error_reply(405, "method not allowed", {"Allow": "GET, HEAD"})
+        return FileReply(client_script(), "text/javascript", 300, [])
+
+    def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("Origin")
+        if origin is None or not (self._any_origin or origin in self._origins):
+            return []
+        headers = [("Access-Control-Allow-Origin", "*" if self._any_origin else origin)]
+        if not self._any_origin:
+            headers.append(("Vary", "Origin"))
+        if request.method == "OPTIONS":
+            headers += [
+                ("Access-Control-Allow-Methods", _ALLOW),
+                ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Cache-Control"),
+                ("Access-Control-Max-Age", "600"),
+            ]
+        return headers
+
+    def _params(self, request: Request) -> dict[str, str]:
+        """Return the request's parameters; the query string wins over the body."""
+        if len(request.query_string) > self.max_query_length:
+            raise Refused(414, "query string too long")
+        query = _parse_urlencoded(request.query_string, "query string")
+        if request.method != "POST":
+            return query
+        return {**_parse_body(request, self.max_body_size), **query}
+
+    # -- the rules shared by endpoints ------------------------------------------------------
+
+    def _check(self, request: Request, action: str, client: Client | None, topic: Topic | None = None) -> None:
+        if self.authorize is not None and self.authorize(request.native, action, client, topic) is not True:
+            raise Refused(403, "forbidden")
+
+    def _find_client(self, params: Mapping[str, str]) -> Client | None:
+        client_id = params.get("client_id", "")
+        client = self.service.get_client_by_id(client_id) if len(client_id) <= _MAX_ID_LENGTH else None
+        # The dict lookup hashes the whole id with a per-process random key, so its timing says
+        # nothing about how much of a guess was right; the final comparison is constant-time too.
+        if client is None or not hmac.compare_digest(client.id.encode(), client_id.encode()):
+            return None
+        return client
+
+    def _checked_client(self, request: Request, action: str, params: Mapping[str, str]) -> Client:
+        """Return the client the request names, once the hook allowed the call.
+
+        The hook is asked first, with ``None`` for an id that names no client, so that a caller
+        who may not act learns nothing, not even whether the id exists.
+        """
+        client = self._find_client(params)
+        self._check(request, action, client)
+        if client is None:
+            raise ClientNotFound(params.get("client_id", ""))
+        return client
+
+    def _client_and_topic(
+        self, request: Request, action: str, params: Mapping[str, str], private_only: bool = False
+    ) -> tuple[Client, Topic]:
+        """Return the client and the topic (as the client sees it) the request names, once the hook allowed it."""
+        client = self._find_client(params)
+        topic_id = params.get("topic", "")
+        topic = None
+        if client is not None and len(topic_id) <= _MAX_ID_LENGTH:
+            topic = client.get_private_topic_by_id(topic_id) if private_only else client.get_topic_by_id(topic_id)
+        self._check(request, action, client, topic)
+        if client is None:
+            raise ClientNotFound(params.get("client_id", ""))
+        if topic is None:
+            raise TopicNotFound(topic_id)
+        return client, topic
+
+    def _limit_new_clients(self, request: Request) -> None:
+        if self._new_client_limit is None:
+            return
+        address = request.remote_addr or "unknown"
+        wait = self._new_client_limit.acquire(address)
+        if not wait:
+            self._limited_addresses.discard(address)
+            return
+        if address not in self._limited_addresses and len(self._limited_addresses) < 1000:
+            self._limited_addresses.add(address)  # one log line per address and episode, not per request
+            log.warning("pubsubsse: new clients from %s are rate limited (new_clients_per_second)", address)
+        raise Refused(429, "too many new clients", {"Retry-After": str(math.ceil(wait))})
+
+    # -- the endpoints ----------------------------------------------------------------------
+
+    def _add_user(self, request: Request, params: dict[str, str]) -> Answer:
+        self._check(request, "add_user", None)
+        self._limit_new_clients(request)
+        return _ok(client_id=self.service.new_client().id)
+
+    def _add_public_topic(self, request: Request, params: dict[str, str]) -> Answer:
+        self._check(request, "add_public_topic", None)
+        name = params.get("name")
+        if name is not None:  # a named topic, created if absent (any process gives the same one)
+            try:
+                check_name(name)
+            except ValueError as bad:
+                raise Refused(400, str(bad)) from None
+            return _ok(topic_id=self.service.public_topic(name).id)
+        return _ok(topic_id=self.service.new_public_topic().id)
+
+    def _add_private_topic(self, request: Request, params: dict[str, str]) -> Answer:
+        client = self._checked_client(request, "add_private_topic", params)
+        return _ok(topic_id=client.new_private_topic().id)
+
+    def _subscription(
+        self, action: str, change: Callable[[Client, Topic], None], request: Request, params: dict[str, str]
+    ) -> Answer:
+        change(*self._client_and_topic(request, action, params))
+        return _ok()
+
+    def _remove_user(self, request: Request, params: dict[str, str]) -> Answer:
+        self.service.remove_client(self._checked_client(request, "remove_user", params))
+        return _ok()
+
+    def _remove_private_topic(self, request: Request, params: dict[str, str]) -> Answer:
+        client, topic = self._client_and_topic(request, "remove_private_topic", params, private_only=True)
+        client.remove_private_topic(topic)
+        return _ok()
+
+    def _event(self, request: Request, params: dict[str, str]) -> Answer:
+        ticket = params.get("ticket")
+        if ticket is None:
+            client = self._checked_client(request, "event", params)
+        elif self.tickets is None:
+            raise Refused(400, "tickets are not enabled")
+        else:
+            try:
+                client_id = self.tickets.client_id(ticket)
+            except BadTicket as bad:
+                raise Refused(400, str(bad)) from None
+            client = self._checked_client(request, "event", {"client_id": client_id})
+        last_event_id = request.headers.get("Last-Event-ID", params.get("last_event_id"))
+        stream = client.stream(last_event_id)
+        log.debug("stream opened for client %s", short_id(client.id))
+        return StreamReply(list(_STREAM_HEADERS), stream, self.service, self.end_streams_on_sigterm)
+
+    def _stats(self, request: Request, params: dict[str, str]) -> Answer:
+        self._check(request, "stats", None)
+        return _json_reply(200, {"ok": "true", **self.service.stats()})
+
+
+#: The options :class:`Endpoints` takes, which every adapter takes too.
+ENDPOINT_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(Endpoints.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "translate_error"
+)

@@ -1,0 +1,15 @@
+"""What depends on the server a stream runs under, fenced off from the protocol.
+
+* :mod:`~pubsubsse.servers.body`: a stream as a WSGI response body, closed when
+  the response ends or the peer goes away;
+* :mod:`~pubsubsse.servers.gunicorn_gevent`: the one server-specific transport,
+  publishers writing events straight to idle streams' sockets under
+  ``gunicorn -k gevent``;
+* :mod:`~pubsubsse.servers.disconnect`: noticing a closed connection while a
+  stream is idle;
+* :mod:`~pubsubsse.servers.shutdown`: ending streams when the server stops the
+  process (SIGTERM).
+
+Whether the process runs under gevent is answered once, by
+:mod:`pubsubsse.runtime`.
+"""

@@ -32,7 +32,7 @@ class BuildWithClient(build_py):
 setup(
     name="pubsubsse",
     version=version,
-    description="Topic-based publish/subscribe over Server-Sent Events for Flask and other WSGI apps",
+    description="Topic-based publish/subscribe over Server-Sent Events for Flask, Django and other WSGI apps",
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
@@ -46,6 +46,7 @@ setup(
         "redis": ["redis>=5.0"],
         "postgres": ["psycopg[binary]>=3.2"],
         "metrics": ["prometheus-client>=0.17"],
+        "django": ["django>=4.2"],
         "test": [
             "pytest>=7.4",
             "pytest-timeout>=2.1",
@@ -63,11 +64,15 @@ setup(
             "prometheus-client>=0.17",
             "Flask-Login>=0.6",
             "celery[redis]>=5.3",
+            "django>=4.2",
+            "waitress>=3.0",
+            "pyuwsgi>=2.0.28; sys_platform == 'linux'",
         ],
         "dev": ["ruff>=0.4", "pytest>=7.4", "pytest-timeout>=2.1", "pytest-xdist>=3.5"],
     },
     classifiers=[
         "Framework :: Flask",
+        "Framework :: Django",
         "Programming Language :: Python :: 3",
         "Topic :: Internet :: WWW/HTTP :: Dynamic Content",
         "Typing :: Typed",

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Request as WerkzeugRequest
 
 from .protocol import Endpoints, FileReply, Refused, Reply, Request, StreamReply
 from .servers import shutdown
-from .servers.body import StreamBody, server_socket
+from .servers.body import StreamBody
 from .servers.gunicorn_gevent import DirectStreamBody, direct_framing
 from .service import SSEPubSubService
 from .stream import Stream
@@ -39,11 +39,10 @@ __all__ = ["make_wsgi_app", "WSGIApp", "stream_body", "werkzeug_request", "werkz
 
 def stream_body(stream: Stream, environ: dict[str, Any], direct_writes: bool = True) -> StreamBody:
     """Return the WSGI body for ``stream``: direct writes under gunicorn's gevent worker where allowed."""
-    sock = server_socket(environ)
     framing = direct_framing(environ) if direct_writes else None
     if framing is not None:
-        return DirectStreamBody(stream, sock, framing)
-    return StreamBody(stream, sock)
+        return DirectStreamBody(stream, environ, framing)
+    return StreamBody(stream, environ)
 
 
 def start_stream(endpoints: Endpoints, reply: StreamReply, environ: dict[str, Any]) -> StreamBody:

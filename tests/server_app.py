@@ -55,9 +55,8 @@ def _backend_options() -> dict:
     return {"redis_url": url, "redis_key": key, "redis_snapshot_every": snapshot_every}
 
 
-def create_app():
-    adapter = os.environ.get("PUBSUBSSE_ADAPTER", "flask")
-    service_options = dict(
+def service_options() -> dict:
+    return dict(
         heartbeat=_env_number("PUBSUBSSE_HEARTBEAT", 15.0),
         retry=0.5,
         replay_size=_env_number("PUBSUBSSE_REPLAY", 1000, int),
@@ -65,31 +64,44 @@ def create_app():
         client_timeout=_env_number("PUBSUBSSE_CLIENT_TIMEOUT", None),
         **_backend_options(),
     )
+
+
+def main_options() -> dict:
     cors = os.environ.get("PUBSUBSSE_CORS")
-    main_options = dict(
+    return dict(
         public_topic_creation=True,
         cors_origins=cors.split(",") if cors else None,
         new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
         new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
         stats_endpoint=True,
     )
-    # The second mount: every option spelt out, since Django's overrides its settings' options.
-    locked_options = dict(
-        public_topic_creation=False,
-        private_topics=False,
-        client_removal=False,
-        end_streams_on_sigterm=False,
-        cors_origins=None,
-        new_clients_per_second=10.0,
-        new_clients_burst=100,
-        stats_endpoint=False,
-    )
-    if adapter == "django":
-        from .django_project import setup
 
-        service = setup(service_options, main_options, locked_options)
+
+#: The second mount: every option spelt out, since Django's overrides its settings' options.
+LOCKED_OPTIONS = dict(
+    public_topic_creation=False,
+    private_topics=False,
+    client_removal=False,
+    end_streams_on_sigterm=False,
+    cors_origins=None,
+    new_clients_per_second=10.0,
+    new_clients_burst=100,
+    stats_endpoint=False,
+)
+
+
+def create_app():
+    adapter = os.environ.get("PUBSUBSSE_ADAPTER", "flask")
+    if adapter == "django":
+        import django
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_settings")
+        django.setup()
+        from pubsubsse.django import get_service
+
+        service = get_service()
     else:
-        service = SSEPubSubService(**service_options)
+        service = SSEPubSubService(**service_options())
     status_events: Counter = Counter()
     shared = None
     if os.environ.get("PUBSUBSSE_REDIS_URL"):  # count across the cluster, to show each fires once
@@ -115,9 +127,9 @@ def create_app():
     app = Flask(__name__)
     if adapter == "flask":
         app.register_blueprint(
-            create_blueprint(service, **main_options), url_prefix=os.environ.get("PUBSUBSSE_PREFIX", "")
+            create_blueprint(service, **main_options()), url_prefix=os.environ.get("PUBSUBSSE_PREFIX", "")
         )
-        app.register_blueprint(create_blueprint(service, name="locked", **locked_options), url_prefix="/locked")
+        app.register_blueprint(create_blueprint(service, name="locked", **LOCKED_OPTIONS), url_prefix="/locked")
 
     @app.before_request
     def count_status_here():
@@ -246,7 +258,7 @@ def create_app():
     if adapter == "wsgi":
         from pubsubsse.wsgi import make_wsgi_app
 
-        endpoints, locked = make_wsgi_app(service, **main_options), make_wsgi_app(service, **locked_options)
+        endpoints, locked = make_wsgi_app(service, **main_options()), make_wsgi_app(service, **LOCKED_OPTIONS)
     else:
         from django.core.wsgi import get_wsgi_application
 

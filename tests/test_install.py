@@ -122,3 +122,22 @@ def test_the_wheel_with_gevent_then_redis_serves_the_readme_app(venv, tmp_path, 
     finally:
         output = stop(proc)
     assert "Traceback" not in output, output
+
+
+@pytest.mark.timeout(900)
+def test_the_wheel_with_django_serves_the_django_example(venv, tmp_path):
+    """``pip install pubsubsse[gevent,django]`` and the example project, copied out of the checkout."""
+    import shutil
+
+    from .test_django import check_django_demo, serve_django_demo
+
+    root, wheel = venv
+    install(root, f"{wheel}[gevent,django]")
+    project = tmp_path / "django_demo"
+    shutil.copytree(ROOT / "example" / "django_demo", project)
+    proc, base = serve_django_demo(str(root / VENV_PYTHON), project, env={"PATH": "/usr/bin:/bin"})
+    try:
+        check_django_demo(base)
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output, output

@@ -73,3 +73,14 @@ def test_the_core_does_no_io_and_takes_no_lock():
     }
     assert not imported & {"socket", "threading", "select", "selectors", "os", "queue", "redis", "psycopg", "gevent"}
     assert "Lock(" not in source and "open(" not in source
+
+
+def test_the_protocol_does_no_io_and_knows_no_framework():
+    tree = ast.parse((PACKAGE / "protocol.py").read_text())
+    imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level
+    }
+    io = {"socket", "threading", "select", "selectors", "os", "signal", "gevent", "io"}
+    frameworks = {"flask", "werkzeug", "django"}
+    assert not imported & (io | frameworks), imported & (io | frameworks)

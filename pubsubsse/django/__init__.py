@@ -32,8 +32,9 @@ request's origin there, as in the authorization guide).
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from ..model import Group, Topic
 from ..protocol import ENDPOINT_OPTIONS
@@ -49,7 +50,6 @@ def settings_options() -> dict[str, Any]:
     """Return ``settings.PUBSUBSSE``, checked, with an ``authorize`` dotted path resolved."""
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
-    from django.utils.module_loading import import_string
 
     options = dict(getattr(settings, "PUBSUBSSE", {}))
     unknown = set(options) - SERVICE_OPTIONS - ENDPOINT_OPTIONS
@@ -57,8 +57,24 @@ def settings_options() -> dict[str, Any]:
         known = ", ".join(sorted(SERVICE_OPTIONS | ENDPOINT_OPTIONS))
         raise ImproperlyConfigured(f"unknown keys {sorted(unknown)} in settings.PUBSUBSSE; the keys are {known}")
     if isinstance(options.get("authorize"), str):
-        options["authorize"] = import_string(options["authorize"])
+        options["authorize"] = _imported_on_first_call(options["authorize"])
     return options
+
+
+def _imported_on_first_call(dotted_path: str) -> Callable[..., Any]:
+    """The function at ``dotted_path``, imported when first called (it may live in a module that imports ours)."""
+    from django.utils.module_loading import import_string
+
+    @functools.lru_cache(maxsize=1)
+    def target() -> Callable[..., Any]:
+        found: Callable[..., Any] = import_string(dotted_path)
+        return found
+
+    def call(*args: Any) -> Any:
+        return target()(*args)
+
+    call.__qualname__ = call.__name__ = dotted_path
+    return call
 
 
 def get_service() -> SSEPubSubService:

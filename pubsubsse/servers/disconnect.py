@@ -26,11 +26,12 @@ import select
 import selectors
 import socket
 import threading
+import time
 from typing import Any, Callable, Protocol
 
 from ..runtime import original
 
-__all__ = ["Watch", "watch", "peer_closed"]
+__all__ = ["Watch", "watch", "watch_polled", "peer_closed"]
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +119,20 @@ class _SelectorWatcher:
 
     A socket that becomes readable without its peer having closed (the peer sent a TLS record
     or a pipelined request, which nobody reads while the stream runs) would wake the selector
-    in a loop, so it leaves the selector and is looked at again once a second instead.
+    in a loop, so it leaves the selector and is looked at twice a second instead, as are the
+    connections a server lets us ask about but not watch (:func:`watch_polled`).
     """
 
-    _RECHECK = 1.0
+    _RECHECK = 0.5
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
-        self._rechecked: dict[int, _SelectorWatch] = {}
+        self._polled: dict[int, _Watch] = {}
+        self._next_poll = 0.0
         self.pid = os.getpid()
-        # Registering from another thread is safe with every selector CPython has; this pipe
-        # wakes the thread so that a new socket is seen at once (kqueue and select copy the set).
+        # This pipe wakes the thread so that a new watch is seen at once (some selectors copy
+        # the set they wait on).
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -137,16 +140,18 @@ class _SelectorWatcher:
         self._thread = threading.Thread(target=self._run, name="pubsubsse-disconnect", daemon=True)
         self._thread.start()
 
-    def add(self, watch: _SelectorWatch) -> None:
+    def add(self, watch: _Watch) -> None:
         with self._lock:
-            self._selector.register(watch.fd, selectors.EVENT_READ, watch)
+            if watch.fd is None:
+                self._polled[id(watch)] = watch
+            else:
+                self._selector.register(watch.fd, selectors.EVENT_READ, watch)
         with contextlib.suppress(BlockingIOError):  # full: the thread is awake already
             os.write(self._wake_w, b"x")
 
-    def remove(self, watch: _SelectorWatch) -> None:
+    def remove(self, watch: _Watch) -> None:
         with self._lock:
-            if self._rechecked.get(watch.fd) is watch:
-                del self._rechecked[watch.fd]
+            if self._polled.pop(id(watch), None) is not None or watch.fd is None:
                 return
             try:
                 registered = self._selector.get_key(watch.fd).data is watch
@@ -157,8 +162,9 @@ class _SelectorWatcher:
 
     def _run(self) -> None:
         while True:
-            events = self._selector.select(self._RECHECK if self._rechecked else None)
-            closed: list[_SelectorWatch] = []
+            timeout = max(0.0, self._next_poll - time.monotonic()) if self._polled else None
+            events = self._selector.select(timeout)
+            closed: list[_Watch] = []
             with self._lock:
                 for key, _ in events:
                     if key.data is None:
@@ -167,19 +173,21 @@ class _SelectorWatcher:
                         continue
                     watch = key.data
                     self._selector.unregister(watch.fd)
-                    if peer_closed(watch.sock):
+                    if watch.closed():
                         closed.append(watch)
                     else:
-                        self._rechecked[watch.fd] = watch
-                if not events:
-                    for fd, watch in list(self._rechecked.items()):
-                        if peer_closed(watch.sock):
-                            del self._rechecked[fd]
+                        self._polled[id(watch)] = watch
+                now = time.monotonic()
+                if now >= self._next_poll:
+                    self._next_poll = now + self._RECHECK
+                    for key_id, watch in list(self._polled.items()):
+                        if watch.closed():
+                            del self._polled[key_id]
                             closed.append(watch)
             for watch in closed:
                 self._handle(watch)
 
-    def _handle(self, watch: _SelectorWatch) -> None:
+    def _handle(self, watch: _Watch) -> None:
         # A method of its own so that no loop variable keeps the last stream alive.
         try:
             watch.on_close()
@@ -187,15 +195,32 @@ class _SelectorWatcher:
             log.exception("closing a stream whose peer went away failed")
 
 
-class _SelectorWatch:
-    __slots__ = ("fd", "sock", "on_close", "_owner")
+class _Watch:
+    """A watch of the selector thread: on a socket (``fd``), or polled through ``is_closed``."""
 
-    def __init__(self, owner: _SelectorWatcher, sock: Any, on_close: Callable[[], None]) -> None:
-        self.fd = sock.fileno()
+    __slots__ = ("fd", "sock", "is_closed", "on_close", "_owner")
+
+    def __init__(
+        self,
+        owner: _SelectorWatcher,
+        on_close: Callable[[], None],
+        sock: Any = None,
+        is_closed: Callable[[], bool] | None = None,
+    ) -> None:
         self.sock = sock
+        self.fd: int | None = sock.fileno() if sock is not None else None
+        self.is_closed = is_closed
         self.on_close = on_close
         self._owner = owner
         owner.add(self)
+
+    def closed(self) -> bool:
+        if self.is_closed is not None:
+            try:
+                return bool(self.is_closed())
+            except Exception:
+                return True
+        return peer_closed(self.sock)
 
     def cancel(self) -> None:
         self._owner.remove(self)
@@ -205,23 +230,36 @@ _watcher: _SelectorWatcher | None = None
 _watcher_lock = threading.Lock()
 
 
+def _selector_watcher() -> _SelectorWatcher:
+    global _watcher
+    with _watcher_lock:
+        if _watcher is None or _watcher.pid != os.getpid():
+            _watcher = _SelectorWatcher()
+        return _watcher
+
+
 def watch(sock: Any, on_close: Callable[[], None]) -> Watch | None:
     """Call ``on_close()`` (once, from another greenlet or thread) when the peer of ``sock`` closes it.
 
-    Returns a handle to cancel, or ``None`` when the socket cannot be watched
-    (then heartbeats alone detect the closed connection).
+    ``sock`` is a socket, or any object with a ``fileno()``. Returns a handle
+    to cancel, or ``None`` when the socket cannot be watched (then heartbeats
+    alone detect the closed connection).
     """
-    global _watcher
     try:
         if sock.fileno() < 0:
             return None
         if type(sock).__module__.startswith("gevent."):
             return _GeventWatch(sock, on_close)
-        with _watcher_lock:
-            if _watcher is None or _watcher.pid != os.getpid():
-                _watcher = _SelectorWatcher()
-            owner = _watcher
-        return _SelectorWatch(owner, sock, on_close)
+        return _Watch(_selector_watcher(), on_close, sock=sock)
     except (OSError, ValueError, AttributeError):
         log.debug("socket of type %s cannot be watched; relying on heartbeats", type(sock).__name__)
         return None
+
+
+def watch_polled(is_closed: Callable[[], bool], on_close: Callable[[], None]) -> Watch:
+    """Call ``on_close()`` once ``is_closed()`` returns true; it is asked twice a second.
+
+    For servers that say whether a connection is closed but do not hand over
+    its socket (waitress's ``waitress.client_disconnected``).
+    """
+    return _Watch(_selector_watcher(), on_close, is_closed=is_closed)

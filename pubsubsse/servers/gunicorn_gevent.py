@@ -87,10 +87,12 @@ class DirectStreamBody(StreamBody):
     what a process holds most of.
     """
 
-    __slots__ = ("_chunked", "_direct", "_fd")
+    __slots__ = ("_sock", "_chunked", "_direct", "_fd")
 
-    def __init__(self, stream: Stream, sock: Any, chunked: bool) -> None:
-        super().__init__(stream, sock)
+    def __init__(self, stream: Stream, environ: dict[str, Any], chunked: bool) -> None:
+        super().__init__(stream, environ)
+        sock = environ["gunicorn.socket"]
+        self._sock = sock
         self._chunked = chunked
         #: Direct writes have started (the server has sent the head and the first chunk).
         self._direct = False

@@ -1,0 +1,8 @@
+"""The demo's WSGI application, for gunicorn: ``gunicorn -k gevent demo.wsgi``."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+application = get_wsgi_application()

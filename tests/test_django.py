@@ -1,0 +1,129 @@
+"""The Django adapter's own behaviour: settings, the hook's exceptions, no Flask, and the example project.
+
+The HTTP suites run against the Django adapter too (the ``django`` server kind); these tests
+cover what only Django has. Each runs Django in a process of its own (settings are global).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .servers import ROOT, free_port
+
+
+def run_django(code: str, settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh process after configuring Django with ``settings`` (Python keyword arguments)."""
+    script = textwrap.dedent(
+        f"""
+        import django
+        from django.conf import settings
+        settings.configure(
+            DEBUG=False, SECRET_KEY="x", ALLOWED_HOSTS=["testserver"], ROOT_URLCONF="tests.test_django_urls",
+            INSTALLED_APPS=["pubsubsse.django"], MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
+            {settings}
+        )
+        django.setup()
+        """
+    ) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_an_unknown_settings_key_fails_at_startup():
+    result = run_django("", 'PUBSUBSSE={"heartbeat": 5, "hearbeat": 5}')
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "hearbeat" in result.stderr
+
+
+def test_the_hook_by_dotted_path_gets_the_django_request_and_may_raise_permission_denied():
+    code = """
+        from django.test import Client
+        http = Client()
+        assert http.get("/sse/add/user").status_code == 200
+        refused = http.get("/sse/add/user", HTTP_X_USER="mallory")
+        assert refused.status_code == 403 and refused.json() == {"ok": "false", "error": "mallory may not"}, refused
+        anonymous = http.get("/sse/add/user", HTTP_X_USER="")
+        assert anonymous.status_code == 403 and anonymous.json()["error"] == "forbidden"
+        # CSRF does not apply: the endpoints take no cookie of their own.
+        form = "application/x-www-form-urlencoded"
+        assert http.post("/sse/add/user", content_type=form, HTTP_X_USER="alice").status_code == 200
+        print("ok")
+    """
+    result = run_django(code, 'PUBSUBSSE={"authorize": "tests.test_django_urls.authorize"}')
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_django_process_never_imports_flask():
+    code = """
+        import sys
+        from django.test import Client
+        import pubsubsse
+        assert Client().get("/sse/add/user").status_code == 200
+        assert "flask" not in sys.modules, "flask imported"
+        print("ok")
+    """
+    result = run_django(code, "PUBSUBSSE={}")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def check_django_demo(base: str) -> None:
+    """example/django_demo's page, endpoints and publishing view, as a browser uses them."""
+    with httpx.Client(base_url=base, timeout=10) as http:
+        page = http.get("/")
+        assert page.status_code == 200 and "T-news" in page.text and "/sse/pubsubsse.js" in page.text
+        assert "PubSubSSE" in http.get("/sse/pubsubsse.js").text
+        token = page.text.split('"X-CSRFToken": "', 1)[1].split('"', 1)[0]
+        client = http.post("/sse/add/user").json()["client_id"]
+        assert http.post("/sse/sub", data={"client_id": client, "topic": "T-news"}).json() == {"ok": "true"}
+        with http.stream("GET", "/sse/event", params={"client_id": client}) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            said = http.post("/say", data={"text": "hello from Django"}, headers={"X-CSRFToken": token})
+            assert said.status_code == 200, said.text
+            for line in lines:
+                if '"updates":[' in line:
+                    assert '"hello from Django"' in line
+                    break
+        # Without the CSRF token the app's own view is protected as usual.
+        assert http.post("/say", data={"text": "forged"}, headers={"X-CSRFToken": "bad"}).status_code == 403
+
+
+def serve_django_demo(python: str, directory: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start example/django_demo (found in ``directory``) under gunicorn's gevent worker; wait until it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [python, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}", "demo.wsgi"],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            if httpx.get(base + "/sse/pubsubsse.js", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the Django demo did not start"
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_the_django_example_publishes_to_the_page_under_gunicorn_gevent():
+    proc, base = serve_django_demo(sys.executable, ROOT / "example" / "django_demo")
+    try:
+        check_django_demo(base)
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in output, output

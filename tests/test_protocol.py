@@ -69,9 +69,7 @@ def test_the_hook_gets_the_native_request_and_may_choose_the_answer():
     assert ask(endpoints, "/add/user", native="bob").json() == {"ok": "false", "error": "forbidden"}
     refused = ask(endpoints, "/add/user", native="mallory")
     assert (refused.status, refused.json()["error"]) == (401, "who are you")
-    assert [(r, a, c) for r, a, c in seen] == [("alice", "add_user", None), ("bob", "add_user", None)] + [
-        ("mallory", "add_user", None)
-    ]
+    assert seen == [("alice", "add_user", None), ("bob", "add_user", None), ("mallory", "add_user", None)]
 
 
 def test_cors_preflight_and_answers():

@@ -62,7 +62,7 @@ def settings_options() -> dict[str, Any]:
 
 
 def _imported_on_first_call(dotted_path: str) -> Callable[..., Any]:
-    """The function at ``dotted_path``, imported when first called (it may live in a module that imports ours)."""
+    """Return the function at ``dotted_path``, imported when first called (its module may import ours)."""
     from django.utils.module_loading import import_string
 
     @functools.lru_cache(maxsize=1)

@@ -91,6 +91,7 @@ class Sink(Protocol):
 
     def offer(self, event_id: int, body: bytes) -> None:
         """Take one event; never block. Called with the service lock held."""
+        ...
 
     def end(self, superseded: bool) -> None:
         """End the stream. Lock held.
@@ -99,6 +100,7 @@ class Sink(Protocol):
         detach decided elsewhere) and sends nothing more. Otherwise (the client
         was removed) it first sends everything the client was given.
         """
+        ...
 
 
 class Mailbox:
@@ -159,7 +161,7 @@ class Effects:
 
 
 class Counters:
-    """What this process has done since it started, for :meth:`SSEPubSubService.stats`."""
+    """What this process has done since it started, for :meth:`~pubsubsse.SSEPubSubService.stats`."""
 
     __slots__ = ("published", "delivered", "queue_overflows", "resumes", "resyncs", "streams_opened")
 

@@ -1,4 +1,4 @@
-"""Message encoding: the JSON bodies of PROTOCOL.md section 3 and their SSE framing.
+"""Message encoding: the JSON bodies of the messages (see the wire protocol's "Messages") and their SSE framing.
 
 Everything that turns state into bytes on the wire lives here, so the wire
 format can be read (and changed) in one place. A published value is encoded
@@ -57,8 +57,9 @@ def everyday_types(value: Any) -> Any:
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
-    if hasattr(value, "__html__"):
-        return str(value.__html__())
+    html = getattr(value, "__html__", None)
+    if callable(html):
+        return str(html())
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar, overload
 
 from blinker import Signal
 
@@ -128,7 +128,7 @@ class EventAttribute(Generic[T]):
 
     The owning class reserves a slot named like the attribute with a leading
     underscore. Reading the attribute creates the manager (once, under the
-    module lock); the library's own emissions go through :func:`emit`, which
+    module lock); the library's own emissions go through ``emit()``, which
     never creates one, so objects nobody listens to carry no managers at all.
     """
 
@@ -141,10 +141,16 @@ class EventAttribute(Generic[T]):
         self.name = f"{owner.__name__.lower()}.{name}"
         self.slot = "_" + name
 
-    def __get__(self, obj: Any, owner: type | None = None) -> EventManager[T]:
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> EventAttribute[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> EventManager[T]: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> EventManager[T] | EventAttribute[T]:
         if obj is None:
-            return self  # type: ignore[return-value]  # the class attribute itself, for introspection
-        manager = getattr(obj, self.slot, None)
+            return self  # the class attribute itself, for introspection
+        manager: EventManager[T] | None = getattr(obj, self.slot, None)
         if manager is None:
             with _lock:
                 manager = getattr(obj, self.slot, None)

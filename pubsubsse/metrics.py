@@ -1,4 +1,4 @@
-"""Prometheus metrics for a service, read from :meth:`SSEPubSubService.stats` at scrape time.
+"""Prometheus metrics for a service, read from :meth:`~pubsubsse.SSEPubSubService.stats` at scrape time.
 
 Optional: needs ``prometheus-client`` (``pip install pubsubsse[metrics]``).
 Nothing is counted twice and nothing runs between scrapes::

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from .events import EventAttribute
 
@@ -88,7 +88,7 @@ class GroupTopic(NamedTuple):
 class Topic:
     """A topic: something clients subscribe to and publishers publish to.
 
-    Create topics with :meth:`SSEPubSubService.new_public_topic`,
+    Create topics with :meth:`~pubsubsse.SSEPubSubService.new_public_topic`,
     :meth:`Client.new_private_topic` or :meth:`Group.new_topic`; never directly.
     """
 
@@ -107,11 +107,13 @@ class Topic:
         "_on_unsub_of_client",
     )
 
-    on_new_client = EventAttribute("A client can now see this topic (``Client``).")
-    on_new_sub_of_client = EventAttribute("A client subscribed to this topic (``Client``).")
-    on_pub = EventAttribute("Data was published to this topic (the data as given to :meth:`pub`).")
-    on_remove_client = EventAttribute("A client can no longer see this topic (``Client``).")
-    on_unsub_of_client = EventAttribute("A client unsubscribed from this topic, explicitly or implicitly (``Client``).")
+    on_new_client: EventAttribute[Client] = EventAttribute("A client can now see this topic (``Client``).")
+    on_new_sub_of_client: EventAttribute[Client] = EventAttribute("A client subscribed to this topic (``Client``).")
+    on_pub: EventAttribute[Any] = EventAttribute("Data was published to this topic (the data as given to :meth:`pub`).")
+    on_remove_client: EventAttribute[Client] = EventAttribute("A client can no longer see this topic (``Client``).")
+    on_unsub_of_client: EventAttribute[Client] = EventAttribute(
+        "A client unsubscribed from this topic, explicitly or implicitly (``Client``)."
+    )
 
     def __init__(
         self,
@@ -166,7 +168,7 @@ class Topic:
 class Group:
     """A set of member clients sharing group topics.
 
-    Create groups with :meth:`SSEPubSubService.new_group`; never directly.
+    Create groups with :meth:`~pubsubsse.SSEPubSubService.new_group`; never directly.
     """
 
     __slots__ = (
@@ -181,10 +183,10 @@ class Group:
         "_on_remove_group_topic",
     )
 
-    on_new_client = EventAttribute("A client joined the group (``Client``).")
-    on_new_group_topic = EventAttribute("A topic was created in the group (``Topic``).")
-    on_remove_client = EventAttribute("A client left the group (``Client``).")
-    on_remove_group_topic = EventAttribute("A topic of the group was removed (``Topic``).")
+    on_new_client: EventAttribute[Client] = EventAttribute("A client joined the group (``Client``).")
+    on_new_group_topic: EventAttribute[Topic] = EventAttribute("A topic was created in the group (``Topic``).")
+    on_remove_client: EventAttribute[Client] = EventAttribute("A client left the group (``Client``).")
+    on_remove_group_topic: EventAttribute[Topic] = EventAttribute("A topic of the group was removed (``Topic``).")
 
     def __init__(self, service: SSEPubSubService, group_id: str) -> None:
         self._service = service
@@ -224,7 +226,7 @@ class Group:
 
         Raises :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
-        return self._service._execute("new_group_topic", self._id, new_id("T"))
+        return cast(Topic, self._service._execute("new_group_topic", self._id, new_id("T")))
 
     def topic(self, name: str) -> Topic:
         """Return the group's topic named ``name``, creating it if absent.
@@ -233,10 +235,10 @@ class Group:
         ``G-room-42``): the same in every process that shares the service, and
         after a restart. Two processes asking at once get one topic, and its
         creation events fire once. Raises :class:`ValueError` for an invalid
-        name (see :data:`NAME_RULE`) and
+        name (see :data:`~pubsubsse.model.NAME_RULE`) and
         :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
-        return self._service._execute("ensure_group_topic", self._id, group_topic_id(self._id, name))
+        return cast(Topic, self._service._execute("ensure_group_topic", self._id, group_topic_id(self._id, name)))
 
     def remove_topic(self, topic: Topic) -> None:
         """Remove a topic of this group; members subscribed to it are unsubscribed.
@@ -265,7 +267,7 @@ class Group:
 class Client:
     """A subscriber: one browser tab or other consumer of an SSE stream.
 
-    Create clients with :meth:`SSEPubSubService.new_client`; never directly.
+    Create clients with :meth:`~pubsubsse.SSEPubSubService.new_client`; never directly.
     The client's id is its credential on the HTTP API: do not log it in full.
 
     Consume the client's messages without HTTP with :meth:`stream`.
@@ -298,19 +300,31 @@ class Client:
         "_on_unsub_from_topic",
     )
 
-    on_status_change = EventAttribute("The connection status changed (the new ``Status``).")
-    on_new_topic = EventAttribute("The client can see a new topic of any type (``Topic``).")
-    on_new_public_topic = EventAttribute("A public topic was created (``Topic``).")
-    on_new_private_topic = EventAttribute("A private topic of this client was created (``Topic``).")
-    on_new_group_topic = EventAttribute("The client can see a new group topic (``GroupTopic``).")
-    on_new_group = EventAttribute("The client joined a group (``Group``).")
-    on_sub_to_topic = EventAttribute("The client subscribed to a topic (``Topic``).")
-    on_remove_topic = EventAttribute("The client can no longer see a topic of any type (``Topic``).")
-    on_remove_public_topic = EventAttribute("A public topic was removed (``Topic``).")
-    on_remove_private_topic = EventAttribute("A private topic of this client was removed (``Topic``).")
-    on_remove_group_topic = EventAttribute("The client can no longer see a group topic (``GroupTopic``).")
-    on_remove_group = EventAttribute("The client left a group (``Group``).")
-    on_unsub_from_topic = EventAttribute("The client unsubscribed from a topic, explicitly or implicitly (``Topic``).")
+    on_status_change: EventAttribute[Status] = EventAttribute("The connection status changed (the new ``Status``).")
+    on_new_topic: EventAttribute[Topic] = EventAttribute("The client can see a new topic of any type (``Topic``).")
+    on_new_public_topic: EventAttribute[Topic] = EventAttribute("A public topic was created (``Topic``).")
+    on_new_private_topic: EventAttribute[Topic] = EventAttribute(
+        "A private topic of this client was created (``Topic``)."
+    )
+    on_new_group_topic: EventAttribute[GroupTopic] = EventAttribute(
+        "The client can see a new group topic (``GroupTopic``)."
+    )
+    on_new_group: EventAttribute[Group] = EventAttribute("The client joined a group (``Group``).")
+    on_sub_to_topic: EventAttribute[Topic] = EventAttribute("The client subscribed to a topic (``Topic``).")
+    on_remove_topic: EventAttribute[Topic] = EventAttribute(
+        "The client can no longer see a topic of any type (``Topic``)."
+    )
+    on_remove_public_topic: EventAttribute[Topic] = EventAttribute("A public topic was removed (``Topic``).")
+    on_remove_private_topic: EventAttribute[Topic] = EventAttribute(
+        "A private topic of this client was removed (``Topic``)."
+    )
+    on_remove_group_topic: EventAttribute[GroupTopic] = EventAttribute(
+        "The client can no longer see a group topic (``GroupTopic``)."
+    )
+    on_remove_group: EventAttribute[Group] = EventAttribute("The client left a group (``Group``).")
+    on_unsub_from_topic: EventAttribute[Topic] = EventAttribute(
+        "The client unsubscribed from a topic, explicitly or implicitly (``Topic``)."
+    )
 
     def __init__(self, service: SSEPubSubService, client_id: str, mailbox: Mailbox, now: float) -> None:
         self._service = service
@@ -390,7 +404,7 @@ class Client:
 
         Raises :class:`~pubsubsse.errors.ClientNotFound` if the client was removed.
         """
-        return self._service._execute("new_private_topic", self._id, new_id("T"))
+        return cast(Topic, self._service._execute("new_private_topic", self._id, new_id("T")))
 
     def remove_private_topic(self, topic: Topic) -> None:
         """Remove one of this client's private topics.

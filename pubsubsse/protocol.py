@@ -7,7 +7,7 @@ limit on new clients, CORS, and the mapping of errors to status codes. It does
 no I/O: adapters build a :class:`Request` from their framework's request and
 turn the answer (:class:`Reply`, :class:`StreamReply` or :class:`FileReply`)
 into their framework's response. The adapters shipped are
-:func:`pubsubsse.create_blueprint` (Flask), :func:`pubsubsse.wsgi.make_wsgi_app`
+:func:`pubsubsse.flask.blueprint.create_blueprint` (Flask), :func:`pubsubsse.wsgi.make_wsgi_app`
 (any WSGI framework) and :mod:`pubsubsse.django`.
 
 Every endpoint accepts GET and POST. Answers are JSON: success is
@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Protocol, Union
 from urllib.parse import parse_qsl
 
 from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
@@ -44,6 +44,7 @@ __all__ = [
     "Authorize",
     "Endpoints",
     "FileReply",
+    "Headers",
     "Refused",
     "Reply",
     "Request",
@@ -123,6 +124,17 @@ class Refused(Exception):
         self.headers = dict(headers or {})
 
 
+class Headers(Protocol):
+    """What the protocol asks of a request's headers: a case-insensitive lookup."""
+
+    def get(self, key: str, /) -> str | None:
+        """Return the header's value, or ``None``."""
+        ...
+
+
+_NO_HEADERS: Mapping[str, str] = {}
+
+
 @dataclass(frozen=True)
 class Request:
     """What the protocol needs of an HTTP request. Adapters build one per request.
@@ -138,7 +150,7 @@ class Request:
     method: str
     path: str
     query_string: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=lambda: _NO_HEADERS)
     remote_addr: str | None = None
     content_type: str = ""
     content_length: int | None = None
@@ -258,6 +270,18 @@ def _parse_body(request: Request, limit: int) -> dict[str, str]:
     raise Refused(415, "unsupported body: send a query string, a form or a JSON object")
 
 
+def _same(service: SSEPubSubService) -> SSEPubSubService:
+    return service
+
+
+def _built(make_service: Callable[[], SSEPubSubService]) -> SSEPubSubService:
+    made = make_service()
+    if not isinstance(made, SSEPubSubService):
+        raise TypeError(f"the service function returned {made!r}, not an SSEPubSubService")
+    made._serving = True
+    return made
+
+
 class Endpoints:
     """The protocol's endpoints for ``service``, with the options every adapter takes.
 
@@ -318,7 +342,7 @@ class Endpoints:
         see the client's address (Werkzeug's ``ProxyFix``, gunicorn's
         ``--forwarded-allow-ips``).
     ``stats_endpoint`` (default ``False``)
-        Serve ``/stats``: :meth:`SSEPubSubService.stats` as JSON, for
+        Serve ``/stats``: :meth:`~pubsubsse.SSEPubSubService.stats` as JSON, for
         monitoring. The ``authorize`` hook sees it as action ``"stats"``.
 
     Client ids are credentials and are treated as such: they are compared in
@@ -345,25 +369,13 @@ class Endpoints:
         stats_endpoint: bool = False,
         translate_error: Callable[[Exception], Refused | None] | None = None,
     ) -> None:
+        get_service: Callable[[], SSEPubSubService]
         if isinstance(service, SSEPubSubService):
-            the_service = service
             service._serving = True  # publishes here can reach browsers: no warning about them
-
-            def get_service() -> SSEPubSubService:
-                return the_service
-
+            get_service = functools.partial(_same, service)
             self.service_is_built = True
         elif callable(service):
-            make_service = service
-
-            @functools.lru_cache(maxsize=1)
-            def get_service() -> SSEPubSubService:
-                made = make_service()
-                if not isinstance(made, SSEPubSubService):
-                    raise TypeError(f"the service function returned {made!r}, not an SSEPubSubService")
-                made._serving = True
-                return made
-
+            get_service = functools.lru_cache(maxsize=1)(functools.partial(_built, service))
             self.service_is_built = False
         else:
             raise TypeError(f"service must be an SSEPubSubService or a function returning one, got {service!r}")
@@ -605,7 +617,9 @@ class Endpoints:
             except BadTicket as bad:
                 raise Refused(400, str(bad)) from None
             client = self._checked_client(request, "event", {"client_id": client_id})
-        last_event_id = request.headers.get("Last-Event-ID", params.get("last_event_id"))
+        last_event_id = request.headers.get("Last-Event-ID")
+        if last_event_id is None:
+            last_event_id = params.get("last_event_id")
         stream = client.stream(last_event_id)
         log.debug("stream opened for client %s", short_id(client.id))
         return StreamReply(list(_STREAM_HEADERS), stream, self.service, self.end_streams_on_sigterm)

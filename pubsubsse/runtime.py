@@ -1,9 +1,12 @@
-"""Which runtime this process runs under: gevent's monkey patching, or plain threads.
+"""Which runtime this process runs under: gevent's monkey patching, plain threads, or neither.
 
 Everything in pubsubsse that must behave differently under gevent asks here,
 so there is one answer for the whole library. gevent counts as the runtime
 only once it has patched ``threading`` (``gunicorn -k gevent`` does that before
 it imports the app): importing gevent alone changes nothing for the library.
+"Neither" is a server that handles one request at a time per process
+(gunicorn's sync worker, ``wsgiref``): there a stream blocks every other
+request, which :func:`concurrency` tells from the WSGI environ.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import importlib
 import sys
 from typing import Any
 
-__all__ = ["under_gevent", "original"]
+__all__ = ["under_gevent", "original", "concurrency"]
 
 
 def under_gevent(module: str = "threading") -> bool:
@@ -32,3 +35,12 @@ def original(module: str, name: str) -> Any:
 
         return monkey.get_original(module, name)
     return getattr(importlib.import_module(module), name)
+
+
+def concurrency(environ: dict[str, Any]) -> str:
+    """Return how the server runs requests: ``"gevent"``, ``"threads"`` or ``"none"`` (one at a time)."""
+    if under_gevent():
+        return "gevent"
+    if environ.get("wsgi.multithread", True):
+        return "threads"
+    return "none"

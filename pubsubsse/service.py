@@ -5,7 +5,7 @@ machine: registries, visibility rules, operations and their messages) and a
 :class:`~pubsubsse.backends.Backend` (where changes go: applied at once in
 this process, or appended to a log that every process applies in order). Its
 public methods describe each change as an operation and hand it to the
-backend; the backend applies it through :meth:`SSEPubSubService.apply`, under
+backend; the backend applies it through :meth:`~pubsubsse.SSEPubSubService.apply`, under
 the lock.
 
 Lock discipline
@@ -21,7 +21,7 @@ every :class:`~pubsubsse.model.Client`, :class:`~pubsubsse.model.Topic` and
 
 Rules, which together make deadlock impossible:
 
-1. Every change is applied by :meth:`SSEPubSubService.apply`, which takes the
+1. Every change is applied by :meth:`~pubsubsse.SSEPubSubService.apply`, which takes the
    lock, applies one operation and releases it. Snapshots (``get_*``) take the
    lock only to copy.
 2. While holding the service lock, code may take only *leaf* locks: the
@@ -38,7 +38,7 @@ Rules, which together make deadlock impossible:
    the stream, see :mod:`pubsubsse.stream`), nothing writes to a socket, and
    no backend round trip happens with the lock held.
 
-One reader goes without the lock on purpose: the timer (:meth:`SSEPubSubService._tick`)
+One reader goes without the lock on purpose: the timer (:meth:`~pubsubsse.SSEPubSubService._tick`)
 copies the client list under it, then walks the copy unlocked, reading a stream's
 ``last_write`` and a client's stream token. What it does with them is safe on a
 stale read: queue a heartbeat, or propose an operation that checks again under
@@ -57,7 +57,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .backends.base import Backend, ClientState, InProcessBackend
 from .core import Core, Effects, parse_event_id
@@ -77,8 +77,7 @@ T = TypeVar("T")
 def _check_number(name: str, value: Any, minimum: float, *, allow_none: bool = False, integer: bool = False) -> None:
     if value is None and allow_none:
         return
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and isinstance(value, float)):
         kind = "an int" if integer else "a number"
         raise TypeError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
     if value < minimum:
@@ -112,16 +111,15 @@ class SSEPubSubService:
     ``client_timeout`` (seconds or ``None``, default 300)
         A client that stays ``WAITING`` (no stream attached) this long is
         removed as by :meth:`remove_client`. ``None`` keeps clients forever.
-    ``backend`` (default: an :class:`~pubsubsse.backends.InProcessBackend`, this process only)
+    ``backend`` (default: an :class:`~pubsubsse.backends.base.InProcessBackend`, this process only)
         Where changes go: for example
         ``RedisBackend("redis://host:6379/0")`` to share one service among
         every process that uses the same Redis log (see
         :mod:`pubsubsse.backends`). A backend serves one service.
     ``redis_url``, ``redis_key``, ``redis_timeout``, ``redis_snapshot_every``
-    (defaults ``None``, ``"pubsubsse:log"``, 5, 10000)
-        Shorthand for ``backend=RedisBackend(redis_url, key=redis_key,
-        timeout=redis_timeout, snapshot_every=redis_snapshot_every)``: every
-        process built with the same URL and key shares one service (see
+        (Defaults ``None``, ``"pubsubsse:log"``, 5 and 10000.) Shorthand for
+        ``backend=RedisBackend(redis_url, key=redis_key, timeout=redis_timeout,
+        snapshot_every=redis_snapshot_every)``: every process built with the same URL and key shares one service (see
         :mod:`pubsubsse.backends.log` for the guarantees). Changes then take a
         Redis round trip; one that Redis did not apply raises
         :class:`~pubsubsse.errors.BackendUnavailable` (open streams stay open
@@ -133,20 +131,19 @@ class SSEPubSubService:
         ``json_dumps(value) -> str | bytes`` encodes what :meth:`Topic.pub`
         publishes, for another date format or a faster encoder (``orjson.dumps``).
         It must encode compactly, on one line.
-    ``max_clients`` (default 100,000), ``max_private_topics`` (per client,
-    default 100), ``max_groups`` (default 10,000), ``max_payload_bytes``
-    (encoded size of one published value, default 4 MiB)
+    ``max_clients``, ``max_private_topics``, ``max_groups``, ``max_payload_bytes``
+        (Defaults 100,000; 100 per client; 10,000; 4 MiB, the encoded size of one published value.)
         Limits. A change that would exceed one raises
         :class:`~pubsubsse.errors.LimitReached` (429 over HTTP) and changes
         nothing.
     """
 
-    on_new_client = EventAttribute("A client was created (``Client``).")
-    on_new_public_topic = EventAttribute("A public topic was created (``Topic``).")
-    on_new_group = EventAttribute("A group was created (``Group``).")
-    on_remove_client = EventAttribute("A client was removed (``Client``).")
-    on_remove_public_topic = EventAttribute("A public topic was removed (``Topic``).")
-    on_remove_group = EventAttribute("A group was removed (``Group``).")
+    on_new_client: EventAttribute[Client] = EventAttribute("A client was created (``Client``).")
+    on_new_public_topic: EventAttribute[Topic] = EventAttribute("A public topic was created (``Topic``).")
+    on_new_group: EventAttribute[Group] = EventAttribute("A group was created (``Group``).")
+    on_remove_client: EventAttribute[Client] = EventAttribute("A client was removed (``Client``).")
+    on_remove_public_topic: EventAttribute[Topic] = EventAttribute("A public topic was removed (``Topic``).")
+    on_remove_group: EventAttribute[Group] = EventAttribute("A group was removed (``Group``).")
 
     def __init__(
         self,
@@ -240,7 +237,7 @@ class SSEPubSubService:
 
     def new_client(self) -> Client:
         """Create a client. It is ``WAITING`` until a stream is attached."""
-        return self._execute("new_client", new_id("C"))
+        return cast(Client, self._execute("new_client", new_id("C")))
 
     def remove_client(self, client: Client) -> None:
         """Remove a client: it is unsubscribed from everything and leaves its groups.
@@ -253,7 +250,7 @@ class SSEPubSubService:
 
     def new_public_topic(self) -> Topic:
         """Create a topic every client can see."""
-        return self._execute("new_public_topic", new_id("T"))
+        return cast(Topic, self._execute("new_public_topic", new_id("T")))
 
     def public_topic(self, name: str) -> Topic:
         """Return the public topic named ``name``, creating it if absent.
@@ -266,11 +263,11 @@ class SSEPubSubService:
         Raises :class:`ValueError` for an invalid name (see
         :data:`~pubsubsse.model.NAME_RULE`).
         """
-        return self._execute("ensure_public_topic", named_id("T", name))
+        return cast(Topic, self._execute("ensure_public_topic", named_id("T", name)))
 
     def group(self, name: str) -> Group:
         """Return the group named ``name`` (id ``"G-" + name``), creating it if absent; see :meth:`public_topic`."""
-        return self._execute("ensure_group", named_id("G", name))
+        return cast(Group, self._execute("ensure_group", named_id("G", name)))
 
     def remove_public_topic(self, topic: Topic) -> None:
         """Remove a public topic; its subscribers are unsubscribed. Unknown topics are ignored."""
@@ -278,7 +275,7 @@ class SSEPubSubService:
 
     def new_group(self) -> Group:
         """Create an empty group."""
-        return self._execute("new_group", new_id("G"))
+        return cast(Group, self._execute("new_group", new_id("G")))
 
     def remove_group(self, group: Group) -> None:
         """Remove a group with its topics; its members leave it. Unknown groups are ignored."""
@@ -400,12 +397,12 @@ class SSEPubSubService:
     # The backend's side: the Replica interface -------------------------------------------------
 
     def apply(self, operation: str, args: tuple[Any, ...]) -> tuple[Any, Effects]:
-        """Apply one operation under the lock (for backends; see :class:`~pubsubsse.backends.Replica`)."""
+        """Apply one operation under the lock (for backends; see :class:`~pubsubsse.backends.base.Replica`)."""
         with self._lock:
             return self._core.apply(operation, args)
 
     def export_state(self, slice_size: int = 1000) -> Iterator[dict[str, Any] | list[ClientState]]:
-        """Yield the state in slices, holding the lock only per slice (see :class:`~pubsubsse.backends.Replica`)."""
+        """Yield the state in slices, holding the lock only per slice (see :class:`.Replica`)."""
         with self._lock:
             groups = self._core.export_groups()
             clients = list(self._core.clients.values())
@@ -416,7 +413,7 @@ class SSEPubSubService:
             yield part
 
     def import_state(self, groups: dict[str, Any], clients: list[ClientState], seq_offset: int = 0) -> None:
-        """Replace the state with the one described (see :class:`~pubsubsse.backends.Replica`)."""
+        """Replace the state with the one described (see :class:`~pubsubsse.backends.base.Replica`)."""
         with self._lock:
             for stream in self._core.import_state(groups, clients, seq_offset):
                 if isinstance(stream, Stream):

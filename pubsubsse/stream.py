@@ -79,17 +79,20 @@ class DirectWriter(Protocol):
 
     Only a server whose sockets never block the process and that runs every
     request, timer and publisher in one OS thread (gunicorn's gevent worker)
-    can offer one; see :meth:`Stream.write_directly`.
+    can offer one; see :meth:`~pubsubsse.stream.Stream.write_directly`.
     """
 
     def frame(self, chunk: bytes) -> bytes:
         """Return ``chunk`` as it must go on the wire (for example as an HTTP/1.1 chunk)."""
+        ...
 
     def send_nowait(self, data: bytes) -> int:
         """Write what fits of ``data`` without blocking; return the byte count, or -1 if the connection broke."""
+        ...
 
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the running greenlet yields, outside any greenlet that could block."""
+        ...
 
 
 class _Flusher:
@@ -124,7 +127,7 @@ _FLUSHER = _Flusher()
 class Stream:
     """One attached SSE connection of a client: an iterator of ready-to-send byte chunks.
 
-    Get one from :meth:`Client.stream`. Iterating blocks until there is
+    Get one from :meth:`~pubsubsse.Client.stream`. Iterating blocks until there is
     something to send and yields it as one chunk (several events are coalesced
     into one chunk). Iteration ends when the stream is closed, taken over by a
     newer stream of the same client, or the client is removed (after its final

@@ -21,6 +21,7 @@ expired gets 400 ``ticket expired`` and must fetch a new URL.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -61,9 +62,10 @@ class StreamTickets:
         return self._serializer.dumps(client if isinstance(client, str) else client.id)
 
     def client_id(self, ticket: str) -> str:
-        """Return the client id a valid ticket stands for; raise :class:`BadTicket` otherwise."""
+        """Return the client id a valid ticket stands for; raise :class:`~pubsubsse.tickets.BadTicket` otherwise."""
         try:
-            client_id = self._serializer.loads(ticket, max_age=self.max_age)
+            # Signing times are whole seconds, so a whole number of seconds loses nothing.
+            client_id = self._serializer.loads(ticket, max_age=math.ceil(self.max_age))
         except SignatureExpired:
             raise BadTicket("ticket expired", expired=True) from None
         except (BadSignature, UnicodeError):

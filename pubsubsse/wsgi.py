@@ -17,6 +17,7 @@ Bottle mount, or as the whole app. The endpoints are found from ``PATH_INFO``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -25,6 +26,7 @@ from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as WerkzeugRequest
 
 from .protocol import Endpoints, FileReply, Refused, Reply, Request, StreamReply
+from .runtime import concurrency
 from .servers import shutdown
 from .servers.body import StreamBody
 from .servers.gunicorn_gevent import DirectStreamBody, direct_framing
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = ["make_wsgi_app", "WSGIApp", "stream_body", "werkzeug_request", "werkzeug_errors"]
+
+log = logging.getLogger(__name__)
+
+
+_warned_blocking = False
 
 
 def stream_body(stream: Stream, environ: dict[str, Any], direct_writes: bool = True) -> StreamBody:
@@ -47,6 +54,13 @@ def stream_body(stream: Stream, environ: dict[str, Any], direct_writes: bool = T
 
 def start_stream(endpoints: Endpoints, reply: StreamReply, environ: dict[str, Any]) -> StreamBody:
     """Return the body of a stream answer, once SIGTERM is set to end it (if the endpoints say so)."""
+    global _warned_blocking
+    if not _warned_blocking and concurrency(environ) == "none":
+        _warned_blocking = True
+        log.warning(
+            "pubsubsse: this server runs one request at a time per process (wsgi.multithread is false), so "
+            "each open stream blocks it: use gunicorn -k gevent or a threaded server"
+        )
     if reply.end_on_sigterm:
         shutdown.close_streams_on_sigterm(reply.service)
     return stream_body(reply.stream, environ, endpoints.direct_writes)
@@ -119,7 +133,7 @@ def make_wsgi_app(service: SSEPubSubService | Callable[[], SSEPubSubService], **
     """Return a WSGI application serving ``service``'s endpoints.
 
     ``options`` are those of :class:`~pubsubsse.protocol.Endpoints` (the
-    same as :func:`~pubsubsse.create_blueprint`'s). A hook may raise
+    same as :func:`~pubsubsse.flask.blueprint.create_blueprint`'s). A hook may raise
     Werkzeug's ``Unauthorized`` or ``Forbidden`` to choose the answer.
     """
     options.setdefault("translate_error", werkzeug_errors)

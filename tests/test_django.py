@@ -25,7 +25,7 @@ def run_django(code: str, settings: str) -> subprocess.CompletedProcess[str]:
         import django
         from django.conf import settings
         settings.configure(
-            DEBUG=False, SECRET_KEY="x", ALLOWED_HOSTS=["testserver"], ROOT_URLCONF="tests.test_django_urls",
+            DEBUG=False, SECRET_KEY="x", ALLOWED_HOSTS=["testserver"], ROOT_URLCONF="tests.django_hook_urls",
             INSTALLED_APPS=["pubsubsse.django"], MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
             {settings}
         )
@@ -55,7 +55,7 @@ def test_the_hook_by_dotted_path_gets_the_django_request_and_may_raise_permissio
         assert http.post("/sse/add/user", content_type=form, HTTP_X_USER="alice").status_code == 200
         print("ok")
     """
-    result = run_django(code, 'PUBSUBSSE={"authorize": "tests.test_django_urls.authorize"}')
+    result = run_django(code, 'PUBSUBSSE={"authorize": "tests.django_hook_urls.authorize"}')
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 

@@ -271,3 +271,20 @@ def test_readme_table_lists_the_tested_servers_only() -> None:
     assert table, "the README has no servers table"
     listed = [line.split("|")[1].strip() for line in table.group(1).splitlines() if line.startswith("| ")][1:]
     assert listed == NAMES
+
+
+def test_a_server_that_runs_one_request_at_a_time_is_named_in_the_log() -> None:
+    """gunicorn's sync worker: each stream would block the worker, which the log says once."""
+    port = free_port()
+    spec = Spec("gunicorn, sync worker", [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", APP], "")
+    server = Running(spec, port)
+    try:
+        client = server.get("/add/user").json()["client_id"]
+        open_raw_stream(port, client).close()
+        deadline = time.monotonic() + 10
+        while "one request at a time" not in server.output():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        assert server.output().count("one request at a time") == 1
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ in the same order everywhere.
 
 Two kinds exist:
 
-* :class:`~pubsubsse.backends.InProcessBackend`, the default: the change is
+* :class:`~pubsubsse.backends.base.InProcessBackend`, the default: the change is
   applied at once, in the calling thread.
 * A replicated log (:class:`~pubsubsse.backends.log.LogBackend`), such as
   :class:`~pubsubsse.backends.redis.RedisBackend`: the change is appended to a
@@ -50,6 +50,7 @@ class Replica(Protocol):
         Raises :class:`ValueError` for an unknown operation or arguments of the
         wrong shape, having changed nothing.
         """
+        ...
 
     def export_state(self, slice_size: int) -> Iterator[dict[str, Any] | list[ClientState]]:
         """Yield the state in slices: first the topics and groups, then lists of clients.
@@ -59,12 +60,14 @@ class Replica(Protocol):
         call it from the only thread that applies operations (a log backend's
         reader), and consume each slice before applying anything.
         """
+        ...
 
     def import_state(self, groups: dict[str, Any], clients: list[ClientState], seq_offset: int = 0) -> None:
         """Replace the state with the one described (see :meth:`pubsubsse.core.Core.import_state`).
 
         Streams attached here whose client changed are resynchronised (an init message).
         """
+        ...
 
 
 class Backend:
@@ -133,7 +136,7 @@ class Backend:
         return True
 
     def stats(self) -> dict[str, int]:
-        """Return the backend's own counters, merged into :meth:`SSEPubSubService.stats`."""
+        """Return the backend's own counters, merged into :meth:`~pubsubsse.SSEPubSubService.stats`."""
         return {}
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ streams it holds. A change returns once this process has applied it
 (read-your-writes); its events fire only here, in the caller's thread.
 
 This module holds what does not depend on where the log lives; a transport
-(:mod:`pubsubsse.backends.redis`) subclasses :class:`LogBackend` and fills in
+(:mod:`pubsubsse.backends.redis`) subclasses :class:`~pubsubsse.backends.log.LogBackend` and fills in
 the methods under "The transport". What lives here:
 
 Ordering and waiting
@@ -396,7 +396,7 @@ class LogBackend(Backend):
         self.disconnect()
 
     def check_ready(self) -> None:
-        """Raise :class:`BackendUnavailable` until the shared state has been loaded."""
+        """Raise :class:`~pubsubsse.errors.BackendUnavailable` until the shared state has been loaded."""
         if not self._ready.is_set():
             raise BackendUnavailable(f"the shared log is not loaded yet ({self._load_error})")
 
@@ -419,7 +419,7 @@ class LogBackend(Backend):
     def execute(self, operation: str, args: tuple[Any, ...]) -> Any:
         """Append the change, wait until it is applied here, fire its events, return its result.
 
-        Raises :class:`BackendUnavailable` if it was not applied (and never
+        Raises :class:`~pubsubsse.errors.BackendUnavailable` if it was not applied (and never
         will be), or, with ``outcome_unknown`` set, if the log stayed
         unreachable for ``outcome_timeout`` seconds after the change was sent.
         """
@@ -817,7 +817,8 @@ class LogBackend(Backend):
         if header.get("epoch") not in (None, self._epoch):
             raise LogUnavailable("the snapshot belongs to another epoch (the log is being replaced)")
         self.replica.import_state(saved.groups, saved.clients, int(header.get("jump", 0)))
-        self._position = tuple(header["position"])  # type: ignore[assignment]
+        milliseconds, sequence = header["position"]
+        self._position = (int(milliseconds), int(sequence))
         self._origins = {k: int(v) for k, v in header.get("origins", {}).items()}
 
     def _check_log(self) -> None:

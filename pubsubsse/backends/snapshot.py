@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from .base import ClientState
 
@@ -107,10 +107,10 @@ def _decode_legacy(blob: bytes) -> Snapshot:
 def encode_legacy(position: str, slices: Iterable[dict[str, Any] | list[ClientState]]) -> bytes:
     """Return a format 1 snapshot, for a log that a pubsubsse 0.1.0 process still reads."""
     parts = iter(slices)
-    state: dict[str, Any] = dict(next(parts))  # type: ignore[arg-type]
+    state: dict[str, Any] = dict(cast("dict[str, Any]", next(parts)))  # the first slice: groups and topics
     state["clients"] = [
         {**data, "replay": [b.decode("utf-8") for b in replay]}
         for part in parts
-        for data, replay in part  # type: ignore[union-attr]
+        for data, replay in cast("list[ClientState]", part)
     ]
     return json.dumps({"position": position, "state": state}).encode("utf-8")

@@ -89,12 +89,12 @@ def get_service() -> SSEPubSubService:
 
 
 def public_topic(name: str) -> Topic:
-    """Return the public topic named ``name``, creating it if absent (see :meth:`SSEPubSubService.public_topic`)."""
+    """Return the public topic named ``name``, creating it if absent (see :meth:`.SSEPubSubService.public_topic`)."""
     return get_service().public_topic(name)
 
 
 def group(name: str) -> Group:
-    """Return the group named ``name``, creating it if absent (see :meth:`SSEPubSubService.group`)."""
+    """Return the group named ``name``, creating it if absent (see :meth:`~pubsubsse.SSEPubSubService.group`)."""
     return get_service().group(name)
 
 

@@ -21,7 +21,7 @@
         return "", 204
 
 Every option of :class:`~pubsubsse.SSEPubSubService` and of
-:func:`~pubsubsse.create_blueprint` is a configuration key: ``heartbeat`` is
+:func:`~pubsubsse.flask.blueprint.create_blueprint` is a configuration key: ``heartbeat`` is
 ``PUBSUBSSE_HEARTBEAT``, ``redis_url`` is ``PUBSUBSSE_REDIS_URL``,
 ``authorize`` is ``PUBSUBSSE_AUTHORIZE``; ``PUBSUBSSE_URL_PREFIX`` (default
 ``"/sse"``) says where the endpoints are. Options given to :class:`PubSubSSE`
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import Any, cast
 
 import click
 from flask import Flask, current_app
@@ -145,11 +145,11 @@ class PubSubSSE:
         return _state(current_app).service
 
     def public_topic(self, name: str) -> Topic:
-        """Return the current app's public topic named ``name`` (see :meth:`SSEPubSubService.public_topic`)."""
+        """Return the current app's public topic named ``name`` (see :meth:`.SSEPubSubService.public_topic`)."""
         return self.service.public_topic(name)
 
     def group(self, name: str) -> Group:
-        """Return the current app's group named ``name`` (see :meth:`SSEPubSubService.group`)."""
+        """Return the current app's group named ``name`` (see :meth:`~pubsubsse.SSEPubSubService.group`)."""
         return self.service.group(name)
 
     def publish(self, topic: str, data: Any) -> None:
@@ -158,7 +158,7 @@ class PubSubSSE:
 
 
 #: The current app's service, for views and helpers that do not hold the extension object.
-current_service: SSEPubSubService = LocalProxy(lambda: _state(current_app).service)  # type: ignore[assignment]
+current_service: SSEPubSubService = cast(SSEPubSubService, LocalProxy(lambda: _state(current_app).service))
 
 
 #: ``flask pubsubsse ...``: its commands run in the app's context.

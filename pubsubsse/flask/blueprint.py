@@ -8,7 +8,7 @@ answer into a Flask response.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Callable
+from typing import Any, Callable, cast
 
 from flask import Blueprint, Response, request, send_file
 
@@ -82,7 +82,8 @@ def create_blueprint(
 
     def view(path: str) -> Callable[[], Response]:
         def respond() -> Response:
-            answer = endpoints.handle(werkzeug_request(request._get_current_object(), path))  # type: ignore[attr-defined]
+            # The request itself, not Flask's proxy: the authorize hook may keep it.
+            answer = endpoints.handle(werkzeug_request(cast(Any, request)._get_current_object(), path))
             if isinstance(answer, Reply):
                 return Response(answer.body, status=answer.status, headers=answer.headers)
             if isinstance(answer, FileReply):

@@ -51,7 +51,7 @@ def watch_connection(environ: dict[str, Any], on_close: Callable[[], None]) -> W
         return watch(_Descriptor(uwsgi.connection_fd()), on_close)
     client_disconnected = environ.get("waitress.client_disconnected")
     if callable(client_disconnected):
-        return watch_polled(client_disconnected, on_close)
+        return watch_polled(lambda: bool(client_disconnected()), on_close)
     return None
 
 

@@ -13,7 +13,7 @@ Two implementations, chosen by the socket the server hands over:
 * plain sockets (threaded servers): one thread per process on :mod:`selectors`
   (epoll on Linux, kqueue on BSD and macOS).
 
-Either way the callback (normally :meth:`Stream.close`) runs in a greenlet or
+Either way the callback (normally :meth:`~pubsubsse.stream.Stream.close`) runs in a greenlet or
 thread of its own, never in the gevent hub.
 """
 
@@ -41,6 +41,7 @@ class Watch(Protocol):
 
     def cancel(self) -> None:
         """Stop watching. Idempotent."""
+        ...
 
 
 _POLLRDHUP: int = getattr(select, "POLLRDHUP", 0)

@@ -49,7 +49,7 @@ def direct_framing(environ: dict[str, Any]) -> bool | None:
         return None
     if not under_gevent():
         return None
-    return protocol == "HTTP/1.1"
+    return bool(protocol == "HTTP/1.1")
 
 
 _warned_foreign_thread = False

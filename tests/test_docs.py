@@ -62,3 +62,42 @@ def test_the_docs_and_docstrings_cite_nothing_outside_the_repository() -> None:
         text = path.read_text()
         for outside in ("PROTOCOL.md", "API.md", "CONTEXT.md", "../shared"):
             assert outside not in text, f"{path.relative_to(ROOT)} cites {outside}"
+
+
+#: The modules whose ``__all__`` is public API, and where the reference documents each name.
+PUBLIC = {
+    "pubsubsse": None,
+    "pubsubsse.protocol": None,
+    "pubsubsse.wsgi": ["make_wsgi_app", "WSGIApp", "stream_body"],
+    "pubsubsse.django": None,
+    "pubsubsse.errors": None,
+    "pubsubsse.backends": ["Backend", "InProcessBackend", "RedisBackend", "PostgresBackend"],
+    "pubsubsse.servers.disconnect": None,
+    "pubsubsse.servers.shutdown": None,
+    "pubsubsse.runtime": None,
+    "pubsubsse.metrics": None,
+    "pubsubsse.tickets": None,
+}
+
+
+@pytest.mark.timeout(300)
+def test_the_api_reference_documents_every_public_name(tmp_path: Path) -> None:
+    """The site builds without a warning (nitpicky), and every public name has an entry."""
+    import importlib
+
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-n", "-q", "-b", "html", "docs", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert build.returncode == 0, build.stderr[-5000:]
+    anchors = set(re.findall(r'id="(pubsubsse[\w.]*)"', (tmp_path / "api.html").read_text()))
+    documented = {anchor.rsplit(".", 1)[-1] for anchor in anchors}
+    missing = []
+    for module, names in PUBLIC.items():
+        for name in names if names is not None else importlib.import_module(module).__all__:
+            if name != "__version__" and name not in documented:
+                missing.append(f"{module}.{name}")
+    assert not missing, missing

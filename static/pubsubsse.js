@@ -3,7 +3,7 @@
  *   const ps = new PubSubSSE({ baseUrl: "/sse" });
  *   ps.on("topics", (topics) => render(topics));        // Map id -> {id, type, subscribed}
  *   ps.on("update", (topicId, data) => show(topicId, data));
- *   ps.on("status", (status) => badge(status));          // connecting | open | reconnecting | closed
+ *   ps.on("status", (status) => badge(status));          // connecting | open | reconnecting | closed | failed
  *   await ps.start();
  *   await ps.subscribe(topicId);
  *
@@ -22,12 +22,16 @@
  *
  * A refused stream is examined before anything is thrown away: an expired or bad ticket, a 503 or a 429
  * are retried with backoff and a fresh stream URL, resuming where the stream stopped; only "client not
- * found" registers a new client.
+ * found" registers a new client, at most `maxRegistrations` (3) times in `registrationWindow` (60 s),
+ * with growing pauses; a server that keeps refusing leaves the client "failed" (call start() again).
+ * Parameters go in the query string, so the client also works against the Go PubSub-SSE server.
  */
 (function (root) {
   "use strict";
 
-  var STATUS = { CONNECTING: "connecting", OPEN: "open", RECONNECTING: "reconnecting", CLOSED: "closed" };
+  var STATUS = {
+    CONNECTING: "connecting", OPEN: "open", RECONNECTING: "reconnecting", CLOSED: "closed", FAILED: "failed",
+  };
 
   function PubSubSSE(options) {
     options = options || {};
@@ -36,6 +40,9 @@
     this.storageKey = "pubsubsse:client:" + (this.baseUrl || "/");
     this.resubscribe = options.resubscribe !== false;
     this.maxBackoff = options.maxBackoff || 30000;
+    this.maxRegistrations = options.maxRegistrations || 3;
+    this.registrationWindow = options.registrationWindow || 60000;
+    this._registrations = []; // when this client registered anew after a refusal (ms)
     this._registerFn = options.register || null;
     this._streamUrlFn = options.streamUrl || null;
     this.clientId = null;
@@ -87,8 +94,10 @@
 
   /** Call an endpoint; resolves with the JSON answer, rejects with an Error carrying .status and .body. */
   PubSubSSE.prototype.call = function (path, params) {
-    var body = new URLSearchParams(params || {});
-    return fetch(this.baseUrl + path, { method: "POST", body: body, credentials: "same-origin" })
+    // Parameters go in the query string, which every server reads (the Go server reads nothing else).
+    var query = new URLSearchParams(params || {}).toString();
+    var url = this.baseUrl + path + (query ? "?" + query : "");
+    return fetch(url, { method: "POST", credentials: "same-origin" })
       .then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (json) {
           if (response.ok && json.ok === "true") return json;
@@ -104,6 +113,7 @@
   PubSubSSE.prototype.start = function () {
     var self = this;
     this._stopped = false;
+    this._registrations = [];
     this._setStatus(STATUS.CONNECTING);
     var stored = this.storage ? this.storage.getItem(this.storageKey) : null;
     return this._claim(stored).then(function (ownId) {
@@ -202,10 +212,25 @@
     if (this.storage) this.storage.setItem(this.storageKey, id);
   };
 
+  // A server that keeps refusing new clients (or refuses for a reason this client misreads) must not get
+  // a new client per refusal: at most `maxRegistrations` within `registrationWindow` ms, spaced by a
+  // growing pause; beyond that the client stops with the status "failed" until start() is called again.
   PubSubSSE.prototype._reRegister = function () {
     var self = this;
     if (!this._registering) {
-      this._registering = this._register().then(function (id) {
+      var now = Date.now();
+      var span = this.registrationWindow;
+      this._registrations = this._registrations.filter(function (t) { return now - t < span; });
+      if (this._registrations.length >= this.maxRegistrations) {
+        this._fail(new Error("the server refused " + this._registrations.length + " new clients in a row: stopped"));
+        return Promise.reject(new Error("registration stopped"));
+      }
+      var pause = this._registrations.length ? Math.min(1000 * Math.pow(2, this._registrations.length - 1), this.maxBackoff) : 0;
+      this._registrations.push(now);
+      this._registering = new Promise(function (resolve) { setTimeout(resolve, pause); }).then(function () {
+        if (self._stopped) throw new Error("stopped");
+        return self._register();
+      }).then(function (id) {
         self._useClient(id);
         self.lastEventId = null;
         self._emit("registered", id);
@@ -214,6 +239,15 @@
       }).finally(function () { self._registering = null; });
     }
     return this._registering;
+  };
+
+  PubSubSSE.prototype._fail = function (error) {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    if (this._source) this._source.close();
+    this._source = null;
+    this._setStatus(STATUS.FAILED);
+    this._emit("error", error);
   };
 
   PubSubSSE.prototype._open = function (resume) {

@@ -268,3 +268,44 @@ def test_the_demo_survives_a_restart_of_the_server(browser):
     finally:
         context.close()
         srv.stop()
+
+
+def refusing_server(mode: str) -> Server:
+    return Server("gevent", app="tests.refusing_app:app", env={"PUBSUBSSE_REFUSE": mode})
+
+
+def test_the_client_works_with_a_server_that_reads_only_the_query_string(browser):
+    """As the Go server does: every parameter goes in the query string, so subscribing works."""
+    srv = refusing_server("query-only")
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        page.goto(srv.url("/"))
+        page.wait_for_function("window.subscribed === true || window.failed !== undefined")
+        assert page.evaluate("window.subscribed") is True, page.evaluate("[window.failed, window.errors]")
+        page.wait_for_function("window.statuses.includes('open')")
+        http.get(srv.url("/test/pub"), params={"hello": ""})
+        page.wait_for_function("window.got.length === 1")
+        assert http.get(srv.url("/test/calls")).json()["/add/user"] == 1
+    finally:
+        context.close()
+        srv.stop()
+
+
+def test_a_server_that_keeps_refusing_gets_a_few_new_clients_then_the_client_stops(browser):
+    """No registration storm: at most three new clients after the first, spaced out, then "failed"."""
+    srv = refusing_server("streams")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(srv.url("/"))
+        page.wait_for_function("window.statuses.includes('failed')", timeout=30000)
+        registrations = http.get(srv.url("/test/calls")).json()["/add/user"]
+        assert registrations == 4, registrations  # the first, then maxRegistrations (3)
+        page.wait_for_timeout(3000)  # and nothing more: a stopped client stays stopped
+        assert http.get(srv.url("/test/calls")).json()["/add/user"] == registrations
+        assert any("refused" in e for e in page.evaluate("window.errors")), page.evaluate("window.errors")
+    finally:
+        context.close()
+        srv.stop()

@@ -15,7 +15,7 @@ import importlib
 import sys
 from typing import Any
 
-__all__ = ["under_gevent", "original", "concurrency"]
+__all__ = ["under_gevent", "original", "concurrency", "is_gevent_socket"]
 
 
 def under_gevent(module: str = "threading") -> bool:
@@ -44,3 +44,8 @@ def concurrency(environ: dict[str, Any]) -> str:
     if environ.get("wsgi.multithread", True):
         return "threads"
     return "none"
+
+
+def is_gevent_socket(sock: Any) -> bool:
+    """Return whether the server handed over one of gevent's sockets (its I/O waits in gevent's loop)."""
+    return type(sock).__module__.startswith("gevent.")

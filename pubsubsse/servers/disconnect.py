@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from ..runtime import original
+from ..runtime import is_gevent_socket, original
 
 __all__ = ["Watch", "watch", "watch_polled", "peer_closed"]
 
@@ -249,7 +249,7 @@ def watch(sock: Any, on_close: Callable[[], None]) -> Watch | None:
     try:
         if sock.fileno() < 0:
             return None
-        if type(sock).__module__.startswith("gevent."):
+        if is_gevent_socket(sock):
             return _GeventWatch(sock, on_close)
         return _Watch(_selector_watcher(), on_close, sock=sock)
     except (OSError, ValueError, AttributeError):

@@ -24,7 +24,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ..runtime import original, under_gevent
+from ..runtime import is_gevent_socket, original, under_gevent
 from ..stream import Stream
 from .body import StreamBody
 
@@ -40,7 +40,7 @@ def direct_framing(environ: dict[str, Any]) -> bool | None:
     request is HTTP/1.1, so direct writes must too.
     """
     sock = environ.get("gunicorn.socket")
-    if sock is None or not type(sock).__module__.startswith("gevent"):
+    if sock is None or not is_gevent_socket(sock):
         return None
     protocol = environ.get("SERVER_PROTOCOL")
     if protocol not in ("HTTP/1.0", "HTTP/1.1") or environ.get("wsgi.url_scheme") != "http":

@@ -215,3 +215,27 @@ class Cluster:
             from .conftest import drop_postgres_tables
 
             drop_postgres_tables(self.postgres_name)
+
+
+def start_gunicorn_gevent(python: str, app: str, cwd, env=None, extra_args=()) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m gunicorn -k gevent`` serving ``app`` on a free port; wait until /sse/pubsubsse.js answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [python, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}", *extra_args, app],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            if httpx.get(base + "/sse/pubsubsse.js", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .servers import ROOT, free_port
+from .servers import ROOT, start_gunicorn_gevent
 
 
 def run_django(code: str, settings: str) -> subprocess.CompletedProcess[str]:
@@ -96,26 +95,7 @@ def check_django_demo(base: str) -> None:
 
 def serve_django_demo(python: str, directory: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start example/django_demo (found in ``directory``) under gunicorn's gevent worker; wait until it answers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [python, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}", "demo.wsgi"],
-        cwd=directory,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if httpx.get(base + "/sse/pubsubsse.js", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the Django demo did not start"
-        time.sleep(0.1)
+    return start_gunicorn_gevent(python, "demo.wsgi", directory, env)
 
 
 @pytest.mark.timeout(120)

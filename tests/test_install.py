@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from .servers import ROOT, free_port
+from .servers import ROOT, start_gunicorn_gevent
 
 VENV_PYTHON = "bin/python"
 
@@ -48,26 +47,8 @@ def install(root, requirement: str) -> None:
 
 def serve(root, app_dir, extra_args=(), env=None):
     """The README's command: ``gunicorn -k gevent -b 127.0.0.1:PORT app:app``, from the venv."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(root / VENV_PYTHON), "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}", *extra_args, "app:app"],
-        cwd=app_dir,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(base + "/sse/pubsubsse.js", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
+    env = {"PATH": "/usr/bin:/bin", **(env or {})}
+    return start_gunicorn_gevent(str(root / VENV_PYTHON), "app:app", app_dir, env, extra_args)
 
 
 def stop(proc) -> str:

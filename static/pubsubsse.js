@@ -92,12 +92,23 @@
     }
   };
 
-  /** Call an endpoint; resolves with the JSON answer, rejects with an Error carrying .status and .body. */
+  /**
+   * POST to `path` below baseUrl with `params` as a form body (for the app's own routes too); resolves
+   * with the JSON answer, rejects with an Error carrying .status and .body.
+   */
   PubSubSSE.prototype.call = function (path, params) {
-    // Parameters go in the query string, which every server reads (the Go server reads nothing else).
+    return this._post(this.baseUrl + path, { body: new URLSearchParams(params || {}) });
+  };
+
+  // The protocol's endpoints get their parameters in the query string, which every server reads (the Go
+  // server reads nothing else).
+  PubSubSSE.prototype._endpoint = function (path, params) {
     var query = new URLSearchParams(params || {}).toString();
-    var url = this.baseUrl + path + (query ? "?" + query : "");
-    return fetch(url, { method: "POST", credentials: "same-origin" })
+    return this._post(this.baseUrl + path + (query ? "?" + query : ""), {});
+  };
+
+  PubSubSSE.prototype._post = function (url, init) {
+    return fetch(url, Object.assign({ method: "POST", credentials: "same-origin" }, init))
       .then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (json) {
           if (response.ok && json.ok === "true") return json;
@@ -155,7 +166,7 @@
   PubSubSSE.prototype._withClient = function (path, params) {
     var self = this;
     var attempt = function () {
-      return self.call(path, Object.assign({ client_id: self.clientId }, params));
+      return self._endpoint(path, Object.assign({ client_id: self.clientId }, params));
     };
     return attempt().catch(function (error) {
       if (error.status === 400 && error.body && error.body.error === "client not found") {
@@ -190,7 +201,7 @@
 
   PubSubSSE.prototype._register = function () {
     if (this._registerFn) return Promise.resolve(this._registerFn());
-    return this.call("/add/user").then(function (json) { return json.client_id; });
+    return this._endpoint("/add/user").then(function (json) { return json.client_id; });
   };
 
   /** The stream URL for the current client, resuming after the last event seen if `resume`. */

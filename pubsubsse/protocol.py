@@ -397,15 +397,19 @@ class Endpoints:
         self.max_query_length = max_query_length
         self.max_body_size = max_body_size
         self.end_streams_on_sigterm = end_streams_on_sigterm
-        self.serve_client = serve_client
         self.direct_writes = direct_writes
         self.tickets = tickets
-        self.stats_endpoint = stats_endpoint
         self._new_client_limit = None
         if new_clients_per_second is not None:
             self._new_client_limit = RateLimiter(new_clients_per_second, new_clients_burst)
         self._limited_addresses: set[str] = set()
         self._translate_error = translate_error
+        # Each served path, with and without its trailing slash, to its action: built once, looked up
+        # per request.
+        self._paths = {path: action for path, action in PATHS.items() if action != "stats" or stats_endpoint}
+        if serve_client:
+            self._paths["/pubsubsse.js"] = "client_script"
+        self._routes = {path.rstrip("/"): action for path, action in self._paths.items()}
         self._views: dict[str, Callable[[Request, dict[str, str]], Answer]] = {
             "add_user": self._add_user,
             "add_public_topic": self._add_public_topic,
@@ -425,18 +429,11 @@ class Endpoints:
 
     def paths(self) -> dict[str, str]:
         """Return the paths served below the mount point, each with its action (``"client_script"`` for the script)."""
-        served = {path: action for path, action in PATHS.items() if action != "stats" or self.stats_endpoint}
-        if self.serve_client:
-            served["/pubsubsse.js"] = "client_script"
-        return served
+        return dict(self._paths)
 
     def action_for(self, path: str) -> str | None:
         """Return the action served at ``path`` (with or without a trailing slash), or ``None``."""
-        wanted = path.rstrip("/")
-        for served, action in self.paths().items():
-            if served.rstrip("/") == wanted:
-                return action
-        return None
+        return self._routes.get(path.rstrip("/"))
 
     # -- the entry point ----------------------------------------------------------------------
 

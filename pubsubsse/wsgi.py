@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable
 
 from werkzeug.exceptions import HTTPException
@@ -121,8 +122,6 @@ class WSGIApp:
 
 
 def _status_line(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:

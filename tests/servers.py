@@ -239,3 +239,17 @@ def start_gunicorn_gevent(python: str, app: str, cwd, env=None, extra_args=()) -
             pass
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
+
+
+def print_outputs(servers) -> None:
+    """Print each server's log, for a test that is failing."""
+    for server in servers:
+        print(f"server on port {server.port}:", server.output())
+
+
+def stop_all(servers, *also) -> None:
+    """Stop every server, then close the other things (a private redis-server, ...)."""
+    for server in servers:
+        server.stop()
+    for thing in also:
+        thing.close()

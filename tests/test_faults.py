@@ -34,7 +34,7 @@ import redis as redis_py
 
 from .http_helpers import api, http, new_client, new_public_topic, wait_for
 from .redis_server import RedisServer
-from .servers import ROOT, Server
+from .servers import ROOT, Server, print_outputs
 
 SUBSCRIBERS = 500
 RATE = 20.0
@@ -437,8 +437,7 @@ def test_faults_one_after_another_lose_nothing_silently(tmp_path):
             )
         after("rolling restart of every worker", injected)
     except Exception:
-        for server in servers:
-            print(f"server on port {server.port}:", server.output())
+        print_outputs(servers)
         raise
     finally:
         artifacts = ROOT / "artifacts"

@@ -12,7 +12,7 @@ import pytest
 
 from .http_helpers import http
 from .redis_server import RedisServer
-from .servers import ROOT, Server
+from .servers import ROOT, Server, print_outputs, stop_all
 from .test_browser import CHROMIUM, browser  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
@@ -60,10 +60,7 @@ def test_workers_make_one_topic_and_a_browser_gets_what_other_processes_publish(
         context.close()
         assert http.get(servers[1].url("/test/topics")).json()["public_topics"] == ["T-orders"]
     except Exception:
-        for server in servers:
-            print(f"server on port {server.port}:", server.output())
+        print_outputs(servers)
         raise
     finally:
-        for server in servers:
-            server.stop()
-        redis.close()
+        stop_all(servers, redis)

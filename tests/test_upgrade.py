@@ -18,7 +18,7 @@ import redis as redis_py
 
 from .http_helpers import api, new_client, new_public_topic, publish, state, wait_for
 from .redis_server import RedisServer
-from .servers import ROOT, Server
+from .servers import ROOT, Server, print_outputs, stop_all
 from .test_scaleout import ResumingReader
 
 #: The last commit of pubsubsse 0.1.0's log format.
@@ -110,10 +110,7 @@ def test_old_and_new_processes_share_a_log_then_the_new_ones_move_on(old_tree):
         for server in servers:
             assert api(server, "/stats").json()["log_entries_skipped"] == 0
     except Exception:
-        for server in servers:
-            print(f"server on port {server.port}:", server.output())
+        print_outputs(servers)
         raise
     finally:
-        for server in servers:
-            server.stop()
-        redis.close()
+        stop_all(servers, redis)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pubsubsse import SSEPubSubService
 from pubsubsse.metrics import register_metrics
 
-from .http_helpers import SSEReader, api, new_client, new_public_topic, publish
+from .http_helpers import SSEReader, api, new_client, new_public_topic, publish, wait_for
 from .servers import Server
 from .test_direct_writes import RawStream
 
@@ -63,6 +63,8 @@ def test_stats_endpoint_counts_what_happened(small_queues):
         assert unknown.next().json()["updates"] is None  # an init message: the id was unknown
     finally:
         unknown.close()
+    # The server notices the closed connection on its own time: wait for it, then count.
+    wait_for(lambda: stats(server)["clients_receiving"] == 0, what="the last stream to end")
     after = stats(server)
     assert int(last.id) == int(init.id) + 3
     assert grew(before, after) == {

@@ -450,10 +450,11 @@ class Core:
         log.debug("client %s created", short_id(client_id))
         return client
 
-    def _op_remove_client(self, fx: Effects, client_id: str) -> None:
+    def _op_remove_client(self, fx: Effects, client_id: str) -> bool:
+        """Return whether the client was there to remove (a removal made elsewhere may have come first)."""
         client = self.clients.pop(client_id, None)
         if client is None:
-            return
+            return False
         self.waiting.pop(client_id, None)
         client._removed = True
         unsubscribed = list(client._subs.values())
@@ -473,6 +474,7 @@ class Core:
             mailbox.stream.end(superseded=False)
         fx.add(self._owner, "on_remove_client", client)
         log.debug("client %s removed", short_id(client_id))
+        return True
 
     def _op_expire_client(self, fx: Effects, client_id: str, detaches: int) -> None:
         # Applied only if the client has not attached (nor detached again) since the proposal.
@@ -529,14 +531,16 @@ class Core:
         self._send_topics(client)
         return topic
 
-    def _op_remove_private_topic(self, fx: Effects, client_id: str, topic_id: str) -> None:
+    def _op_remove_private_topic(self, fx: Effects, client_id: str, topic_id: str) -> bool:
+        """Return whether the topic was there to remove."""
         client = self.clients.get(client_id)
         topic = None if client is None else client._private.pop(topic_id, None)
         if client is None or topic is None:
-            return
+            return False
         affected: dict[Client, list[Topic]] = {}
         self._drop_topic(fx, topic, affected)
         self._notify(affected)
+        return True
 
     def _op_new_group(self, fx: Effects, group_id: str) -> Group:
         if len(self.groups) >= self._max_groups:

@@ -406,12 +406,13 @@ class Client:
         """
         return cast(Topic, self._service._execute("new_private_topic", self._id, new_id("T")))
 
-    def remove_private_topic(self, topic: Topic) -> None:
-        """Remove one of this client's private topics.
+    def remove_private_topic(self, topic: Topic) -> bool:
+        """Remove one of this client's private topics; return whether this call removed it.
 
-        A topic that is not (or no longer) a private topic of this client is ignored.
+        A topic that is not (or no longer) a private topic of this client is
+        ignored, and the answer is ``False``.
         """
-        self._service._execute("remove_private_topic", self._id, topic.id)
+        return bool(self._service._execute("remove_private_topic", self._id, topic.id))
 
     def sub(self, topic: Topic) -> None:
         """Subscribe to ``topic``; the client then receives what is published to it.

@@ -594,12 +594,16 @@ class Endpoints:
         return _ok()
 
     def _remove_user(self, request: Request, params: dict[str, str]) -> Answer:
-        self.service.remove_client(self._checked_client(request, "remove_user", params))
+        client = self._checked_client(request, "remove_user", params)
+        # Found here, yet removed already: by another process, whose change this one saw late.
+        if not self.service.remove_client(client):
+            raise ClientNotFound(client.id)
         return _ok()
 
     def _remove_private_topic(self, request: Request, params: dict[str, str]) -> Answer:
         client, topic = self._client_and_topic(request, "remove_private_topic", params, private_only=True)
-        client.remove_private_topic(topic)
+        if not client.remove_private_topic(topic):  # removed already, as for /remove/user
+            raise TopicNotFound(topic.id)
         return _ok()
 
     def _event(self, request: Request, params: dict[str, str]) -> Answer:

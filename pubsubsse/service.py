@@ -239,14 +239,16 @@ class SSEPubSubService:
         """Create a client. It is ``WAITING`` until a stream is attached."""
         return cast(Client, self._execute("new_client", new_id("C")))
 
-    def remove_client(self, client: Client) -> None:
+    def remove_client(self, client: Client) -> bool:
         """Remove a client: it is unsubscribed from everything and leaves its groups.
 
         Its private topics are removed with it. An attached stream receives a
         final message (no topics, every subscription ended) and then ends.
-        Removing a client twice is a no-op.
+        Removing a client twice is a no-op. Returns whether this call removed
+        it: ``False`` when it was gone already, also when another process
+        removed it a moment before and this one had not seen that yet.
         """
-        self._execute("remove_client", client.id)
+        return bool(self._execute("remove_client", client.id))
 
     def new_public_topic(self) -> Topic:
         """Create a topic every client can see."""

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Union
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
 from .model import Client, Topic, check_name, short_id
@@ -204,6 +204,20 @@ Answer = Union[Reply, StreamReply, FileReply]
 def _json_reply(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Reply:
     data = json.dumps(body, separators=(",", ":")).encode()
     return Reply(status, [*_JSON_HEADERS, ("Content-Length", str(len(data))), *(headers or {}).items()], data)
+
+
+def _redirect(request: Request, canonical: str) -> Reply:
+    """Send a path without its trailing slash (or with one too many) to the served form, as Go's ServeMux does.
+
+    308, not Go's 301: a client that follows it repeats a POST with its body
+    (after a 301 it would send a GET without it). The ``Location`` is relative to
+    the request's URL, so it holds under any mount point.
+    """
+    segment = canonical.rstrip("/").rpartition("/")[2]
+    location = segment + "/" if canonical.endswith("/") else "../" + segment
+    if request.query_string:
+        location += "?" + quote(request.query_string, safe="/?:@!$&'()*+,;=%~")
+    return _json_reply(308, {"ok": "false", "error": f"moved to {canonical}"}, {"Location": location})
 
 
 def _ok(**fields: str) -> Reply:
@@ -409,7 +423,10 @@ class Endpoints:
         self._paths = {path: action for path, action in PATHS.items() if action != "stats" or stats_endpoint}
         if serve_client:
             self._paths["/pubsubsse.js"] = "client_script"
-        self._routes = {path.rstrip("/"): action for path, action in self._paths.items()}
+        # The other form of each path (slash added or removed), redirected to the served one.
+        self._other_forms = {
+            (path.rstrip("/") if path.endswith("/") else path + "/"): path for path in self._paths
+        }
         self._views: dict[str, Callable[[Request, dict[str, str]], Answer]] = {
             "add_user": self._add_user,
             "add_public_topic": self._add_public_topic,
@@ -432,8 +449,12 @@ class Endpoints:
         return dict(self._paths)
 
     def action_for(self, path: str) -> str | None:
-        """Return the action served at ``path`` (with or without a trailing slash), or ``None``."""
-        return self._routes.get(path.rstrip("/"))
+        """Return the action served at ``path`` (exactly as in :meth:`paths`), or ``None``."""
+        return self._paths.get(path)
+
+    def canonical_path(self, path: str) -> str | None:
+        """Return the served path that ``path`` is the other form of (slash added or dropped), or ``None``."""
+        return self._other_forms.get(path)
 
     # -- the entry point ----------------------------------------------------------------------
 
@@ -442,7 +463,8 @@ class Endpoints:
         action = self.action_for(request.path)
         answer: Answer
         if action is None:
-            answer = error_reply(404, "not found")
+            canonical = self.canonical_path(request.path)
+            answer = error_reply(404, "not found") if canonical is None else _redirect(request, canonical)
         elif action == "client_script":
             answer = self._client_script(request)
         else:

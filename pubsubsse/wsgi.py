@@ -77,6 +77,16 @@ def prepare(endpoints: Endpoints) -> Endpoints:
     return endpoints
 
 
+def as_requested(path: str, requested: str) -> str:
+    """Return the served ``path`` with a trailing slash exactly when the ``requested`` one has it.
+
+    Framework routes match both forms of a path; the protocol redirects the
+    form it does not serve, so it must see the form that was asked for.
+    """
+    bare = path.rstrip("/")
+    return bare + "/" if requested.endswith("/") else bare
+
+
 def werkzeug_errors(error: Exception) -> Refused | None:
     """Map Werkzeug's HTTP exceptions (``Unauthorized``, ``Forbidden``, ...) raised by a hook to their answer."""
     if isinstance(error, HTTPException):

@@ -10,7 +10,7 @@ from django.urls import URLPattern, re_path
 from django.views.decorators.csrf import csrf_exempt
 
 from ..protocol import Endpoints, FileReply, Refused, Reply, Request
-from ..wsgi import prepare, start_stream
+from ..wsgi import as_requested, prepare, start_stream
 from . import get_service, settings_options
 
 __all__ = ["patterns", "django_errors"]
@@ -44,7 +44,7 @@ def _request(request: HttpRequest, path: str) -> Request:
 def _view(endpoints: Endpoints, path: str) -> Callable[..., HttpResponseBase]:
     @csrf_exempt
     def view(request: HttpRequest, **kwargs: Any) -> HttpResponseBase:
-        answer = endpoints.handle(_request(request, path))
+        answer = endpoints.handle(_request(request, as_requested(path, request.path)))
         if isinstance(answer, Reply):
             response: HttpResponseBase = HttpResponse(answer.body, status=answer.status)
         elif isinstance(answer, FileReply):

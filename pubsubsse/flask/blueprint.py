@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request, send_file
 
 from ..protocol import ACTIONS, Authorize, Endpoints, FileReply, Reply
 from ..service import SSEPubSubService
-from ..wsgi import prepare, start_stream, werkzeug_errors, werkzeug_request
+from ..wsgi import as_requested, prepare, start_stream, werkzeug_errors, werkzeug_request
 
 __all__ = ["create_blueprint", "ACTIONS", "Authorize"]
 
@@ -48,7 +48,8 @@ def create_blueprint(
     def view(path: str) -> Callable[[], Response]:
         def respond() -> Response:
             # The request itself, not Flask's proxy: the authorize hook may keep it.
-            answer = endpoints.handle(werkzeug_request(cast(Any, request)._get_current_object(), path))
+            native = cast(Any, request)._get_current_object()
+            answer = endpoints.handle(werkzeug_request(native, as_requested(path, native.path)))
             if isinstance(answer, Reply):
                 return Response(answer.body, status=answer.status, headers=answer.headers)
             if isinstance(answer, FileReply):

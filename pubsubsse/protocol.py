@@ -18,6 +18,7 @@ when a shared backend is unreachable) with ``{"ok": "false", "error":
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import inspect
@@ -34,6 +35,7 @@ from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscri
 from .model import Client, Topic, check_name, short_id
 from .ratelimit import RateLimiter
 from .service import SSEPubSubService
+from .shared import MAX_SHARED_CLIENTS, SharedStream
 from .stream import Stream
 from .tickets import BadTicket, StreamTickets
 
@@ -77,6 +79,7 @@ PATHS: Mapping[str, str] = {
     "/remove/user": "remove_user",
     "/remove/topic/private/": "remove_private_topic",
     "/event": "event",
+    "/event/shared": "shared_event",
     "/stats": "stats",
 }
 
@@ -181,7 +184,7 @@ class StreamReply:
     """
 
     headers: list[tuple[str, str]]
-    stream: Stream
+    stream: Stream | SharedStream
     service: SSEPubSubService
     end_on_sigterm: bool = True
     status: int = 200
@@ -204,6 +207,23 @@ Answer = Union[Reply, StreamReply, FileReply]
 def _json_reply(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Reply:
     data = json.dumps(body, separators=(",", ":")).encode()
     return Reply(status, [*_JSON_HEADERS, ("Content-Length", str(len(data))), *(headers or {}).items()], data)
+
+
+def _shared_clients(value: str) -> list[tuple[str, str | None]]:
+    """Parse ``clients`` of ``/event/shared``: ``<client id>[:<last event id>]``, comma-separated."""
+    entries: list[tuple[str, str | None]] = []
+    for entry in value.split(",") if value else ():
+        client_id, colon, last_event_id = entry.partition(":")
+        if not client_id or len(client_id) > _MAX_ID_LENGTH:
+            raise Refused(400, "invalid parameter clients: expected client_id[:last_event_id], comma-separated")
+        entries.append((client_id, last_event_id if colon else None))
+    if not entries:
+        raise ClientNotFound("")
+    if len(entries) > MAX_SHARED_CLIENTS:
+        raise Refused(400, f"invalid parameter clients: at most {MAX_SHARED_CLIENTS} clients")
+    if len({client_id for client_id, _ in entries}) < len(entries):
+        raise Refused(400, "invalid parameter clients: a client is named twice")
+    return entries
 
 
 def _redirect(request: Request, canonical: str) -> Reply:
@@ -358,6 +378,11 @@ class Endpoints:
     ``stats_endpoint`` (default ``False``)
         Serve ``/stats``: :meth:`~pubsubsse.SSEPubSubService.stats` as JSON, for
         monitoring. The ``authorize`` hook sees it as action ``"stats"``.
+    ``shared_streams`` (default ``True``)
+        Serve ``/event/shared``: one stream carrying several clients' events,
+        which the browser client uses so that all tabs of a browser share one
+        connection (see :mod:`pubsubsse.shared`). The ``authorize`` hook is
+        asked ``"event"`` for each client, as for ``/event``.
 
     Client ids are credentials and are treated as such: they are compared in
     constant time and never logged in full.
@@ -381,6 +406,7 @@ class Endpoints:
         new_clients_per_second: float | None = 10.0,
         new_clients_burst: int = 100,
         stats_endpoint: bool = False,
+        shared_streams: bool = True,
         translate_error: Callable[[Exception], Refused | None] | None = None,
     ) -> None:
         get_service: Callable[[], SSEPubSubService]
@@ -402,6 +428,7 @@ class Endpoints:
             "add_private_topic": private_topics,
             "remove_private_topic": private_topics,
             "remove_user": client_removal,
+            "shared_event": shared_streams,
         }
         if isinstance(cors_origins, str) and cors_origins != "*":
             cors_origins = [cors_origins]
@@ -424,9 +451,7 @@ class Endpoints:
         if serve_client:
             self._paths["/pubsubsse.js"] = "client_script"
         # The other form of each path (slash added or removed), redirected to the served one.
-        self._other_forms = {
-            (path.rstrip("/") if path.endswith("/") else path + "/"): path for path in self._paths
-        }
+        self._other_forms = {(path.rstrip("/") if path.endswith("/") else path + "/"): path for path in self._paths}
         self._views: dict[str, Callable[[Request, dict[str, str]], Answer]] = {
             "add_user": self._add_user,
             "add_public_topic": self._add_public_topic,
@@ -436,6 +461,7 @@ class Endpoints:
             "remove_user": self._remove_user,
             "remove_private_topic": self._remove_private_topic,
             "event": self._event,
+            "shared_event": self._shared_event,
             "stats": self._stats,
         }
 
@@ -646,6 +672,32 @@ class Endpoints:
         stream = client.stream(last_event_id)
         log.debug("stream opened for client %s", short_id(client.id))
         return StreamReply(list(_STREAM_HEADERS), stream, self.service, self.end_streams_on_sigterm)
+
+    def _shared_event(self, request: Request, params: dict[str, str]) -> Answer:
+        entries = _shared_clients(params.get("clients", ""))
+        clients = [self._find_client({"client_id": client_id}) for client_id, _ in entries]
+        for client in clients:
+            self._check(request, "event", client)
+        streams: list[Stream | None] = []
+        refusals: list[str] = []
+        try:
+            for client, (_, last_event_id) in zip(clients, entries):
+                stream = None
+                # A client removed a moment ago is announced in the stream like an unknown id.
+                with contextlib.suppress(ClientNotFound):
+                    stream = None if client is None else client.stream(last_event_id)
+                streams.append(stream)
+                refusals.append("client not found" if stream is None else "")
+        except BaseException:
+            for stream in streams:
+                if stream is not None:
+                    stream.close()
+            raise
+        if all(stream is None for stream in streams):
+            raise ClientNotFound(entries[0][0])
+        log.debug("shared stream opened for %d clients", len(streams))
+        shared = SharedStream(streams, refusals)
+        return StreamReply(list(_STREAM_HEADERS), shared, self.service, self.end_streams_on_sigterm)
 
     def _stats(self, request: Request, params: dict[str, str]) -> Answer:
         self._check(request, "stats", None)

@@ -151,6 +151,7 @@ class Stream:
         "_writer",
         "_unsent",
         "_pending",
+        "bell",
     )
 
     def __init__(
@@ -181,6 +182,9 @@ class Stream:
         #: SSE pieces of the events given to the flusher and not written yet (a list only while
         #: there are some: idle streams are what a process holds most of).
         self._pending: list[bytes] | None = None
+        #: Called with this stream after each item queued: a shared connection's doorbell (see
+        #: :class:`~pubsubsse.shared.SharedStream`), ``None`` for a stream with its own connection.
+        self.bell: Callable[[Stream], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Stream of {self.client!r} cursor={self.cursor}{' ended' if self._ended else ''}>"
@@ -203,12 +207,8 @@ class Stream:
         when the time ran out with nothing to send, and ``None`` once the stream
         has ended (everything queued before the end has been returned by then).
         """
-        if self._first is not None:
-            chunk, self._first = self._first, None
-            self.last_write = time.monotonic()
-            return chunk
-        if self._ended:
-            return None
+        if self._first is not None or self._ended:
+            return self._take_first()
         # Nothing can run between these lines and the get() switching away (one OS thread, see
         # write_directly); get() returns without switching when something is queued.
         self.parked = self._writer is not None
@@ -219,6 +219,23 @@ class Stream:
         finally:
             self.parked = False
         return self._compose(first)
+
+    def poll(self) -> bytes | None:
+        """Return what is ready to send without waiting: like :meth:`read` with no time to wait."""
+        if self._first is not None or self._ended:
+            return self._take_first()
+        try:
+            first = self.queue.get_nowait()
+        except queue.Empty:
+            return b""
+        return self._compose(first)
+
+    def _take_first(self) -> bytes | None:
+        """Return the first chunk if it is still to send, else ``None`` (the stream has ended)."""
+        chunk, self._first = self._first, None
+        if chunk is not None:
+            self.last_write = time.monotonic()
+        return chunk
 
     def _compose(self, first: Any) -> bytes | None:
         """Turn ``first`` and everything queued behind it into one chunk (see :meth:`read`)."""
@@ -376,6 +393,8 @@ class Stream:
         """
         self.parked = False
         self.queue.put_nowait(item)
+        if self.bell is not None:
+            self.bell(self)
 
     def close(self) -> None:
         """Detach the stream and end the iteration. Idempotent, callable from any thread."""

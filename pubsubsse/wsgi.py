@@ -32,6 +32,7 @@ from .servers import shutdown
 from .servers.body import StreamBody
 from .servers.gunicorn_gevent import DirectStreamBody, direct_framing
 from .service import SSEPubSubService
+from .shared import SharedStream
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -45,11 +46,12 @@ log = logging.getLogger(__name__)
 _warned_blocking = False
 
 
-def stream_body(stream: Stream, environ: dict[str, Any], direct_writes: bool = True) -> StreamBody:
+def stream_body(stream: Stream | SharedStream, environ: dict[str, Any], direct_writes: bool = True) -> StreamBody:
     """Return the WSGI body for ``stream``: direct writes under gunicorn's gevent worker where allowed."""
-    framing = direct_framing(environ) if direct_writes else None
-    if framing is not None:
-        return DirectStreamBody(stream, environ, framing)
+    if direct_writes and isinstance(stream, Stream):  # a shared stream's streams share one connection
+        framing = direct_framing(environ)
+        if framing is not None:
+            return DirectStreamBody(stream, environ, framing)
     return StreamBody(stream, environ)
 
 

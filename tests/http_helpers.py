@@ -67,9 +67,10 @@ def wait_for(predicate, timeout: float = 10, what: str = "condition"):
 
 
 class Event:
-    def __init__(self, id: str, data: str) -> None:
+    def __init__(self, id: str, data: str, event: str = "message") -> None:
         self.id = id
         self.data = data
+        self.event = event or "message"
 
     def json(self) -> Any:
         import json
@@ -114,7 +115,7 @@ class SSEReader:
                 self.response_headers = dict(source.response.headers)
                 self.opened.set()
                 for sse in source.iter_sse():
-                    self.events.put(Event(sse.id, sse.data))
+                    self.events.put(Event(sse.id, sse.data, sse.event))
 
     def _run_sseclient(self) -> None:
         response = requests.get(
@@ -125,7 +126,7 @@ class SSEReader:
         self.response_headers = dict(response.headers)
         self.opened.set()
         for sse in sseclient.SSEClient(response.iter_content(chunk_size=None)).events():
-            self.events.put(Event(sse.id, sse.data))
+            self.events.put(Event(sse.id, sse.data, sse.event))
 
     def next(self, timeout: float = TIMEOUT) -> Event:
         item = self.events.get(timeout=timeout)

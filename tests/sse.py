@@ -58,3 +58,42 @@ def drain(stream) -> Parsed:
             break
         raw += chunk
     return parse(raw)
+
+
+def parse_shared(raw: bytes) -> list[tuple[str, str | None, Any]]:
+    """Parse a shared stream strictly: ``(event type, id or None, decoded JSON)`` per event.
+
+    Client events carry ``event: c<i>``, ``id:`` and ``data:``; ``end`` notices carry no id.
+    """
+    text = raw.decode("utf-8")
+    assert "\r" not in text and (text == "" or text.endswith("\n")), "bad framing"
+    out: list[tuple[str, str | None, Any]] = []
+    fields: dict[str, str] = {}
+    for line in text.split("\n")[:-1]:
+        if line == "":
+            kind = fields.get("event", "")
+            expected = {"event", "data"} if kind == "end" else {"event", "id", "data"}
+            assert set(fields) == expected and (kind == "end" or kind[:1] == "c"), f"event with {fields}"
+            out.append((kind, fields.get("id"), json.loads(fields["data"])))
+            fields = {}
+        elif line.startswith(":"):
+            assert line == ":", line
+        else:
+            name, _, value = line.partition(": ")
+            if name == "retry":
+                continue
+            assert name in ("event", "id", "data") and name not in fields, line
+            fields[name] = value
+    assert not fields, "event not terminated by a blank line"
+    return out
+
+
+def drain_shared(stream) -> list[tuple[str, str | None, Any]]:
+    """Everything a shared stream has ready now, parsed. Never blocks."""
+    raw = b""
+    while True:
+        chunk = stream.read(timeout=0)
+        if not chunk:
+            break
+        raw += chunk
+    return parse_shared(raw)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Callable
 
+from ..shared import SharedStream
 from ..stream import Stream
 from .disconnect import Watch, watch, watch_polled
 
@@ -56,11 +57,11 @@ def watch_connection(environ: dict[str, Any], on_close: Callable[[], None]) -> W
 
 
 class StreamBody:
-    """The body of an ``/event`` response: ``stream``'s chunks, the stream closed with the response."""
+    """The body of an ``/event`` or ``/event/shared`` response: the stream's chunks; it is closed with the response."""
 
     __slots__ = ("_stream", "_environ", "_watch")
 
-    def __init__(self, stream: Stream, environ: dict[str, Any]) -> None:
+    def __init__(self, stream: Stream | SharedStream, environ: dict[str, Any]) -> None:
         self._stream = stream
         self._environ: dict[str, Any] | None = environ
         self._watch: Watch | None = None

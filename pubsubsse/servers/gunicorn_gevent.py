@@ -87,10 +87,11 @@ class DirectStreamBody(StreamBody):
     what a process holds most of.
     """
 
-    __slots__ = ("_sock", "_chunked", "_direct", "_fd")
+    __slots__ = ("_sock", "_chunked", "_direct", "_fd", "_own")
 
     def __init__(self, stream: Stream, environ: dict[str, Any], chunked: bool) -> None:
         super().__init__(stream, environ)
+        self._own = stream  # typed as the one-client stream that direct writes need
         sock = environ["gunicorn.socket"]
         self._sock = sock
         self._chunked = chunked
@@ -104,7 +105,7 @@ class DirectStreamBody(StreamBody):
         return self
 
     def __next__(self) -> bytes:
-        stream = self._stream
+        stream = self._own
         if not self._direct:
             self._direct = True
             return next(stream)
@@ -154,5 +155,5 @@ class DirectStreamBody(StreamBody):
 
     def close(self) -> None:
         """Stop direct writes, then end the stream (before the server closes the socket and reuses its number)."""
-        self._stream.stop_writing_directly()
+        self._own.stop_writing_directly()
         super().close()

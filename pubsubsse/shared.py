@@ -11,9 +11,11 @@ connection carries all of them:
   the replay buffer, the bounded queue and resync);
 * each of its events is sent with ``event: c<i>``, where ``i`` is the client's
   position in the request, and keeps its ``id:``, the client's own event id;
-* when a client's stream ends while the others go on (the client was removed,
-  another connection took it over, or it was unknown from the start), an
-  ``event: end`` with ``data: {"client": i, "reason": ...}`` says so;
+* when a client's stream ends, an ``event: end`` with ``data: {"client": i,
+  "reason": ...}`` says why: ``"removed"`` (after the client's final message),
+  ``"client not found"`` (unknown when the stream opened) or ``"closed"`` (taken
+  over by another connection, or closed by the server; not sent when it is
+  the last stream, as the connection then ends);
 * the connection ends when every client's stream has ended.
 
 How the chunks of several streams meet on one connection: each stream rings
@@ -138,8 +140,13 @@ class SharedStream:
                 del self._live[stream]
                 stream.bell = None
                 ended.append((index, stream))
-        if self._live:  # streams that end together end the connection: no notice for them
-            pieces += [end_notice(i, "removed" if stream.client._removed else "closed") for i, stream in ended]
+        for index, stream in ended:
+            # A removal is always announced; streams closed together with the last one end the
+            # connection, which says enough.
+            if stream.client._removed:
+                pieces.append(end_notice(index, "removed"))
+            elif self._live:
+                pieces.append(end_notice(index, "closed"))
         if pieces:
             now = time.monotonic()
             for stream in self._live:

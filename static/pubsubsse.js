@@ -4,6 +4,7 @@
  *   ps.on("topics", (topics) => render(topics));        // Map id -> {id, type, subscribed}
  *   ps.on("update", (topicId, data) => show(topicId, data));
  *   ps.on("status", (status) => badge(status));          // connecting | open | reconnecting | closed | failed
+ *   ps.on("sharing", (tabs) => note(tabs));              // how many tabs share this tab's connection
  *   await ps.start();
  *   await ps.subscribe(topicId);
  *
@@ -25,6 +26,13 @@
  * found" registers a new client, at most `maxRegistrations` (3) times in `registrationWindow` (60 s),
  * with growing pauses; a server that keeps refusing leaves the client "failed" (call start() again).
  * Parameters go in the query string, so the client also works against the Go PubSub-SSE server.
+ *
+ * Tabs share one connection: the tabs of an origin elect a leader (Web Locks) that holds the only stream
+ * (/event/shared) and relays each tab's events (BroadcastChannel); each tab keeps its own client, and when
+ * the leader closes another tab takes over and resumes every client where it stopped. ps.on("sharing", n)
+ * tells how many tabs share it. Off with `shareConnection: false`, with `streamUrl`, where the browser
+ * lacks Web Locks (plain http:// other than localhost), and against a server without /event/shared (the
+ * Go server): there every tab opens its own stream.
  */
 (function (root) {
   "use strict";
@@ -45,6 +53,9 @@
     this._registrations = []; // when this client registered anew after a refusal (ms)
     this._registerFn = options.register || null;
     this._streamUrlFn = options.streamUrl || null;
+    // One connection for every tab of this origin, unless stream URLs are the app's own (signed tickets).
+    this.shareConnection = options.shareConnection !== false && !this._streamUrlFn && canShare();
+    this._share = null;
     this.clientId = null;
     this.status = STATUS.CLOSED;
     this.lastEventId = null;
@@ -131,7 +142,12 @@
       return ownId ? ownId : self._register();
     }).then(function (id) {
       self._useClient(id);
-      self._open(false);
+      if (self.shareConnection && !self._share) {
+        self._share = new Share(self);
+        self._share.start();
+      } else {
+        self._open(false);
+      }
       return id;
     });
   };
@@ -142,6 +158,8 @@
     clearTimeout(this._timer);
     if (this._source) this._source.close();
     this._source = null;
+    if (this._share) this._share.close();
+    this._share = null;
     this._setStatus(STATUS.CLOSED);
   };
 
@@ -257,12 +275,18 @@
     clearTimeout(this._timer);
     if (this._source) this._source.close();
     this._source = null;
+    if (this._share) this._share.close();
+    this._share = null;
     this._setStatus(STATUS.FAILED);
     this._emit("error", error);
   };
 
   PubSubSSE.prototype._open = function (resume) {
     var self = this;
+    if (this._share && !this._share.solo) {
+      this._share.join(resume);
+      return Promise.resolve();
+    }
     var attempt = ++this._opening;
     if (this._source) this._source.close();
     this._source = null;
@@ -283,12 +307,7 @@
       self._backoff = 500;
       self._setStatus(STATUS.OPEN);
     };
-    source.onmessage = function (event) {
-      if (event.lastEventId) self.lastEventId = event.lastEventId;
-      var message;
-      try { message = JSON.parse(event.data); } catch (e) { self._emit("error", e); return; }
-      self._handle(message);
-    };
+    source.onmessage = function (event) { self._deliver(event.lastEventId, event.data); };
     source.onerror = function () {
       if (self._stopped || self._source !== source) return;
       if (source.readyState === EventSource.CONNECTING) {
@@ -343,6 +362,27 @@
     });
   };
 
+  /** One event of this client's stream (its own, or relayed by the tab that holds the shared one). */
+  PubSubSSE.prototype._deliver = function (id, data) {
+    if (id) this.lastEventId = id;
+    var message;
+    try { message = JSON.parse(data); } catch (e) { this._emit("error", e); return; }
+    this._handle(message);
+  };
+
+  /** The shared connection no longer carries this client: register anew if it is gone, else rejoin. */
+  PubSubSSE.prototype._ended = function (reason) {
+    var self = this;
+    if (this._stopped) return;
+    if (reason === "removed" || reason === "client not found") {
+      this._reRegister().catch(function (error) { self._emit("error", error); });
+      return;
+    }
+    clearTimeout(this._timer);
+    this._timer = setTimeout(function () { if (!self._stopped) self._open(true); }, this._backoff);
+    this._backoff = Math.min(this._backoff * 2, this.maxBackoff);
+  };
+
   PubSubSSE.prototype._handle = function (message) {
     var self = this;
     var sys = message.sys || [];
@@ -385,6 +425,300 @@
       self._emit("update", update.topic, update.data);
     });
     this._emit("message", message);
+  };
+
+  // ---- One connection for every tab ---------------------------------------------------------------------
+  //
+  // The tabs of one origin (and baseUrl) elect a leader with the Web Locks API: the tab holding the lock
+  // "<scope>:leader" holds the only stream, /event/shared, which carries every tab's client; it relays each
+  // tab's events over a BroadcastChannel. Every tab keeps its own client, subscriptions and last event id.
+  // A tab holds the lock "<scope>:tab:<id>" for its lifetime, so the leader learns when a tab closes or
+  // crashes (its request for that lock is granted). When the leader goes, the browser grants the leader
+  // lock to the next tab, which greets the others; each answers with its client and the id of the last
+  // event it handled, and the new stream resumes every client from there: nothing lost, nothing twice.
+  // A server without /event/shared (404: the Go server, an older pubsubsse) makes every tab open its own.
+
+  var MAX_SHARED = 32; // clients per shared stream, as the server allows
+
+  function canShare() {
+    return typeof BroadcastChannel !== "undefined" && typeof EventSource !== "undefined" &&
+      typeof navigator !== "undefined" && !!navigator.locks && typeof navigator.locks.request === "function";
+  }
+
+  function randomId() {
+    return Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+  }
+
+  function Share(ps) {
+    var self = this;
+    this.ps = ps;
+    this.tab = randomId();
+    this.scope = "pubsubsse:" + (ps.baseUrl || "/");
+    this.channel = new BroadcastChannel(this.scope + ":share");
+    this.channel.onmessage = function (event) { self._onMessage(event.data || {}); };
+    this.leaderTab = null; // the tab whose relayed events this tab takes
+    this.leader = null; // a Leader while this tab leads
+    this.solo = false; // the server has no shared streams: this tab opens its own
+    this.closed = false;
+    this._abort = typeof AbortController === "undefined" ? null : new AbortController();
+    this._release = null;
+    this._resign = null;
+  }
+
+  Share.prototype._lock = function (name, callback) {
+    var options = this._abort ? { signal: this._abort.signal } : {};
+    return navigator.locks.request(this.scope + name, options, callback).catch(function () {});
+  };
+
+  Share.prototype.start = function () {
+    var self = this;
+    new Promise(function (granted) {
+      self._lock(":tab:" + self.tab, function () {
+        granted();
+        return new Promise(function (release) { self._release = release; });
+      });
+    }).then(function () {
+      if (self.closed) return;
+      self._lock(":leader", function () {
+        if (self.closed) return null;
+        return new Promise(function (resign) {
+          self._resign = resign;
+          self.leaderTab = self.tab;
+          self.leader = new Leader(self);
+        });
+      });
+      self.join(false);
+    });
+  };
+
+  /** Tell the leader (this tab's own, if it leads) which client this tab has and where it stands. */
+  Share.prototype.join = function () {
+    if (this.closed || this.solo || !this.ps.clientId) return;
+    var me = { t: "join", tab: this.tab, client: this.ps.clientId, last: this.ps.lastEventId };
+    if (this.leader) this.leader.onMessage(me);
+    else this.channel.postMessage(me);
+  };
+
+  Share.prototype._onMessage = function (m) {
+    if (this.closed) return;
+    if (this.leader) { this.leader.onMessage(m); return; }
+    var ps = this.ps;
+    if (m.t === "hello") { // a new leader: take its events only, and tell it where this tab stands
+      this.leaderTab = m.leader;
+      this.join();
+    } else if (m.t === "welcome" && m.tab === this.tab) {
+      this.leaderTab = m.leader;
+    } else if (m.t === "solo" && (!m.tab || m.tab === this.tab)) {
+      this._goSolo(); // from any leader: it is about the server
+    } else if (m.leader !== this.leaderTab) {
+      return; // a former leader's late messages: the new one resumes from what this tab has handled
+    } else if (m.t === "ev" && m.client === ps.clientId) {
+      ps._deliver(m.id, m.data);
+    } else if (m.t === "state") {
+      ps._setStatus(m.status);
+      ps._emit("sharing", m.tabs);
+    } else if (m.t === "end" && m.client === ps.clientId) {
+      ps._ended(m.reason);
+    }
+  };
+
+  Share.prototype._goSolo = function () {
+    if (this.solo) return;
+    this.solo = true;
+    this.ps._emit("sharing", 1);
+    if (!this.ps._stopped) this.ps._open(!!this.ps.lastEventId);
+  };
+
+  Share.prototype.close = function () {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.leader) this.leader.close();
+    else this.channel.postMessage({ t: "leave", tab: this.tab });
+    if (this._abort) this._abort.abort();
+    if (this._resign) this._resign();
+    if (this._release) this._release();
+    this.channel.close();
+  };
+
+  function Leader(share) {
+    this.share = share;
+    this.ps = share.ps;
+    this.members = new Map(); // tab -> {client, last}
+    this.watched = new Set();
+    this.source = null;
+    this.order = []; // the current stream's clients: [{tab, client}], by position
+    this.status = STATUS.CONNECTING;
+    this.backoff = 500;
+    this.timer = null;
+    this.solo = false;
+    this.post({ t: "hello", leader: share.tab });
+    this.onMessage({ t: "join", tab: share.tab, client: this.ps.clientId, last: this.ps.lastEventId });
+    this.schedule(100); // the other tabs' answers arrive meanwhile
+  }
+
+  Leader.prototype.post = function (message) {
+    message.leader = this.share.tab;
+    this.share.channel.postMessage(message);
+  };
+
+  Leader.prototype.onMessage = function (m) {
+    if (m.t === "join") {
+      var own = m.tab === this.share.tab;
+      if (this.solo) { if (!own) this.post({ t: "solo", tab: m.tab }); return; }
+      if (!own) this.post({ t: "welcome", tab: m.tab });
+      var known = this.members.get(m.tab);
+      // A repeated join of the same client keeps the leader's position, which may be ahead of the tab's
+      // (events relayed and not yet handled there).
+      if (known && known.client === m.client) return;
+      this.members.set(m.tab, { client: m.client, last: m.last || null });
+      if (!own) this.watch(m.tab);
+      this.schedule(30);
+    } else if (m.t === "leave") {
+      this.drop(m.tab);
+    }
+  };
+
+  Leader.prototype.watch = function (tab) {
+    var self = this;
+    if (this.watched.has(tab)) return;
+    this.watched.add(tab);
+    this.share._lock(":tab:" + tab, function () { // granted once that tab is gone
+      self.watched.delete(tab);
+      self.drop(tab);
+    });
+  };
+
+  Leader.prototype.drop = function (tab) {
+    if (this.members.delete(tab)) this.schedule(30);
+  };
+
+  Leader.prototype.schedule = function (ms) {
+    var self = this;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(function () { self.open(); }, ms);
+  };
+
+  Leader.prototype.setState = function (status) {
+    if (status) this.status = status;
+    this.post({ t: "state", status: this.status, tabs: this.members.size });
+    this.ps._setStatus(this.status);
+    this.ps._emit("sharing", this.members.size);
+  };
+
+  Leader.prototype.open = function () {
+    var self = this;
+    if (this.source) this.source.close();
+    this.source = null;
+    if (this.share.closed || this.solo) return;
+    var order = [];
+    var entries = [];
+    this.members.forEach(function (member, tab) {
+      if (order.length >= MAX_SHARED) { // beyond what one stream carries: that tab opens its own
+        self.members.delete(tab);
+        self.post({ t: "solo", tab: tab });
+        return;
+      }
+      order.push({ tab: tab, client: member.client });
+      entries.push(member.client + (member.last ? ":" + member.last : ""));
+    });
+    this.order = order;
+    if (!order.length) return;
+    var url = this.ps.baseUrl + "/event/shared?clients=" + encodeURIComponent(entries.join(","));
+    var source = new EventSource(url);
+    var opened = false;
+    this.source = source;
+    source.onopen = function () {
+      opened = true;
+      self.backoff = 500;
+      self.setState(STATUS.OPEN);
+    };
+    order.forEach(function (entry, i) {
+      source.addEventListener("c" + i, function (event) { self.relay(source, entry, event); });
+    });
+    source.addEventListener("end", function (event) {
+      var notice;
+      try { notice = JSON.parse(event.data); } catch (e) { return; }
+      var entry = order[notice.client];
+      var member = entry && self.members.get(entry.tab);
+      if (source !== self.source || !member || member.client !== entry.client) return;
+      self.members.delete(entry.tab); // the stream goes on without it; the tab joins again when ready
+      self.tell(entry, { t: "end", client: entry.client, reason: notice.reason });
+      self.setState();
+    });
+    source.onerror = function () {
+      if (self.source !== source) return;
+      // Never let EventSource reconnect by itself: its URL holds the positions of when it opened.
+      source.close();
+      self.source = null;
+      self.setState(STATUS.RECONNECTING);
+      if (opened) self.retry();
+      else self.probe(url);
+    };
+  };
+
+  Leader.prototype.relay = function (source, entry, event) {
+    var member = this.members.get(entry.tab);
+    if (source !== this.source || !member || member.client !== entry.client) return;
+    if (event.lastEventId) member.last = event.lastEventId;
+    this.tell(entry, { t: "ev", client: entry.client, id: event.lastEventId, data: event.data });
+  };
+
+  Leader.prototype.tell = function (entry, message) {
+    if (entry.tab !== this.share.tab) { this.post(message); return; }
+    if (message.t === "ev") this.ps._deliver(message.id, message.data);
+    else this.ps._ended(message.reason);
+  };
+
+  Leader.prototype.retry = function () {
+    this.schedule(this.backoff);
+    this.backoff = Math.min(this.backoff * 2, this.ps.maxBackoff);
+  };
+
+  // The stream was refused before it opened. EventSource does not say why: ask with a fetch of the same URL.
+  Leader.prototype.probe = function (url) {
+    var self = this;
+    var controller = typeof AbortController === "undefined" ? null : new AbortController();
+    fetch(url, {
+      credentials: "same-origin",
+      headers: { Accept: "text/event-stream" },
+      signal: controller ? controller.signal : undefined,
+    }).then(function (response) {
+      if (response.ok) {
+        if (controller) controller.abort();
+        return null;
+      }
+      if (response.status === 404) return "not served";
+      return response.json().catch(function () { return {}; }).then(function (json) {
+        return json.error || ("HTTP " + response.status);
+      });
+    }).then(function (reason) {
+      if (self.share.closed) return;
+      if (reason === "not served") { // no shared streams here: every tab opens its own
+        self.solo = true;
+        self.post({ t: "solo" });
+        self.share._goSolo();
+        return;
+      }
+      if (reason === "client not found") { // none of the clients exists any more
+        self.order.forEach(function (entry) {
+          self.members.delete(entry.tab);
+          self.tell(entry, { t: "end", client: entry.client, reason: reason });
+        });
+        return;
+      }
+      if (reason) self.ps._emit("error", new Error("shared stream refused: " + reason));
+      self.retry();
+    }, function (error) {
+      self.ps._emit("error", error);
+      self.retry();
+    });
+  };
+
+  Leader.prototype.close = function () {
+    clearTimeout(this.timer);
+    if (this.source) this.source.close();
+    this.source = null;
+    this.post({ t: "leave", tab: this.share.tab });
   };
 
   if (typeof module === "object" && module.exports) module.exports = PubSubSSE;

@@ -1,8 +1,9 @@
 """Servers that answer the browser client in ways it must survive, chosen by ``PUBSUBSSE_REFUSE``.
 
 ``query-only``: like the Go PubSub-SSE server, parameters are read from the query string only
-(a POST body is ignored). ``streams``: every ``/event`` is refused with 400 ``client not found``,
-as a server does that refuses for a reason the client cannot know.
+(a POST body is ignored) and ``/event/shared`` is not found. ``streams``: every stream is
+refused with 400 ``client not found``, as a server does that refuses for a reason the client
+cannot know.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ PAGE = b"""<!doctype html><meta charset="utf-8"><title>refusing</title>
 <script>
 window.got = []; window.statuses = []; window.errors = [];
 const ps = new PubSubSSE({ storage: null });
+window.ps = ps;
 ps.on("update", (topic, data) => window.got.push(data));
 ps.on("status", (status) => window.statuses.push(status));
 ps.on("error", (error) => window.errors.push(String(error)));
@@ -53,8 +55,10 @@ def app(environ, start_response):
     if path == "/test/pub":
         news.pub(environ.get("QUERY_STRING", ""))
         return reply(start_response, b"{}")
-    if mode == "streams" and path == "/event":
+    if mode == "streams" and path in ("/event", "/event/shared"):
         return reply(start_response, b'{"ok":"false","error":"client not found"}', "400 Bad Request")
+    if mode == "query-only" and path == "/event/shared":  # the Go server has no shared streams
+        return reply(start_response, b"404 page not found\n", "404 Not Found", "text/plain")
     if mode == "query-only" and environ.get("REQUEST_METHOD") == "POST":
         environ = {**environ, "wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "0", "CONTENT_TYPE": ""}
     return endpoints(environ, start_response)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .http_helpers import http
@@ -290,6 +294,9 @@ def test_the_client_works_with_a_server_that_reads_only_the_query_string(browser
         http.get(srv.url("/test/pub"), params={"hello": ""})
         page.wait_for_function("window.got.length === 1")
         assert http.get(srv.url("/test/calls")).json()["/add/user"] == 1
+        # No shared streams there (404), so the tab opened its own, as against the Go server.
+        assert page.evaluate("window.ps._share.solo") is True
+        assert http.get(srv.url("/test/calls")).json()["/event/shared"] == 2  # the stream, then the probe
     finally:
         context.close()
         srv.stop()
@@ -311,3 +318,91 @@ def test_a_server_that_keeps_refusing_gets_a_few_new_clients_then_the_client_sto
     finally:
         context.close()
         srv.stop()
+
+
+def renderer_of(page) -> int:
+    """The pid of the renderer process of ``page``: the one that spends the CPU the page is made to spend."""
+
+    def cpu() -> dict[int, float]:
+        times = {}
+        for process in psutil.Process().children(recursive=True):  # the Chromium this test started
+            try:
+                if "--type=renderer" in process.cmdline():
+                    times[process.pid] = sum(process.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return times
+
+    before = cpu()
+    page.evaluate("() => { const end = Date.now() + 400; while (Date.now() < end); }")
+    after = cpu()
+    spent = sorted((after[pid] - before.get(pid, 0.0), pid) for pid in after)
+    assert spent[-1][0] > 0.3 and spent[-2][0] < 0.2, spent
+    return spent[-1][1]
+
+
+def test_ten_tabs_share_one_connection_and_survive_the_leader_closing(browser, demo):
+    """HTTP/1.1 allows about six connections per origin: ten tabs must share one stream.
+
+    Every tab keeps its own client and gets every message once; when the tab holding the
+    stream closes, another takes over and every client resumes where it stopped.
+    """
+    context = browser.new_context()
+    open_streams: dict[object, str] = {}
+    context.on("request", lambda r: "/event" in r.url and open_streams.__setitem__(r, r.url))
+    context.on("requestfinished", lambda r: open_streams.pop(r, None))
+    context.on("requestfailed", lambda r: open_streams.pop(r, None))
+    pages = []
+    try:
+        for _ in range(10):
+            page = context.new_page()
+            page.set_default_timeout(15000)
+            page.goto(demo.url("/"))
+            pages.append(page)
+        for page in pages:
+            page.wait_for_selector('[data-testid="sharing"]:text("sharing a connection with 10 tabs")')
+            page.wait_for_selector('[data-testid="status"]:text("open")')
+        ids = {page.evaluate("window.demo.clientId") for page in pages}
+        assert len(ids) == 10  # a client per tab
+        assert [url.split("?")[0] for url in open_streams.values()] == [demo.url("/event/shared")]
+
+        topic = topic_row(pages[0], "Announcements").get_attribute("data-topic")
+        for page in pages:
+            page.evaluate(
+                "t => { window.got = []; window.demo.on('update', (id, d) => { if (id === t) window.got.push(d); });"
+                " return window.demo.subscribe(t); }",
+                topic,
+            )
+        http.post(demo.url("/test/pub"), json={"topic": topic, "data": [f"a{i}" for i in range(10)]})
+        for page in pages:
+            page.wait_for_function("window.got.length >= 10")
+        assert all(page.evaluate("window.got") == [f"a{i}" for i in range(10)] for page in pages)
+
+        expected = [f"a{i}" for i in range(10)]
+        # The leader closes, then the next one crashes. Messages are published while no tab holds a
+        # stream, then after another took over: every remaining tab gets each once, in order.
+        for batch, end in (("b", "close"), ("c", "crash")):
+            leaders = [page for page in pages if page.evaluate("!!window.demo._share.leader")]
+            assert len(leaders) == 1
+            started = time.monotonic()
+            if end == "close":
+                leaders[0].close()
+            else:  # the tab's renderer process dies: no unload, its connection and locks just go
+                os.kill(renderer_of(leaders[0]), signal.SIGKILL)
+            pages.remove(leaders[0])
+            http.post(demo.url("/test/pub"), json={"topic": topic, "data": [f"{batch}{i}" for i in range(10)]})
+            for page in pages:
+                page.wait_for_selector(f'[data-testid="sharing"]:text("sharing a connection with {len(pages)} tabs")')
+            print(f"leader {end}: {len(pages)} tabs share a new stream after {time.monotonic() - started:.2f} s")
+            http.post(demo.url("/test/pub"), json={"topic": topic, "data": [f"{batch}{i}" for i in range(10, 20)]})
+            expected += [f"{batch}{i}" for i in range(20)]
+            for page in pages:
+                page.wait_for_function(f"window.got.length >= {len(expected)}")
+            assert [page.evaluate("window.got") for page in pages] == [expected] * len(pages)
+        assert {page.evaluate("window.demo.clientId") for page in pages} <= ids  # resumed, not re-registered
+        assert sum(page.evaluate("!!window.demo._share.leader") for page in pages) == 1
+        # (the gone tabs' requests ended with their pages, which report nothing more)
+        live = [url.split("?")[0] for r, url in open_streams.items() if r.frame.page in pages]
+        assert live == [demo.url("/event/shared")]
+    finally:
+        context.close()

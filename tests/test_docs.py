@@ -77,6 +77,7 @@ PUBLIC = {
     "pubsubsse.runtime": None,
     "pubsubsse.metrics": None,
     "pubsubsse.tickets": None,
+    "pubsubsse.shared": None,
 }
 
 

@@ -26,6 +26,7 @@ PATHS = [
     "/locked/add/topic/private/",
     "/pubsubsse.js",
     "/stats",
+    "/event/shared",
 ]
 
 hostile_text = st.one_of(
@@ -41,7 +42,7 @@ def requests(draw: Any, ids: list[str]) -> dict[str, Any]:
     value = st.one_of(st.sampled_from(ids), hostile_text)
     params = draw(
         st.dictionaries(
-            st.sampled_from(["client_id", "topic", "last_event_id", "ticket", "x"]) | st.text(max_size=8),
+            st.sampled_from(["client_id", "topic", "last_event_id", "ticket", "clients", "x"]) | st.text(max_size=8),
             value,
             max_size=4,
         )
@@ -96,7 +97,7 @@ def test_random_and_hostile_requests_never_get_a_5xx(server):
     clients = [new_client(server) for _ in range(3)]
     for c in clients:
         api(server, "/sub", client_id=c, topic=topic)
-    ids = [*clients, topic, "1", "0"]
+    ids = [*clients, topic, "1", "0", f"{clients[0]}:1,{clients[1]}", f"{clients[2]},C-x,"]
     # A first stream starts the service's timer, so the baseline includes it.
     SSEReader("httpx-sse", server.url(f"/event?client_id={clients[0]}")).close()
     wait_for(lambda: api(server, "/test/stats").json()["receiving"] == 0, what="the first stream detached")

@@ -103,6 +103,14 @@ def test_a_removed_or_unknown_client_ends_alone_and_says_why(service):
     assert drain_shared(shared) == [] and shared.ended
 
 
+def test_the_last_clients_removal_is_announced_before_the_end(service):
+    a = service.new_client()
+    shared = open_shared(Endpoints(service), a.id)
+    drain_shared(shared)
+    service.remove_client(a)
+    assert [k for k, _, _ in drain_shared(shared)] == ["c0", "end"] and shared.ended
+
+
 def test_a_taken_over_client_is_announced_as_closed(service):
     a, b = service.new_client(), service.new_client()
     shared = open_shared(Endpoints(service), f"{a.id},{b.id}")

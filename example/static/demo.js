@@ -119,6 +119,9 @@
     $("status").textContent = status;
     $("status").className = "pill pill-" + status;
   });
+  ps.on("sharing", function (tabs) {
+    $("sharing").textContent = tabs > 1 ? "sharing a connection with " + tabs + " tabs" : "own connection";
+  });
   ps.on("registered", function (id) { $("client-id").textContent = short(id); });
   ps.on("topics", function (topics) {
     var unknown = false;

@@ -382,7 +382,8 @@ class Endpoints:
         Serve ``/event/shared``: one stream carrying several clients' events,
         which the browser client uses so that all tabs of a browser share one
         connection (see :mod:`pubsubsse.shared`). The ``authorize`` hook is
-        asked ``"event"`` for each client, as for ``/event``.
+        asked ``"event"`` for each client, as for ``/event``. Off, the path is
+        not served (404) and each tab opens its own stream.
 
     Client ids are credentials and are treated as such: they are compared in
     constant time and never logged in full.
@@ -428,7 +429,6 @@ class Endpoints:
             "add_private_topic": private_topics,
             "remove_private_topic": private_topics,
             "remove_user": client_removal,
-            "shared_event": shared_streams,
         }
         if isinstance(cors_origins, str) and cors_origins != "*":
             cors_origins = [cors_origins]
@@ -447,7 +447,8 @@ class Endpoints:
         self._translate_error = translate_error
         # Each served path, with and without its trailing slash, to its action: built once, looked up
         # per request.
-        self._paths = {path: action for path, action in PATHS.items() if action != "stats" or stats_endpoint}
+        served = {"stats": stats_endpoint, "shared_event": shared_streams}
+        self._paths = {path: action for path, action in PATHS.items() if served.get(action, True)}
         if serve_client:
             self._paths["/pubsubsse.js"] = "client_script"
         # The other form of each path (slash added or removed), redirected to the served one.

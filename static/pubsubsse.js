@@ -344,23 +344,28 @@
 
   /** Resolves with the error the server gives for a stream of this client now, or null if it would open. */
   PubSubSSE.prototype._refusal = function () {
+    return this._streamUrl(true).then(refusalOf);
+  };
+
+  // Resolves with the error the server gives for a stream at `url` now (a GET, dropped as soon as its
+  // answer starts), or null if it would open. EventSource does not say why a stream was refused.
+  function refusalOf(url) {
     var controller = typeof AbortController === "undefined" ? null : new AbortController();
-    return this._streamUrl(true).then(function (url) {
-      return fetch(url, {
-        credentials: "same-origin",
-        headers: { Accept: "text/event-stream" },
-        signal: controller ? controller.signal : undefined,
-      });
+    return fetch(url, {
+      credentials: "same-origin",
+      headers: { Accept: "text/event-stream" },
+      signal: controller ? controller.signal : undefined,
     }).then(function (response) {
       if (response.ok) {
         if (controller) controller.abort();
         return null;
       }
+      if (response.status === 404) return "not found";
       return response.json().catch(function () { return {}; }).then(function (json) {
         return json.error || ("HTTP " + response.status);
       });
     });
-  };
+  }
 
   /** One event of this client's stream (its own, or relayed by the tab that holds the shared one). */
   PubSubSSE.prototype._deliver = function (id, data) {
@@ -674,26 +679,12 @@
     this.backoff = Math.min(this.backoff * 2, this.ps.maxBackoff);
   };
 
-  // The stream was refused before it opened. EventSource does not say why: ask with a fetch of the same URL.
+  // The stream was refused before it opened: ask why.
   Leader.prototype.probe = function (url) {
     var self = this;
-    var controller = typeof AbortController === "undefined" ? null : new AbortController();
-    fetch(url, {
-      credentials: "same-origin",
-      headers: { Accept: "text/event-stream" },
-      signal: controller ? controller.signal : undefined,
-    }).then(function (response) {
-      if (response.ok) {
-        if (controller) controller.abort();
-        return null;
-      }
-      if (response.status === 404) return "not served";
-      return response.json().catch(function () { return {}; }).then(function (json) {
-        return json.error || ("HTTP " + response.status);
-      });
-    }).then(function (reason) {
+    refusalOf(url).then(function (reason) {
       if (self.share.closed) return;
-      if (reason === "not served") { // no shared streams here: every tab opens its own
+      if (reason === "not found") { // no shared streams here (the Go server): every tab opens its own
         self.solo = true;
         self.post({ t: "solo" });
         self.share._goSolo();

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 
 from .encoding import HEARTBEAT
-from .stream import Stream
+from .stream import Chunks, Stream
 
 __all__ = ["MAX_SHARED_CLIENTS", "SharedStream"]
 
@@ -47,7 +47,7 @@ def end_notice(index: int, reason: str) -> bytes:
     return b"event: end\ndata: %s\n\n" % json.dumps({"client": index, "reason": reason}).encode()
 
 
-class SharedStream:
+class SharedStream(Chunks):
     """The streams of several clients as one iterator of SSE chunks.
 
     ``streams`` holds each client's stream, or ``None`` at the position of a
@@ -77,17 +77,6 @@ class SharedStream:
 
     def __repr__(self) -> str:
         return f"<SharedStream of {len(self._streams)} clients, {len(self._live)} live>"
-
-    def __iter__(self) -> SharedStream:
-        return self
-
-    def __next__(self) -> bytes:
-        while True:
-            chunk = self.read()
-            if chunk is None:
-                raise StopIteration
-            if chunk:
-                return chunk
 
     @property
     def streams(self) -> list[Stream | None]:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .model import Client
     from .service import SSEPubSubService
 
-__all__ = ["DirectWriter", "Stream", "Ticker"]
+__all__ = ["Chunks", "DirectWriter", "Stream", "Ticker"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,28 @@ class _Flusher:
 _FLUSHER = _Flusher()
 
 
-class Stream:
+class Chunks:
+    """An iterator of ready-to-send SSE chunks over ``read()``: ends when ``read()`` returns ``None``."""
+
+    __slots__ = ()
+
+    def read(self, timeout: float | None = None) -> bytes | None:
+        """Return the next chunk, ``b""`` if ``timeout`` ran out first, ``None`` once ended."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        while True:
+            chunk = self.read()
+            if chunk is None:
+                raise StopIteration
+            if chunk:
+                return chunk
+
+
+class Stream(Chunks):
     """One attached SSE connection of a client: an iterator of ready-to-send byte chunks.
 
     Get one from :meth:`~pubsubsse.Client.stream`. Iterating blocks until there is
@@ -188,17 +209,6 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<Stream of {self.client!r} cursor={self.cursor}{' ended' if self._ended else ''}>"
-
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> bytes:
-        while True:
-            chunk = self.read()
-            if chunk is None:
-                raise StopIteration
-            if chunk:
-                return chunk
 
     def read(self, timeout: float | None = None) -> bytes | None:
         """Return the next chunk to send.

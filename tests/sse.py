@@ -49,15 +49,20 @@ def parse(raw: bytes) -> Parsed:
     return out
 
 
-def drain(stream) -> Parsed:
-    """Everything the stream has ready now, parsed. Never blocks."""
+def ready(stream) -> bytes:
+    """Everything the stream (or shared stream) has ready now. Never blocks."""
     raw = b""
     while True:
         chunk = stream.read(timeout=0)
         if not chunk:
             break
         raw += chunk
-    return parse(raw)
+    return raw
+
+
+def drain(stream) -> Parsed:
+    """Everything the stream has ready now, parsed. Never blocks."""
+    return parse(ready(stream))
 
 
 def parse_shared(raw: bytes) -> list[tuple[str, str | None, Any]]:
@@ -90,10 +95,4 @@ def parse_shared(raw: bytes) -> list[tuple[str, str | None, Any]]:
 
 def drain_shared(stream) -> list[tuple[str, str | None, Any]]:
     """Everything a shared stream has ready now, parsed. Never blocks."""
-    raw = b""
-    while True:
-        chunk = stream.read(timeout=0)
-        if not chunk:
-            break
-        raw += chunk
-    return parse_shared(raw)
+    return parse_shared(ready(stream))

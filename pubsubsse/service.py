@@ -24,10 +24,12 @@ Rules, which together make deadlock impossible:
 1. Every change is applied by :meth:`~pubsubsse.SSEPubSubService.apply`, which takes the
    lock, applies one operation and releases it. Snapshots (``get_*``) take the
    lock only to copy.
-2. While holding the service lock, code may take only *leaf* locks: the
-   internal lock of a stream's ``queue.Queue`` (when a message is queued). A
-   leaf lock is never held while taking the service lock: a stream reader
-   returns from ``queue.get()`` before it asks the service to catch up.
+2. While holding the service lock, code may touch only *leaf* locks: it
+   releases the lock a stream's reader waits on (:class:`~pubsubsse.stream.Inbox`,
+   when a message is queued) and takes the internal lock of a shared stream's
+   doorbell queue (:mod:`pubsubsse.shared`). A leaf lock is never held while
+   taking the service lock: a stream reader returns from its wait before it
+   asks the service to catch up.
 3. No user code runs under the lock. Event emissions are collected while the
    change is applied and fired after the lock is released, in the thread or
    greenlet that made the change, so listeners may call back into the API.

@@ -216,6 +216,54 @@ def test_one_publish_reaches_200_idle_streams_in_order(server):
             stream.close()
 
 
+def read_until_closed(stream: RawStream) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        stream._recv()
+
+
+def test_idle_streams_hold_no_greenlet_and_keep_delivering(single):
+    """Under the gevent worker a stream takes its connection over and its request's greenlet ends.
+
+    Released streams still deliver, get heartbeats, notice closed connections and end the
+    response properly (the last chunk, then the connection closes) when their client goes.
+    """
+    clients, topic = subscribed_clients(single, 50)
+    baseline = stats(single)["greenlets"]
+    streams = [RawStream(single.port, f"/event?client_id={c}") for c in clients]
+    try:
+        firsts = [stream.events(1)[0][0] for stream in streams]
+        wait_for(lambda: stats(single)["receiving"] == 50, what="50 streams")
+        if single.kind == "gevent":
+            extra = stats(single)["greenlets"] - baseline
+            assert extra < 10, f"{extra} more greenlets for 50 idle streams"
+        publish(single, topic, "to all")
+        for stream, first in zip(streams, firsts):
+            ((event_id, data),) = stream.events(1)
+            assert (event_id, update(data)) == (first + 1, "to all")
+        quiet = streams[1]
+        deadline = time.monotonic() + TIMEOUT
+        while b":\n" not in quiet.body:  # a heartbeat (every second here) on an idle stream
+            assert time.monotonic() < deadline, "no heartbeat"
+            quiet._recv()
+            quiet._unframe()
+        for stream in streams[:25]:
+            stream.close()
+        wait_for(lambda: stats(single)["receiving"] == 25, what="the 25 closed streams noticed")
+        assert api(single, "/remove/user", client_id=clients[30]).status_code == 200
+        removed = streams[30]
+        final = json.loads(removed.events(1)[0][1])
+        assert final["sys"][0] == {"type": "topics", "list": []}
+        with pytest.raises(EOFError):  # the server ends the response and closes the connection
+            read_until_closed(removed)
+        removed._unframe()
+        assert removed.closed or not removed.chunked, "no last chunk before the close"
+    finally:
+        for stream in streams:
+            stream.close()
+    wait_for(lambda: stats(single)["receiving"] == 0, what="every stream detached")
+
+
 def test_a_publish_from_a_native_thread_does_not_wait_for_a_heartbeat():
     """Its flush used to be scheduled on that thread's idle hub, stalling direct writes until heartbeats."""
     srv = Server("gevent", env={"PUBSUBSSE_HEARTBEAT": "120", "PUBSUBSSE_CLIENT_TIMEOUT": "none"})

@@ -31,7 +31,7 @@ from typing import Any, Callable, Protocol
 
 from ..runtime import is_gevent_socket, original
 
-__all__ = ["Watch", "watch", "watch_polled", "peer_closed"]
+__all__ = ["Watch", "watch", "watch_in_loop", "watch_polled", "peer_closed"]
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +255,11 @@ def watch(sock: Any, on_close: Callable[[], None]) -> Watch | None:
     except (OSError, ValueError, AttributeError):
         log.debug("socket of type %s cannot be watched; relying on heartbeats", type(sock).__name__)
         return None
+
+
+def watch_in_loop(fileobj: Any, on_close: Callable[[], None]) -> Watch:
+    """Like :func:`watch`, with gevent's event loop, for a descriptor taken over from a gevent server."""
+    return _GeventWatch(fileobj, on_close)
 
 
 def watch_polled(is_closed: Callable[[], bool], on_close: Callable[[], None]) -> Watch:

@@ -8,6 +8,18 @@ sooner. gunicorn still sends the response head and the first chunk, so its
 bookkeeping stays right; after that this module writes the rest of the body to
 the socket, framed as gunicorn would have framed it.
 
+Once the head and the first chunk are out, the stream's body takes the
+connection over from gunicorn (:meth:`DirectStreamBody.release`): gunicorn's
+socket object lets go of the descriptor, the request's greenlet ends, and the
+stream holds no greenlet while idle. What direct writes cannot send at once,
+heartbeats and the end of the response are then written by one greenlet per
+process for all such streams (:class:`Writer`), as the socket accepts them. An
+idle stream then costs its client, its stream, its socket and a watcher, not a
+greenlet and a WSGI request: about half the memory. gunicorn's
+``--worker-connections`` no longer counts these streams (only requests in
+progress), and a worker that stops ends them at once (the browsers resume
+elsewhere).
+
 Allowed only where it is safe (:func:`direct_framing`): gunicorn's gevent
 worker with ``threading`` patched (publishers, the timer and the stream share
 one OS thread and sockets never block the process), plain HTTP/1.x over TCP
@@ -17,18 +29,21 @@ middleware, which is why the adapters take ``direct_writes=False``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import queue
 import socket
 from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..runtime import is_gevent_socket, original, under_gevent
 from ..stream import Stream
-from .body import StreamBody
+from .body import StreamBody, _Descriptor
+from .disconnect import watch_in_loop
 
-__all__ = ["direct_framing", "DirectStreamBody"]
+__all__ = ["direct_framing", "DirectStreamBody", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +102,7 @@ class DirectStreamBody(StreamBody):
     what a process holds most of.
     """
 
-    __slots__ = ("_sock", "_chunked", "_direct", "_fd", "_own")
+    __slots__ = ("_sock", "_chunked", "_direct", "_fd", "_own", "_released", "_out", "_ending", "_rung", "_writable")
 
     def __init__(self, stream: Stream, environ: dict[str, Any], chunked: bool) -> None:
         super().__init__(stream, environ)
@@ -98,6 +113,12 @@ class DirectStreamBody(StreamBody):
         #: Direct writes have started (the server has sent the head and the first chunk).
         self._direct = False
         self._fd = sock.fileno()
+        #: gunicorn let go of the connection: this body writes the rest and closes it.
+        self._released = False
+        self._out = b""  # framed bytes the socket has not taken yet
+        self._ending = False  # the stream has ended: close once _out is sent
+        self._rung = False  # waiting in the writer's doorbell
+        self._writable: Any = None  # a libev write watcher while _out waits for the socket
         _stream_loop()  # learnt here, in a stream's greenlet, not from whichever thread publishes first
 
     def __iter__(self) -> Iterator[bytes]:
@@ -110,6 +131,10 @@ class DirectStreamBody(StreamBody):
             self._direct = True
             return next(stream)
         stream.write_directly(self)
+        if self.release():
+            # gunicorn treats a broken pipe as a client gone: it closes its (detached) socket object
+            # quietly and ends the request's greenlet. The connection lives on, written by the Writer.
+            raise OSError(errno.EPIPE, "the stream took its connection over (not an error)")
         sendall = self._sock.sendall
         while True:
             chunk = stream.read()
@@ -153,7 +178,141 @@ class DirectStreamBody(StreamBody):
             )
         loop.run_callback_threadsafe(callback)
 
+    def release(self) -> bool:
+        """Take the connection over from gunicorn; return ``False`` if it cannot be (then the greenlet stays).
+
+        gunicorn's socket object gives up its descriptor (``detach()``), so its
+        ``close()`` leaves the connection open; the watch for a closed peer
+        moves to the descriptor.
+        """
+        try:
+            fd = self._sock.detach()
+        except (OSError, AttributeError):
+            return False
+        if self._watch is not None:
+            self._watch.cancel()
+        self._fd = fd
+        self._released = True
+        self._watch = watch_in_loop(_Descriptor(fd), self._own.close)
+        self._own.bell = self._ring
+        self._ring(self._own)  # what was queued while the head went out
+        return True
+
+    def _ring(self, stream: Stream) -> None:
+        if not self._rung:
+            self._rung = True
+            _writer().ring(self)
+
+    def write_ready(self) -> None:
+        """Write what the stream has ready, without blocking: called by the :class:`Writer`."""
+        self._rung = False
+        stream = self._own
+        if self._fd < 0 or self._writable is not None:
+            return  # closed, or waiting for the socket to take what is left
+        if not self._out and not self._ending:
+            chunk = stream.poll()
+            out = stream.take_unsent()
+            if chunk:
+                out += self.frame(chunk)
+            if chunk is None:
+                self._ending = True
+                if self._chunked:
+                    out += b"0\r\n\r\n"
+            self._out = out
+        if self._out:
+            sent = self.send_nowait(self._out)
+            if sent < 0:
+                self._finish()  # the peer is gone
+                return
+            self._out = self._out[sent:]
+            if self._out:
+                from gevent import get_hub
+
+                stream.parked = False  # publishers queue behind what is left
+                self._writable = get_hub().loop.io(self._fd, 2)
+                self._writable.start(self._socket_writable)
+                return
+        if self._ending:
+            self._finish()
+        elif stream.queue.empty():
+            stream.parked = True  # idle again: publishers write directly
+        else:
+            self._ring(stream)
+
+    def _socket_writable(self) -> None:
+        self._stop_writable()
+        self._ring(self._own)
+
+    def _stop_writable(self) -> None:
+        if self._writable is not None:
+            self._writable.stop()
+            self._writable.close()
+            self._writable = None
+
+    def _finish(self) -> None:
+        """End a released stream: stop watching, close the connection."""
+        stream = self._own
+        stream.bell = None
+        stream.stop_writing_directly()
+        self._stop_writable()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        stream.close()
+
     def close(self) -> None:
-        """Stop direct writes, then end the stream (before the server closes the socket and reuses its number)."""
+        """Stop direct writes, then end the stream (before the server closes the socket and reuses its number).
+
+        Once released, the server's close is not the end: the stream goes on and
+        ends by itself (:meth:`write_ready` closes the connection).
+        """
+        if self._released:
+            return
         self._own.stop_writing_directly()
         super().close()
+
+
+class Writer:
+    """The one greenlet of a process that writes for released streams.
+
+    A released stream rings it when something is queued for it (what direct
+    writes left over, a heartbeat, a resync, its end) or its socket can take
+    more; the greenlet writes without blocking and moves on, so a slow reader
+    holds up nobody. It may wait for the service lock (a resync), which a
+    callback of the event loop must not.
+    """
+
+    def __init__(self) -> None:
+        import gevent
+
+        self._doorbell: queue.Queue[DirectStreamBody] = queue.Queue()
+        self._greenlet = gevent.spawn(self._run)
+
+    def ring(self, body: DirectStreamBody) -> None:
+        """Have ``body`` write what it has ready, soon."""
+        self._doorbell.put_nowait(body)
+
+    def _run(self) -> None:
+        while True:
+            body = self._doorbell.get()
+            try:
+                body.write_ready()
+            except Exception:
+                log.exception("pubsubsse: writing to a released stream failed; the stream ends")
+                try:
+                    body._finish()
+                except Exception:
+                    log.exception("pubsubsse: ending a released stream failed")
+
+
+@functools.lru_cache(maxsize=1)
+def _writer_of(pid: int) -> Writer:
+    return Writer()
+
+
+def _writer() -> Writer:
+    """Return this process's :class:`Writer` (a forked worker makes its own)."""
+    return _writer_of(os.getpid())

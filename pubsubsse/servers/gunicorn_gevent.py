@@ -134,7 +134,7 @@ class DirectStreamBody(StreamBody):
         if self.release():
             # gunicorn treats a broken pipe as a client gone: it closes its (detached) socket object
             # quietly and ends the request's greenlet. The connection lives on, written by the Writer.
-            raise OSError(errno.EPIPE, "the stream took its connection over (not an error)")
+            raise BrokenPipeError(errno.EPIPE, "the stream took its connection over (not an error)")
         sendall = self._sock.sendall
         while True:
             chunk = stream.read()
@@ -297,15 +297,18 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            body = self._doorbell.get()
+            self._write(self._doorbell.get())  # in a call of its own: no local keeps the last stream alive
+
+    @staticmethod
+    def _write(body: DirectStreamBody) -> None:
+        try:
+            body.write_ready()
+        except Exception:
+            log.exception("pubsubsse: writing to a released stream failed; the stream ends")
             try:
-                body.write_ready()
+                body._finish()
             except Exception:
-                log.exception("pubsubsse: writing to a released stream failed; the stream ends")
-                try:
-                    body._finish()
-                except Exception:
-                    log.exception("pubsubsse: ending a released stream failed")
+                log.exception("pubsubsse: ending a released stream failed")
 
 
 @functools.lru_cache(maxsize=1)

@@ -334,10 +334,11 @@ def renderer_of(page) -> int:
         return times
 
     before = cpu()
-    page.evaluate("() => { const end = Date.now() + 400; while (Date.now() < end); }")
+    page.evaluate("() => { const end = Date.now() + 600; while (Date.now() < end); }")
     after = cpu()
     spent = sorted((after[pid] - before.get(pid, 0.0), pid) for pid in after)
-    assert spent[-1][0] > 0.3 and spent[-2][0] < 0.2, spent
+    # On a loaded machine the busy page gets less than its 0.6 s; it still stands out.
+    assert spent[-1][0] > 0.15 and spent[-1][0] > 3 * spent[-2][0], spent[-3:]
     return spent[-1][1]
 
 

@@ -2,8 +2,8 @@
 
 Without them, a publish to 1,000 subscribers wakes 1,000 greenlets, each to
 write a few bytes. With them, the publisher writes to each parked stream's
-socket itself (non-blocking; what does not fit is left for the stream's own
-greenlet), which costs a fraction of the CPU and reaches the last subscriber
+socket itself (non-blocking; what does not fit is left to the :class:`Writer`),
+which costs a fraction of the CPU and reaches the last subscriber
 sooner. gunicorn still sends the response head and the first chunk, so its
 bookkeeping stays right; after that this module writes the rest of the body to
 the socket, framed as gunicorn would have framed it.

@@ -680,7 +680,6 @@ class Endpoints:
         for client in clients:
             self._check(request, "event", client)
         streams: list[Stream | None] = []
-        refusals: list[str] = []
         try:
             for client, (_, last_event_id) in zip(clients, entries):
                 stream = None
@@ -688,7 +687,6 @@ class Endpoints:
                 with contextlib.suppress(ClientNotFound):
                     stream = None if client is None else client.stream(last_event_id)
                 streams.append(stream)
-                refusals.append("client not found" if stream is None else "")
         except BaseException:
             for stream in streams:
                 if stream is not None:
@@ -697,7 +695,7 @@ class Endpoints:
         if all(stream is None for stream in streams):
             raise ClientNotFound(entries[0][0])
         log.debug("shared stream opened for %d clients", len(streams))
-        shared = SharedStream(streams, refusals)
+        shared = SharedStream(streams)
         return StreamReply(list(_STREAM_HEADERS), shared, self.service, self.end_streams_on_sigterm)
 
     def _stats(self, request: Request, params: dict[str, str]) -> Answer:

@@ -51,8 +51,8 @@ class SharedStream(Chunks):
     """The streams of several clients as one iterator of SSE chunks.
 
     ``streams`` holds each client's stream, or ``None`` at the position of a
-    client that could not be attached (``refusals`` gives the reason sent in
-    its ``end`` notice). A stream that ends later is announced with reason
+    client that could not be attached (announced at once with reason
+    ``"client not found"``). A stream that ends later is announced with reason
     ``"removed"`` if its client was removed, else ``"closed"`` (taken over by
     another connection, or closed by the server). Iterate it for the chunks; :meth:`close` ends every stream and is
     safe from any thread, any number of times.
@@ -63,12 +63,11 @@ class SharedStream(Chunks):
     def __init__(
         self,
         streams: Sequence[Stream | None],
-        refusals: Sequence[str],
     ) -> None:
         self._streams = list(streams)
         self._doorbell: queue.Queue[Stream | None] = queue.Queue()
         self._rung: set[Stream] = set()
-        notices = b"".join(end_notice(i, reason) for i, reason in enumerate(refusals) if streams[i] is None)
+        notices = b"".join(end_notice(i, "client not found") for i, stream in enumerate(streams) if stream is None)
         self._first: bytes | None = notices or None
         self._live = {stream: i for i, stream in enumerate(streams) if stream is not None}
         for stream in self._live:
@@ -77,11 +76,6 @@ class SharedStream(Chunks):
 
     def __repr__(self) -> str:
         return f"<SharedStream of {len(self._streams)} clients, {len(self._live)} live>"
-
-    @property
-    def streams(self) -> list[Stream | None]:
-        """Each client's stream, in the order of the request (``None`` where it was not attached)."""
-        return list(self._streams)
 
     def _ring(self, stream: Stream) -> None:
         # Called with the service lock held, or by a closing thread: never blocks. At most one ring

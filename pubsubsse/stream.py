@@ -347,9 +347,7 @@ class Stream(Chunks):
 
     def _drain(self, first: Any) -> list[Any]:
         """Return ``first`` and everything queued behind it, without blocking."""
-        items = self.queue.take_all()
-        items.insert(0, first)
-        return items
+        return [first, *self.queue.take_all()]
 
     def write_directly(self, writer: DirectWriter) -> None:
         """Let publishers write events to ``writer`` while this stream's reader is parked.

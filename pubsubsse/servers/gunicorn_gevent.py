@@ -95,11 +95,12 @@ def _stream_loop() -> tuple[Any, int]:
 class DirectStreamBody(StreamBody):
     """A stream's body that is also its :class:`~pubsubsse.stream.DirectWriter`.
 
-    The server sends the response head with the first chunk; after that
-    publishers write to the parked stream themselves and this iterator writes
-    the rest to the socket, returning only when the stream ends so the server
-    can finish the response. One object per stream, because idle streams are
-    what a process holds most of.
+    The server sends the response head with the first chunk; then the body
+    takes the connection over (:meth:`release`) and ends the server's part of
+    the request. From then on publishers write to the parked stream themselves
+    and the :class:`Writer` writes the rest (:meth:`write_ready`), and ends the
+    response when the stream ends. One object per stream, because idle
+    streams are what a process holds most of.
     """
 
     __slots__ = ("_sock", "_chunked", "_direct", "_fd", "_own", "_released", "_out", "_ending", "_rung", "_writable")
@@ -131,20 +132,10 @@ class DirectStreamBody(StreamBody):
             self._direct = True
             return next(stream)
         stream.write_directly(self)
-        if self.release():
-            # gunicorn treats a broken pipe as a client gone: it closes its (detached) socket object
-            # quietly and ends the request's greenlet. The connection lives on, written by the Writer.
-            raise BrokenPipeError(errno.EPIPE, "the stream took its connection over (not an error)")
-        sendall = self._sock.sendall
-        while True:
-            chunk = stream.read()
-            unsent = stream.take_unsent()
-            if unsent:
-                sendall(unsent)
-            if chunk is None:
-                raise StopIteration
-            if chunk:
-                sendall(self.frame(chunk))
+        self.release()
+        # gunicorn treats a broken pipe as a client gone: it closes its (detached) socket object
+        # quietly and ends the request's greenlet. The connection lives on, written by the Writer.
+        raise BrokenPipeError(errno.EPIPE, "the stream took its connection over (not an error)")
 
     def frame(self, chunk: bytes) -> bytes:
         """Frame ``chunk`` as the server frames the body."""
@@ -178,17 +169,14 @@ class DirectStreamBody(StreamBody):
             )
         loop.run_callback_threadsafe(callback)
 
-    def release(self) -> bool:
-        """Take the connection over from gunicorn; return ``False`` if it cannot be (then the greenlet stays).
+    def release(self) -> None:
+        """Take the connection over from gunicorn (whose socket is a gevent socket: :func:`direct_framing`).
 
         gunicorn's socket object gives up its descriptor (``detach()``), so its
         ``close()`` leaves the connection open; the watch for a closed peer
         moves to the descriptor.
         """
-        try:
-            fd = self._sock.detach()
-        except (OSError, AttributeError):
-            return False
+        fd = self._sock.detach()
         if self._watch is not None:
             self._watch.cancel()
         self._fd = fd
@@ -196,7 +184,6 @@ class DirectStreamBody(StreamBody):
         self._watch = watch_in_loop(_Descriptor(fd), self._own.close)
         self._own.bell = self._ring
         self._ring(self._own)  # what was queued while the head went out
-        return True
 
     def _ring(self, stream: Stream) -> None:
         if not self._rung:

@@ -154,13 +154,18 @@
 
   /** Close the stream; the client stays registered on the server until it times out. */
   PubSubSSE.prototype.stop = function () {
+    this._halt(STATUS.CLOSED);
+  };
+
+  // Stop everything: timers, this tab's stream, its part in the shared one.
+  PubSubSSE.prototype._halt = function (status) {
     this._stopped = true;
     clearTimeout(this._timer);
     if (this._source) this._source.close();
     this._source = null;
     if (this._share) this._share.close();
     this._share = null;
-    this._setStatus(STATUS.CLOSED);
+    this._setStatus(status);
   };
 
   PubSubSSE.prototype.subscribe = function (topicId) {
@@ -271,13 +276,7 @@
   };
 
   PubSubSSE.prototype._fail = function (error) {
-    this._stopped = true;
-    clearTimeout(this._timer);
-    if (this._source) this._source.close();
-    this._source = null;
-    if (this._share) this._share.close();
-    this._share = null;
-    this._setStatus(STATUS.FAILED);
+    this._halt(STATUS.FAILED);
     this._emit("error", error);
   };
 

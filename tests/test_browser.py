@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -56,8 +57,7 @@ def browser():
 @pytest.fixture
 def page(browser, demo):
     context = browser.new_context(viewport={"width": 1360, "height": 820})
-    page = context.new_page()
-    page.set_default_timeout(15000)
+    page = new_page(context)
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(demo.url("/"))
@@ -65,6 +65,23 @@ def page(browser, demo):
     yield page
     context.close()
     assert errors == []
+
+
+def new_page(context):
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    return page
+
+
+@contextlib.contextmanager
+def page_of(browser, srv):
+    """A page in a browser context of its own, for a server of its own: both closed at the end."""
+    context = browser.new_context()
+    try:
+        yield new_page(context)
+    finally:
+        context.close()
+        srv.stop()
 
 
 def topic_row(page, name):
@@ -215,8 +232,7 @@ def test_a_refused_ticket_gets_a_fresh_stream_url_and_keeps_the_client(browser, 
         login = context.request.post(auth_server.url("/login"), form={"username": "alice", "password": "alice-pw"})
         assert login.ok
         team_topic = context.request.get(auth_server.url("/me")).json()["team_topics"][0]
-        page = context.new_page()
-        page.set_default_timeout(15000)
+        page = new_page(context)
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(auth_server.url("/sse/pubsubsse.js"))  # any page of the app's origin, for its cookie
@@ -247,8 +263,7 @@ def test_the_demo_survives_a_restart_of_the_server(browser):
     env = {"DEMO_TICK_SECONDS": "0.25", "PUBSUBSSE_RETRY": "0.3", "PUBSUBSSE_HEARTBEAT": "2"}
     srv = Server("gevent", app="tests.demo_app:app", env=env)
     context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15000)
+    page = new_page(context)
     try:
         page.goto(srv.url("/"))
         page.wait_for_function("Number(document.querySelector('[data-testid=ticker-n]').textContent) > 2")
@@ -283,10 +298,7 @@ def refusing_server(mode: str) -> Server:
 def test_the_client_works_with_a_server_that_reads_only_the_query_string(browser):
     """As the Go server does: every parameter goes in the query string, so subscribing works."""
     srv = refusing_server("query-only")
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    try:
+    with page_of(browser, srv) as page:
         page.goto(srv.url("/"))
         page.wait_for_function("window.subscribed === true || window.failed !== undefined")
         assert page.evaluate("window.subscribed") is True, page.evaluate("[window.failed, window.errors]")
@@ -297,17 +309,12 @@ def test_the_client_works_with_a_server_that_reads_only_the_query_string(browser
         # No shared streams there (404), so the tab opened its own, as against the Go server.
         assert page.evaluate("window.ps._share.solo") is True
         assert http.get(srv.url("/test/calls")).json()["/event/shared"] == 2  # the stream, then the probe
-    finally:
-        context.close()
-        srv.stop()
 
 
 def test_a_server_that_keeps_refusing_gets_a_few_new_clients_then_the_client_stops(browser):
     """No registration storm: at most three new clients after the first, spaced out, then "failed"."""
     srv = refusing_server("streams")
-    context = browser.new_context()
-    page = context.new_page()
-    try:
+    with page_of(browser, srv) as page:
         page.goto(srv.url("/"))
         page.wait_for_function("window.statuses.includes('failed')", timeout=30000)
         registrations = http.get(srv.url("/test/calls")).json()["/add/user"]
@@ -315,9 +322,6 @@ def test_a_server_that_keeps_refusing_gets_a_few_new_clients_then_the_client_sto
         page.wait_for_timeout(3000)  # and nothing more: a stopped client stays stopped
         assert http.get(srv.url("/test/calls")).json()["/add/user"] == registrations
         assert any("refused" in e for e in page.evaluate("window.errors")), page.evaluate("window.errors")
-    finally:
-        context.close()
-        srv.stop()
 
 
 def renderer_of(page) -> int:
@@ -356,8 +360,7 @@ def test_ten_tabs_share_one_connection_and_survive_the_leader_closing(browser, d
     pages = []
     try:
         for _ in range(10):
-            page = context.new_page()
-            page.set_default_timeout(15000)
+            page = new_page(context)
             page.goto(demo.url("/"))
             pages.append(page)
         for page in pages:

@@ -216,13 +216,15 @@ int main(int argc, char **argv) {
         if (conns[i].events > 0) with_events++;
     }
     qsort(lat, nlat, sizeof *lat, cmp);
-    double p50 = nlat ? lat[nlat / 2] : -1, p99 = nlat ? lat[(long)(nlat * 0.99)] : -1;
+#define PCT(q) (nlat ? lat[(long)(nlat * (q))] : -1)
+    double p10 = PCT(0.10), p50 = PCT(0.50), p90 = PCT(0.90), p99 = PCT(0.99), p999 = PCT(0.999);
     double pmax = nlat ? lat[nlat - 1] : -1;
     printf("{\"connections\": %d, \"stalled\": %d, \"with_events\": %ld, \"updates\": %ld, \"events\": %ld, "
            "\"seconds\": %.3f, \"updates_per_s\": %.1f, \"min_updates_per_conn\": %ld, \"latency_samples\": %ld, "
-           "\"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, \"loadgen_cpu_s\": %.3f, \"opened\": %ld, "
+           "\"p10_ms\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, \"p999_ms\": %.3f, \"max_ms\": %.3f, "
+           " \"loadgen_cpu_s\": %.3f, \"opened\": %ld, "
            "\"churned\": %ld}\n",
            nconns, stalled, with_events, updates_measured, events_measured, elapsed,
-           updates_measured / elapsed, min_updates, nlat, p50, p99, pmax, cpu, opened, churned);
+           updates_measured / elapsed, min_updates, nlat, p10, p50, p90, p99, p999, pmax, cpu, opened, churned);
     return 0;
 }

@@ -47,7 +47,9 @@ SCALEOUT = "pubsubsse-redis"
 QUEUED = "pubsubsse-queued"
 #: The variants of pubsubsse, which share its app.
 OURS = ("pubsubsse", SCALEOUT, QUEUED)
-WORKLOADS = ["w1", "w2", "w2lat", "w3", "w5", "w6base", "w6"]
+WORKLOADS = ["w1", "w2", "w2lat", "w3", "w3local", "w5", "w6base", "w6"]
+#: Workloads where the app publishes in-process (a function call, as users do): pubsubsse only.
+IN_PROCESS = ("w3local",)
 
 
 #: What each peer needs beyond ``scripts/install-deps``: (Python modules -> PyPI packages, Debian packages).
@@ -211,13 +213,19 @@ class Server:
                 total += p.memory_info().rss
         return total
 
-    def cpu(self) -> float:
-        total = 0.0
-        for p in self.processes():
+    def cpu(self) -> tuple[float, float]:
+        """User and system CPU seconds of every process of this server (Redis included), so far."""
+        user = system = 0.0
+        processes = self.processes()
+        if self.redis_proc is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                processes.append(psutil.Process(self.redis_proc.pid))
+        for p in processes:
             with contextlib.suppress(psutil.NoSuchProcess):
                 t = p.cpu_times()
-                total += t.user + t.system
-        return total
+                user += t.user
+                system += t.system
+        return user, system
 
     def redis_commands(self) -> int:
         """Total commands the private Redis of the scale-out peer has processed."""
@@ -338,7 +346,9 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
             kb_per_stream_excluding_client_objects=round((rss_streams - rss_clients) / n / 1024, 2),
         )
         return result
-    topics = n // 10 if workload == "w3" else 1
+    if workload in IN_PROCESS and server.peer not in OURS:
+        raise ValueError(f"{server.peer} has no in-process publishing (it is not a Python library)")
+    topics = n // 10 if workload in ("w3", "w3local") else 1
     paths = server.subscriber_paths(n + 1, topics)
     track, paths = paths[0], paths[1:]
     stalled = 20 if workload == "w6" else 0
@@ -354,7 +364,11 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
     rate = 40 if workload in ("w2lat", "w6base", "w6") else None
     pad = 4000 if workload in ("w6base", "w6") else 100
     pub = None
-    if workload != "w5":
+    if workload in IN_PROCESS:
+        httpx.post(
+            f"http://127.0.0.1:{server.port}/bench/publish-loop", params={"duration": warmup + duration + 1}
+        ).raise_for_status()
+    elif workload != "w5":
         pub = publisher(server.port, warmup + duration + 1, topics, rate, None if rate else track, pad)
     time.sleep(warmup)
     cpu0, t0, steal0 = server.cpu(), time.monotonic(), steal_ticks()
@@ -372,10 +386,13 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
     if pub is not None:
         pub.wait(60)
     result.update(gen)
-    result["server_cpu_s"] = round(cpu1 - cpu0, 3)
-    result["server_cpu_util"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    result["server_cpu_s"] = round(user + system, 3)
+    result["server_cpu_util"] = round((user + system) / (t1 - t0), 3)
     if gen["updates"]:
-        result["server_cpu_us_per_delivery"] = round((cpu1 - cpu0) / gen["updates"] * 1e6, 3)
+        result["server_cpu_us_per_delivery"] = round((user + system) / gen["updates"] * 1e6, 3)
+        result["server_user_us_per_delivery"] = round(user / gen["updates"] * 1e6, 3)
+        result["server_system_us_per_delivery"] = round(system / gen["updates"] * 1e6, 3)
     result["generator_util"] = round(gen["loadgen_cpu_s"] / (settle + warmup + duration), 3)
     result["generator_bound"] = result["generator_util"] > 0.9
     result["steal_pct"] = round(100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1]), 2)
@@ -436,6 +453,8 @@ def main() -> None:
         for repeat in range(args.repeat):
             for peer in args.peers.split(","):
                 for workload in args.workloads.split(","):
+                    if workload in IN_PROCESS and peer not in OURS:
+                        continue  # nothing to publish in-process with
                     server = Server(peer, os.environ.get("BENCH_REDIS_URL"))
                     try:
                         n = args.idle_n if workload == "w1" else args.n
@@ -460,6 +479,8 @@ METRICS = [
     ("w2lat", "server_cpu_us_per_delivery", "server CPU us per delivery at 40 msg/s", False),
     ("w3", "updates_per_s", "deliveries/s, N/10 topics", True),
     ("w3", "server_cpu_us_per_delivery", "server CPU us per delivery, N/10 topics", False),
+    ("w3local", "updates_per_s", "deliveries/s, N/10 topics, the app publishing in-process", True),
+    ("w3local", "server_cpu_us_per_delivery", "server CPU us per delivery, the app publishing in-process", False),
     ("w5", "rss_growth_mb", "RSS growth MB, 2nd churn round", False),
     ("w6base", "p99_ms", "p99 ms, 4 KB messages, no stalled client", False),
     ("w6", "p99_ms", "p99 ms, 4 KB messages, 20 stalled clients", False),

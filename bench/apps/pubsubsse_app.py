@@ -41,6 +41,32 @@ def pub():
     return Response(status=204)
 
 
+@app.post("/bench/publish-loop")
+def publish_loop():
+    """Publish in-process, as an app does, round-robin over the topics until ``duration`` is over.
+
+    Closed loop without a tracker: after each round (one message per topic) the greenlet yields,
+    so the round's direct writes go out before the next round is published.
+    """
+    import time
+
+    import gevent
+
+    duration, pad = float(request.args["duration"]), "x" * int(request.args.get("pad", "100"))
+
+    def run():
+        end = time.monotonic() + duration
+        seq = 0
+        while time.monotonic() < end:
+            for topic in topics:
+                topic.pub({"ts": time.time_ns(), "seq": seq, "pad": pad})
+                seq += 1
+            gevent.sleep(0)
+
+    gevent.spawn(run)
+    return Response(status=204)
+
+
 @app.get("/bench/stats")
 def stats():
     clients = service.get_clients()

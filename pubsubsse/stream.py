@@ -74,6 +74,19 @@ CLOSE_MARK = _Marker("close")
 FLUSH_MARK = _Marker("flush")
 
 
+#: This process's id, kept current across fork: ``os.getpid()`` is a system call, and the
+#: ticker's check runs on every operation.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _new_waiter() -> Any:
     """Return a new lock for a reader to wait on: gevent's once ``threading`` is patched."""
     return threading.Lock()
@@ -184,9 +197,10 @@ class _Flusher:
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
+        now = time.monotonic()  # one clock read for the batch: it only spaces heartbeats
         for stream in dirty:
             try:
-                stream._flush()
+                stream._flush(now)
             except Exception:
                 log.exception("pubsubsse: a direct write failed; the stream's reader takes over")
 
@@ -413,15 +427,16 @@ class Stream(Chunks):
         if writer is None or self.detached:
             return False
         if pending is None:
-            pending = self._pending = []
+            self._pending = [b"id: %d\ndata: " % event_id, body, b"\n\n"]  # encoding.frame, inlined: a hot path
             _FLUSHER.add(self, writer)
         elif len(pending) >= 3 * self._queue_size:
             return False
-        pending += frame(event_id, body)
+        else:
+            pending += frame(event_id, body)
         self.cursor = event_id
         return True
 
-    def _flush(self) -> None:
+    def _flush(self, now: float) -> None:
         """Write the pending events without blocking; leave what does not fit to the reader."""
         writer = self._writer
         if not self._pending or writer is None:
@@ -429,7 +444,7 @@ class Stream(Chunks):
         data = writer.frame(b"".join(self._pending))
         self._pending = None
         sent = writer.send_nowait(data)
-        self.last_write = time.monotonic()
+        self.last_write = now
         if sent < len(data):
             # The rest (all of it if the connection broke) must go before anything else; the
             # reader's blocking write sends it, or fails and ends the stream.
@@ -497,7 +512,7 @@ class Ticker:
         the hub, and thousands of streams opening at once queued up behind it.
         The thread ends only when :meth:`stop` is called.
         """
-        pid = os.getpid()
+        pid = _pid
         if self._pid == pid and not self._stop.is_set():
             return
         with self._lock:

@@ -95,7 +95,8 @@ def main() -> None:
     def publish_loop() -> None:
         conn = socket.create_connection(("127.0.0.1", args.port), timeout=30)
         replies = conn.makefile("rb")
-        batch = 1 if args.rate else args.pipeline
+        # Never more in one batch than the window allows in flight: the batch waits for its last.
+        batch = 1 if args.rate else min(args.pipeline, args.window * args.topics)
         while time.monotonic() < end:
             with lock:
                 first = state["seq"]

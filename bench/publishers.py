@@ -5,9 +5,12 @@
 1. ``Publisher.publish`` against a private redis-server that one service replica follows (so the
    log is live): latency per call (p50, p99) and Redis commands per publish (from INFO, so the
    commands a script runs count too), next to ``topic.pub`` through a service replica of its own
-   (which waits until its own process has applied the publish).
+   (which returns once the log holds the publish), and ``Publisher.publish_many`` with batches
+   of 100 (latency per call, and microseconds and Redis commands per message).
 2. In-process, ``topic.pub`` to 1,000 subscribers of a named topic (``public_topic("orders")``)
-   and of a random-id topic (``new_public_topic()``): microseconds per publish.
+   and of a random-id topic (``new_public_topic()``): microseconds per publish. No subscriber has
+   a stream here, so this is also what every process of a shared service pays per publish for
+   the subscribers it does not hold (``--subscribers`` sets how many).
 
 Prints one JSON line per measurement.
 """
@@ -54,24 +57,39 @@ def redis_publish(publishes: int) -> list[dict]:
         sender = SSEPubSubService(redis_url=redis.url, redis_key=key, client_timeout=None)
         topic = sender.public_topic("orders")
         topic.pub(0)
-        for name, publish in [
-            ("Publisher.publish", lambda n: publisher.publish("orders", n)),
-            ("replica topic.pub", topic.pub),
+        batch = 100
+        for name, publish, per_call in [
+            ("Publisher.publish", lambda n: publisher.publish("orders", n), 1),
+            ("replica topic.pub", topic.pub, 1),
+            (
+                f"Publisher.publish_many, {batch} per call",
+                lambda n: publisher.publish_many([("orders", n + i) for i in range(batch)]),
+                batch,
+            ),
         ]:
             web.sync()
             before = commands(raw)
             samples = []
-            for n in range(publishes):
+            started_all = time.perf_counter()
+            for n in range(0, publishes, per_call):
                 started = time.perf_counter()
                 publish(n)
                 samples.append(time.perf_counter() - started)
+            us_per_message = (time.perf_counter() - started_all) / publishes * 1e6
+            web.sync()  # the replica's reads of these publishes count too
             after = commands(raw)
             per = {
                 k: round((after.get(k, 0) - before.get(k, 0)) / publishes, 2)
                 for k in ("evalsha", "xadd", "xread", "total")
             }
             results.append(
-                {"what": name, "publishes": publishes, **percentiles(samples), "redis_commands_per_publish": per}
+                {
+                    "what": name,
+                    "publishes": publishes,
+                    **percentiles(samples),
+                    "us_per_message": round(us_per_message, 1),
+                    "redis_commands_per_publish": per,
+                }
             )
         publisher.close()
         sender.shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from .backends.log import LogBackend, LogUnavailable, Refused, encode_entry
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: No deadline: a publisher holds no clock of the log (see Publisher.publish).
 _NO_DEADLINE = 1 << 62
+
+#: The most messages one :meth:`Publisher.publish_many` call sends.
+MAX_BATCH = 1000
 
 
 class Publisher:
@@ -79,13 +83,31 @@ class Publisher:
         publisher keeps no replica to find out; publish again only if a
         duplicate is harmless).
         """
-        named = not topic.startswith("T-")
-        topic_id = named_id("T", topic) if named else topic
-        body = encode_update(topic_id, data, self._json_dumps)
-        if len(body) > self._max_payload_bytes:
-            raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
-        operation = "pub_named" if named else "pub"
-        entries = [encode_entry(self._origin, next(self._numbers), operation, (topic_id, body), 2)]
+        self.publish_many([(topic, data)])
+
+    def publish_many(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """Publish several ``(topic, data)`` messages in one round trip, in this order.
+
+        Topics and data are as for :meth:`publish`. Every message is encoded
+        and checked before anything is sent, so a bad one raises and nothing
+        is published; then all of them go into the log in one append, which
+        the log takes whole or not at all, with the errors of :meth:`publish`.
+        At most 1,000 messages per call (:class:`ValueError` beyond): a
+        batch is one request to the log, and one entry of its reply each.
+        """
+        entries = []
+        for topic, data in messages:
+            named = not topic.startswith("T-")
+            topic_id = named_id("T", topic) if named else topic
+            body = encode_update(topic_id, data, self._json_dumps)
+            if len(body) > self._max_payload_bytes:
+                raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
+            operation = "pub_named" if named else "pub"
+            entries.append(encode_entry(self._origin, next(self._numbers), operation, (topic_id, body), 2))
+            if len(entries) > MAX_BATCH:
+                raise ValueError(f"at most {MAX_BATCH} messages per publish_many() call")
+        if not entries:
+            return
         try:
             outcome = self._log.append(entries, "*", _NO_DEADLINE, 0)
         except LogUnavailable as error:

@@ -64,7 +64,7 @@ from typing import Any, TypeVar, cast
 from .backends.base import Backend, ClientState, InProcessBackend
 from .core import Core, Effects, parse_event_id
 from .encoding import JsonDumps, encode_update, frame
-from .errors import LimitReached
+from .errors import LimitReached, TopicNotFound
 from .events import EventAttribute, emit
 from .model import Client, Group, Status, Topic, named_id, new_id
 from .stream import CLOSE_MARK, HEARTBEAT_MARK, Stream, Ticker
@@ -453,6 +453,10 @@ class SSEPubSubService:
                 "browser can receive it. Publish from the web process, or share the service through Redis "
                 "(and publish with pubsubsse.Publisher)."
             )
+        if self._backend.shared and topic.id not in self._core.topics:
+            # A shared log settles a publish once it holds it, before this process applies it,
+            # so a topic this replica knows removed is refused here (one dict lookup).
+            raise TopicNotFound(f"topic {topic.id} does not exist (removed or never created)")
         self._execute("pub", topic.id, body)
         emit(topic, "on_pub", data)
 

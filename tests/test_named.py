@@ -11,10 +11,12 @@ import threading
 import uuid
 
 import pytest
+import redis as redis_py
 from flask import Flask
 
 from pubsubsse import BackendUnavailable, Publisher, SSEPubSubService, TopicType, create_blueprint
 from pubsubsse.model import NAME_RULE
+from pubsubsse.publisher import MAX_BATCH
 
 from .conftest import Recorder
 from .sse import drain
@@ -167,6 +169,37 @@ def test_a_publisher_creates_named_topics_and_publishes_in_one_append(shared, re
             publisher.publish("orders", object())
     finally:
         publisher.close()
+
+
+def test_a_publisher_publishes_a_batch_in_order_in_one_append_or_nothing(shared, redis_server):
+    service, key = shared
+    client = service.new_client()
+    orders = service.public_topic("orders")
+    client.sub(orders)
+    log = redis_py.Redis.from_url(redis_server.url)
+    publisher = Publisher(redis_server.url, redis_key=key)
+    try:
+        service.sync()
+        last, length = str(client._mailbox.seq), log.xlen(key)
+        publisher.publish_many([("orders", i) for i in range(5)] + [("T-orders", "by id"), ("audit", "made")])
+        assert log.xlen(key) == length + 7
+        service.sync()
+        assert updates_since(client, last) == [0, 1, 2, 3, 4, "by id"]
+        assert service.get_public_topic_by_id("T-audit") is not None  # a name creates its topic
+        # One bad message: nothing of the batch is sent.
+        service.sync()  # the stream's detach is in the log (and the marker sync appends)
+        length = log.xlen(key)
+        with pytest.raises(TypeError):
+            publisher.publish_many([("orders", 5), ("orders", object())])
+        with pytest.raises(ValueError, match="invalid name"):
+            publisher.publish_many([("orders", 5), ("no spaces", 6)])
+        with pytest.raises(ValueError, match="at most 1000"):
+            publisher.publish_many(("orders", i) for i in range(MAX_BATCH + 1))
+        publisher.publish_many([])
+        assert log.xlen(key) == length
+    finally:
+        publisher.close()
+        log.close()
 
 
 def test_a_publisher_refuses_a_log_that_no_process_started(redis_server):

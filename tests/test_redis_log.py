@@ -11,7 +11,8 @@ import uuid
 import pytest
 import redis as redis_py
 
-from pubsubsse import BackendUnavailable, SSEPubSubService
+from pubsubsse import BackendUnavailable, SSEPubSubService, TopicNotFound
+from pubsubsse.backends import RedisBackend
 
 from .http_helpers import wait_for
 
@@ -124,3 +125,29 @@ def test_a_service_built_while_redis_is_unreachable_starts_and_loads_when_it_ans
     finally:
         late.shutdown()
         a.shutdown()
+
+
+def test_a_publish_returns_once_the_log_holds_it_and_one_that_reaches_no_topic_says_so(redis_server, caplog):
+    key = f"test:{uuid.uuid4()}"
+    # Short timeouts: a publish that waited for its own apply would fail here within seconds.
+    a = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key, timeout=1.0, outcome_timeout=1.0))
+    b = SSEPubSubService(redis_url=redis_server.url, redis_key=key, client_timeout=None)
+    try:
+        topic = a.new_public_topic()
+        b.sync()
+        with caplog.at_level(logging.WARNING, logger="pubsubsse.backends.log"):
+            # While a's reader cannot apply anything, b removes the topic; a still knows it and
+            # publishes. The publish returns: it waits for the log, not for a's own apply.
+            with a._lock:
+                b.remove_public_topic(b.get_public_topic_by_id(topic.id))
+                topic.pub("too late")
+            a.sync()
+        # The removal came first in the log: every process skipped the publish, and a says so.
+        assert any("a publish reached no one" in r.getMessage() and topic.id in r.getMessage() for r in caplog.records)
+        assert a.get_public_topic_by_id(topic.id) is None
+        # A topic a knows removed is refused at once, before anything is appended.
+        with pytest.raises(TopicNotFound):
+            topic.pub("again")
+    finally:
+        a.shutdown()
+        b.shutdown()

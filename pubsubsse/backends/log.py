@@ -148,11 +148,24 @@ class _Change:
     Its fields are guarded by ``LogBackend._waiting_lock`` until ``done`` is set.
     """
 
-    __slots__ = ("operation", "args", "number", "submitted", "cancelled", "done", "result", "effects", "error")
+    __slots__ = (
+        "operation",
+        "args",
+        "number",
+        "submitted",
+        "on_append",
+        "cancelled",
+        "done",
+        "result",
+        "effects",
+        "error",
+    )
 
     def __init__(self, operation: str, args: tuple[Any, ...], submitted: bool = False) -> None:
         self.operation = operation
         self.args = args
+        #: Settled once appended, not once applied here (see _SETTLED_ON_APPEND).
+        self.on_append = operation in _SETTLED_ON_APPEND
         #: Set by the writer when the change goes into a batch; 0 until then.
         self.number = 0
         #: Nobody waits: retried until applied, its events fired by the events thread.
@@ -173,6 +186,13 @@ class _Change:
 
 #: Operations whose last argument is a message body: format 2 carries it in a field of its own.
 _WITH_BODY = frozenset({"pub", "pub_named"})
+
+#: Operations whose caller waits only until the log holds them, not until they are applied here:
+#: a publish returns nothing and fires no event, and its place in the log is fixed once appended
+#: (any later change of the caller's comes after it). Waiting for the apply too would serialise
+#: a process's publishes behind its own fan-out: each log read would bring one entry, and each
+#: stream would get one write per event instead of one per read.
+_SETTLED_ON_APPEND = frozenset({"pub"})
 
 
 def encode_entry(origin: str, number: int, operation: str, args: tuple[Any, ...], version: int) -> dict[str, bytes]:
@@ -567,7 +587,11 @@ class LogBackend(Backend):
             if outcome.reason == "stale":
                 self._check_needed.set()
             return self._refuse(batch, f"the shared log refused it ({outcome.reason})")
-        return []  # appended: the reader settles each change as it applies it
+        with self._waiting_lock:
+            for change in batch:
+                if change.on_append and not change.done.is_set():
+                    change.done.set()  # result None; the reader still looks at it when it applies it
+        return []  # appended: the reader settles the other changes as it applies them
 
     def _refuse(self, batch: list[_Change], why: str) -> list[_Change]:
         """Settle a batch that was not applied; return its submitted changes, to be tried again."""
@@ -750,6 +774,10 @@ class LogBackend(Backend):
             if change.done.is_set():
                 if change.error is not None and change.error.outcome_unknown:
                     log.warning("a change whose outcome was reported unknown turned out applied: %s", change.operation)
+                elif isinstance(result, PubSubError):
+                    # Settled when appended; refused when applied (its topic was removed by a change
+                    # that came first in the log). Every process skipped it alike.
+                    log.warning("a publish reached no one: %s", result)
                 return
             change.result, change.effects = result, effects
             change.done.set()

@@ -39,6 +39,9 @@ class World:
         self.init_b = drain(self.sb)
 
     def got(self):
+        # With a shared backend a publish returns once the log holds it; sync() waits until this
+        # process has applied everything before it (a no-op in-process).
+        self.s.sync()
         return drain(self.sa).messages, drain(self.sb).messages
 
 

@@ -1,10 +1,26 @@
 """pubsubsse under test: the blueprint plus a setup and a publish route for the harness."""
 
+import gc
 import json
 import os
 import resource
+import sys
+import time
 
 from flask import Flask, Response, request
+
+if os.environ.get("BENCH_GC_LOG"):  # log the garbage collector's pauses over 2 ms to stderr
+    _gc_started = [0.0]
+
+    def _log_gc(phase, info):
+        if phase == "start":
+            _gc_started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - _gc_started[0]) * 1000
+        if ms > 2:
+            print(f"{time.time():.1f} gc gen{info['generation']} {ms:.1f} ms", file=sys.stderr, flush=True)
+
+    gc.callbacks.append(_log_gc)
 
 from pubsubsse import SSEPubSubService, create_blueprint
 
@@ -48,8 +64,6 @@ def publish_loop():
     Closed loop without a tracker: after each round (one message per topic) the greenlet yields,
     so the round's direct writes go out before the next round is published.
     """
-    import time
-
     import gevent
 
     duration, pad = float(request.args["duration"]), "x" * int(request.args.get("pad", "100"))

@@ -113,8 +113,13 @@ def encode_sys(items: Sequence[dict[str, Any]]) -> bytes:
     return dumps({"sys": list(items), "updates": None})
 
 
+#: One SSE event as text: ``EVENT % (event_id, body)``. A template, not a function, because a
+#: direct write formats it once per delivery on the publish path.
+EVENT = b"id: %d\ndata: %s\n\n"
+
+
 def frame(event_id: int, body: bytes) -> list[bytes]:
-    """Return the pieces of one SSE event; joined, they are ``id:``, ``data:`` and a blank line.
+    """Return the pieces of one SSE event (the text of ``EVENT``): ``id:``, ``data:`` and a blank line.
 
     The body is returned as a separate piece (not copied) so a stream can join
     all the events of one write with a single copy.

@@ -453,10 +453,13 @@ class SSEPubSubService:
                 "browser can receive it. Publish from the web process, or share the service through Redis "
                 "(and publish with pubsubsse.Publisher)."
             )
-        if self._backend.shared and topic.id not in self._core.topics:
+        if self._backend.shared:
             # A shared log settles a publish once it holds it, before this process applies it,
-            # so a topic this replica knows removed is refused here (one dict lookup).
-            raise TopicNotFound(f"topic {topic.id} does not exist (removed or never created)")
+            # so a topic this replica knows removed is refused here.
+            with self._lock:
+                known = topic.id in self._core.topics
+            if not known:
+                raise TopicNotFound(f"topic {topic.id} does not exist (removed or never created)")
         self._execute("pub", topic.id, body)
         emit(topic, "on_pub", data)
 

@@ -41,7 +41,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .encoding import HEARTBEAT, frame
+from .encoding import EVENT, HEARTBEAT, frame
 
 if TYPE_CHECKING:
     from .model import Client
@@ -430,8 +430,9 @@ class Stream(Chunks):
         pending = self._pending
         if writer is None or self.detached:
             return False
+        text = EVENT % (event_id, body)
         if pending is None:
-            self._pending = b"id: %d\ndata: %s\n\n" % (event_id, body)  # encoding.frame's text, in one piece
+            self._pending = text
             self._pending_events = 1
             _FLUSHER.add(self, writer)
         elif self._pending_events >= self._queue_size:
@@ -439,7 +440,7 @@ class Stream(Chunks):
         else:
             if type(pending) is bytes:
                 pending = self._pending = bytearray(pending)
-            pending += b"id: %d\ndata: %s\n\n" % (event_id, body)
+            pending += text
             self._pending_events += 1
         self.cursor = event_id
         return True
@@ -450,7 +451,7 @@ class Stream(Chunks):
         pending = self._pending
         if not pending or writer is None:
             return
-        data = writer.frame(pending if type(pending) is bytes else bytes(pending))
+        data = writer.frame(pending if type(pending) is bytes else bytes(pending))  # bytes() costs a call
         self._pending = None
         sent = writer.send_nowait(data)
         self.last_write = now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 
@@ -135,12 +136,23 @@ def test_a_publish_returns_once_the_log_holds_it_and_one_that_reaches_no_topic_s
     try:
         topic = a.new_public_topic()
         b.sync()
+        # a's reader applies nothing until the gate opens.
+        gate = threading.Event()
+        apply = a.apply
+
+        def gated_apply(operation, args):
+            assert gate.wait(30)
+            return apply(operation, args)
+
+        a.apply = gated_apply
         with caplog.at_level(logging.WARNING, logger="pubsubsse.backends.log"):
             # While a's reader cannot apply anything, b removes the topic; a still knows it and
             # publishes. The publish returns: it waits for the log, not for a's own apply.
-            with a._lock:
+            try:
                 b.remove_public_topic(b.get_public_topic_by_id(topic.id))
                 topic.pub("too late")
+            finally:
+                gate.set()
             a.sync()
         # The removal came first in the log: every process skipped the publish, and a says so.
         assert any("a publish reached no one" in r.getMessage() and topic.id in r.getMessage() for r in caplog.records)

@@ -148,24 +148,11 @@ class _Change:
     Its fields are guarded by ``LogBackend._waiting_lock`` until ``done`` is set.
     """
 
-    __slots__ = (
-        "operation",
-        "args",
-        "number",
-        "submitted",
-        "on_append",
-        "cancelled",
-        "done",
-        "result",
-        "effects",
-        "error",
-    )
+    __slots__ = ("operation", "args", "number", "submitted", "cancelled", "done", "result", "effects", "error")
 
     def __init__(self, operation: str, args: tuple[Any, ...], submitted: bool = False) -> None:
         self.operation = operation
         self.args = args
-        #: Settled once appended, not once applied here (see _SETTLED_ON_APPEND).
-        self.on_append = operation in _SETTLED_ON_APPEND
         #: Set by the writer when the change goes into a batch; 0 until then.
         self.number = 0
         #: Nobody waits: retried until applied, its events fired by the events thread.
@@ -589,7 +576,7 @@ class LogBackend(Backend):
             return self._refuse(batch, f"the shared log refused it ({outcome.reason})")
         with self._waiting_lock:
             for change in batch:
-                if change.on_append and not change.done.is_set():
+                if change.operation in _SETTLED_ON_APPEND and not change.done.is_set():
                     change.done.set()  # result None; the reader still looks at it when it applies it
         return []  # appended: the reader settles the other changes as it applies them
 

@@ -40,14 +40,16 @@ setup(
     packages=find_packages(include=["pubsubsse", "pubsubsse.*"]),
     package_data={"pubsubsse": ["py.typed"]},
     cmdclass={"build_py": BuildWithClient},
-    install_requires=["flask>=2.2", "werkzeug>=2.2", "blinker>=1.6", "itsdangerous>=2.0", "click>=8.0"],
+    install_requires=["werkzeug>=2.2", "blinker>=1.6", "itsdangerous>=2.0"],
     extras_require={
+        "flask": ["flask>=2.2"],
         "gevent": ["gevent>=22.10", "gunicorn[gevent]>=21.2"],
         "redis": ["redis>=5.0"],
         "postgres": ["psycopg[binary]>=3.2"],
         "metrics": ["prometheus-client>=0.17"],
         "django": ["django>=4.2"],
         "test": [
+            "flask>=2.2",
             "pytest>=7.4",
             "pytest-timeout>=2.1",
             "pytest-xdist>=3.5",

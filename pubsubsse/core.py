@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar, cast
 
 from .encoding import encode_sys, frame, id_list_item, retry_field, topics_item
 from .errors import ClientNotFound, GroupNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
@@ -83,6 +83,8 @@ def parse_event_id(value: object) -> int | None:
         return None
     return int(value)
 
+
+_Made = TypeVar("_Made", Topic, Group)
 
 class Sink(Protocol):
     """Where a client's mailbox hands its events while a stream is attached (a :class:`~pubsubsse.stream.Stream`)."""
@@ -217,6 +219,9 @@ class Core:
         self.topics: dict[str, Topic] = {}
         #: The ``WAITING`` clients, longest waiting first: expiry looks at the front only.
         self.waiting: dict[str, Client] = {}
+        #: Handles of named topics and groups returned while the shared log could not be reached
+        #: (see :meth:`declare`): the records created later with these ids are these objects.
+        self.declared: dict[str, Topic | Group] = {}
         self.counters = Counters()
         #: Recently encoded system messages, to share identical bodies (see _sys_body).
         self._recent_bodies: dict[bytes, bytes] = {}
@@ -362,6 +367,41 @@ class Core:
         self.topics[topic._id] = topic
         return topic
 
+    def declare(self, kind: str, object_id: str, group_id: str | None = None) -> Topic | Group:
+        """Return a handle for a named public topic, group or group topic that the log will create.
+
+        For a shared service whose log cannot be reached: the app gets its handle at once (an
+        app declaring its topics at startup must boot while the log is down), and the record
+        that the log's entry creates later, or that a snapshot holds, is this same object.
+        """
+        known = self.groups.get(object_id) if kind == "group" else self.topics.get(object_id)
+        if known is not None:
+            return known
+        handle = self.declared.get(object_id)
+        if handle is None:
+            if kind == "group":
+                handle = Group(self._owner, object_id)
+            elif kind == "public":
+                handle = Topic(self._owner, object_id, TopicType.PUBLIC)
+            else:
+                assert group_id is not None
+                group = self.declare("group", group_id)
+                assert isinstance(group, Group)
+                handle = Topic(self._owner, object_id, TopicType.GROUP, group=group)
+            self.declared[object_id] = handle
+        return handle
+
+    def _made(self, made: _Made) -> _Made:
+        """Return the declared handle with ``made``'s id and kind, if there is one, else ``made``."""
+        declared = self.declared.get(made._id)
+        if declared is None or type(declared) is not type(made):
+            return made
+        if isinstance(declared, Topic) and isinstance(made, Topic):
+            if declared._type is not made._type or declared._group is not made._group:
+                return made
+        del self.declared[made._id]
+        return cast(_Made, declared)
+
     def _unsubscribe(self, fx: Effects, client: Client, topic: Topic) -> None:
         del client._subs[topic._id]
         del topic._subscribers[client._id]
@@ -489,7 +529,7 @@ class Core:
     def _op_new_public_topic(self, fx: Effects, topic_id: str) -> Topic:
         if topic_id in self.topics:
             raise PubSubError(f"topic {topic_id} exists already")
-        topic = self._add_topic(Topic(self._owner, topic_id, TopicType.PUBLIC))
+        topic = self._add_topic(self._made(Topic(self._owner, topic_id, TopicType.PUBLIC)))
         self.public[topic_id] = topic
         fx.add(self._owner, "on_new_public_topic", topic)
         shared_body: bytes | None = None
@@ -551,7 +591,7 @@ class Core:
             raise LimitReached(f"max_groups: {self._max_groups} groups exist")
         if group_id in self.groups:
             raise PubSubError(f"group {group_id} exists already")
-        group = Group(self._owner, group_id)
+        group = self._made(Group(self._owner, group_id))
         self.groups[group_id] = group
         fx.add(self._owner, "on_new_group", group)
         return group
@@ -580,7 +620,7 @@ class Core:
         group = self._group(group_id)
         if topic_id in self.topics:
             raise PubSubError(f"topic {topic_id} exists already")
-        topic = self._add_topic(Topic(self._owner, topic_id, TopicType.GROUP, group=group))
+        topic = self._add_topic(self._made(Topic(self._owner, topic_id, TopicType.GROUP, group=group)))
         group._topics[topic_id] = topic
         fx.add(group, "on_new_group_topic", topic)
         for client in group._members.values():
@@ -761,6 +801,8 @@ class Core:
 
         def topic(topic_id: str, kind: TopicType, owner: Client | None = None, group: Group | None = None) -> Topic:
             existing = old_topics.get(topic_id)
+            if existing is None and kind is not TopicType.PRIVATE:
+                existing = self._made(Topic(self._owner, topic_id, kind, owner=owner, group=group))
             same = existing is not None and existing._type is kind and existing._owner is owner
             if same and existing is not None and existing._group is group:
                 existing._subscribers = {}
@@ -770,7 +812,7 @@ class Core:
         for topic_id in groups["public"]:
             self.public[topic_id] = topic(topic_id, TopicType.PUBLIC)
         for data in groups["groups"]:
-            group = old_groups.get(data["id"]) or Group(self._owner, data["id"])
+            group = old_groups.get(data["id"]) or self._made(Group(self._owner, data["id"]))
             group._topics, group._members = {}, {}
             self.groups[group._id] = group
             for topic_id in data["topics"]:

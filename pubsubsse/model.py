@@ -41,7 +41,14 @@ def check_name(name: object) -> str:
 
 
 def named_id(prefix: str, name: str) -> str:
-    """Return the id of the named object: ``T-orders``, ``G-room-42``."""
+    """Return the id of the named object: ``T-orders``, ``G-room-42``.
+
+    The id itself is accepted too (``named_id("T", "T-orders") == "T-orders"``): the wire, the
+    browser and :class:`~pubsubsse.Publisher` all use ids, so an id pasted where a name goes
+    must mean that object, not one named ``T-T-orders``.
+    """
+    if isinstance(name, str) and name.startswith(prefix + "-"):
+        name = name[len(prefix) + 1 :]
     return f"{prefix}-{check_name(name)}"
 
 
@@ -49,8 +56,12 @@ def group_topic_id(group_id: str, name: str) -> str:
     """Return the id of a group's named topic: ``T-room-42/chat`` for group ``G-room-42``.
 
     The ``/`` cannot occur in a name, so these ids never meet the ids of named public topics.
+    The topic's id is accepted for its name, as in :func:`named_id`.
     """
-    return f"T-{group_id[2:]}/{check_name(name)}"
+    prefix = f"T-{group_id[2:]}/"
+    if isinstance(name, str) and name.startswith(prefix):
+        name = name[len(prefix) :]
+    return prefix + check_name(name)
 
 
 def short_id(object_id: str) -> str:
@@ -238,7 +249,7 @@ class Group:
         name (see :data:`~pubsubsse.model.NAME_RULE`) and
         :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
-        return cast(Topic, self._service._execute("ensure_group_topic", self._id, group_topic_id(self._id, name)))
+        return cast(Topic, self._service._ensure_named("group_topic", group_topic_id(self._id, name), self._id))
 
     def remove_topic(self, topic: Topic) -> None:
         """Remove a topic of this group; members subscribed to it are unsubscribed.

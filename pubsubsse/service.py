@@ -64,7 +64,7 @@ from typing import Any, TypeVar, cast
 from .backends.base import Backend, ClientState, InProcessBackend
 from .core import Core, Effects, parse_event_id
 from .encoding import JsonDumps, encode_update, frame
-from .errors import LimitReached, TopicNotFound
+from .errors import BackendUnavailable, LimitReached, TopicNotFound
 from .events import EventAttribute, emit
 from .model import Client, Group, Status, Topic, named_id, new_id
 from .stream import CLOSE_MARK, HEARTBEAT_MARK, Stream, Ticker
@@ -267,11 +267,28 @@ class SSEPubSubService:
         Raises :class:`ValueError` for an invalid name (see
         :data:`~pubsubsse.model.NAME_RULE`).
         """
-        return cast(Topic, self._execute("ensure_public_topic", named_id("T", name)))
+        return cast(Topic, self._ensure_named("public", named_id("T", name)))
+
+    def publish(self, topic: str, data: Any) -> None:
+        """Publish ``data`` to the topic with the id ``topic``, or to the public topic named ``topic``.
+
+        ``publish("T-orders", ...)`` and ``publish("orders", ...)`` both reach the
+        subscribers of ``T-orders`` (created if absent, as by :meth:`public_topic`);
+        the id of any other topic (private, a group's, one made by
+        :meth:`new_public_topic`) publishes to that topic, which must exist
+        (:class:`~pubsubsse.errors.TopicNotFound` otherwise). Otherwise as
+        :meth:`.Topic.pub`.
+        """
+        existing = self._lookup(lambda: self._core.topics.get(topic)) if topic.startswith("T-") else None
+        if existing is None:
+            if "/" in topic:
+                raise TopicNotFound(f"topic {topic} does not exist (removed or never created)")
+            existing = self.public_topic(topic)
+        existing.pub(data)
 
     def group(self, name: str) -> Group:
         """Return the group named ``name`` (id ``"G-" + name``), creating it if absent; see :meth:`public_topic`."""
-        return cast(Group, self._execute("ensure_group", named_id("G", name)))
+        return cast(Group, self._ensure_named("group", named_id("G", name)))
 
     def remove_public_topic(self, topic: Topic) -> None:
         """Remove a public topic; its subscribers are unsubscribed. Unknown topics are ignored."""
@@ -429,6 +446,31 @@ class SSEPubSubService:
         self._ticker.ensure_running()  # a client that never connects must expire too
         return self._backend.execute(operation, args)
 
+    def _ensure_named(self, kind: str, object_id: str, group_id: str | None = None) -> Topic | Group:
+        """Get or create a named public topic, group or group topic; don't wait for an unreachable log.
+
+        With a shared log that cannot be reached (a worker booting while Redis is down), the
+        handle is made here and the creation is queued, retried until the log takes it: an
+        app that declares its topics at startup boots, and the handle is the one the log's
+        record will be. Using it (``pub``, ``sub``) raises ``BackendUnavailable`` until then.
+        """
+        operation, args = {
+            "public": ("ensure_public_topic", (object_id,)),
+            "group": ("ensure_group", (object_id,)),
+            "group_topic": ("ensure_group_topic", (group_id, object_id)),
+        }[kind]
+        try:
+            return cast("Topic | Group", self._execute(operation, *args))
+        except BackendUnavailable as error:
+            if not self._backend.shared:
+                raise
+            with self._lock:
+                handle = self._core.declare(kind, object_id, group_id)
+            self._backend.submit(operation, args)
+            log.warning("pubsubsse: %s declared while the shared log is unreachable (%s); created once it answers",
+                        object_id, error)
+            return handle
+
     def _lookup(self, find: Callable[[], T | None]) -> T | None:
         """Run ``find`` under the lock; on a miss with a shared backend, catch up and try once more."""
         shared = self._backend.shared
@@ -456,6 +498,7 @@ class SSEPubSubService:
         if self._backend.shared:
             # A shared log settles a publish once it holds it, before this process applies it,
             # so a topic this replica knows removed is refused here.
+            self._backend.check_ready()
             with self._lock:
                 known = topic.id in self._core.topics
             if not known:

@@ -99,5 +99,5 @@ def group(name: str) -> Group:
 
 
 def publish(topic: str, data: Any) -> None:
-    """Publish ``data`` to the public topic named ``topic``, creating it if absent."""
-    get_service().public_topic(topic).pub(data)
+    """Publish ``data`` to the public topic named ``topic`` or with that id (see :meth:`.SSEPubSubService.publish`)."""
+    get_service().publish(topic, data)

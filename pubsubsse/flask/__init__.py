@@ -153,8 +153,8 @@ class PubSubSSE:
         return self.service.group(name)
 
     def publish(self, topic: str, data: Any) -> None:
-        """Publish ``data`` to the public topic named ``topic``, creating it if absent."""
-        self.service.public_topic(topic).pub(data)
+        """Publish ``data`` to the public topic named ``topic`` or with that id (see :meth:`.SSEPubSubService.publish`)."""
+        self.service.publish(topic, data)
 
 
 #: The current app's service, for views and helpers that do not hold the extension object.

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, quote
 from .errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
 from .model import Client, Topic, check_name, short_id
 from .ratelimit import RateLimiter
+from .servers import workers
 from .service import SSEPubSubService
 from .shared import MAX_SHARED_CLIENTS, SharedStream
 from .stream import Stream
@@ -103,6 +104,14 @@ _ERROR_MESSAGES: dict[type[PubSubError], str] = {
     NotSubscribed: "not subscribed",
 }
 
+#: The option that turns each endpoint that can be off back on, for the ``forbidden`` answer's hint.
+_SWITCHES = {
+    "add_public_topic": ("public_topic_creation", "True"),
+    "add_private_topic": ("private_topics", "True"),
+    "remove_private_topic": ("private_topics", "True"),
+    "remove_user": ("client_removal", "True"),
+}
+
 
 def client_script() -> Path:
     """Where the browser client is: in the installed package, or (a source checkout) in ``static/``."""
@@ -120,11 +129,14 @@ class Refused(Exception):
     Django, ``PermissionDenied``.)
     """
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.hint = hint
 
 
 class Headers(Protocol):
@@ -159,6 +171,10 @@ class Request:
     content_length: int | None = None
     read_body: Callable[[int], bytes] = field(default=lambda size: b"")
     native: Any = None
+    #: The whole path as asked, mount point included (``"/sse/add/user"``), for messages.
+    url_path: str = ""
+    #: The server's ``wsgi.multiprocess``: whether other processes serve the same app.
+    multiprocess: bool = False
 
 
 @dataclass
@@ -237,16 +253,25 @@ def _redirect(request: Request, canonical: str) -> Reply:
     location = segment + "/" if canonical.endswith("/") else "../" + segment
     if request.query_string:
         location += "?" + quote(request.query_string, safe="/?:@!$&'()*+,;=%~")
-    return _json_reply(308, {"ok": "false", "error": f"moved to {canonical}"}, {"Location": location})
+    asked = request.url_path or request.path
+    mount = asked[: -len(request.path)] if asked.endswith(request.path) else ""
+    return _json_reply(308, {"ok": "false", "error": f"moved to {mount}{canonical}"}, {"Location": location})
 
 
 def _ok(**fields: str) -> Reply:
     return _json_reply(200, {"ok": "true", **fields})
 
 
-def error_reply(status: int, message: str, headers: Mapping[str, str] | None = None) -> Reply:
-    """Return the JSON answer for a refused request: ``{"ok": "false", "error": message}``."""
-    return _json_reply(status, {"ok": "false", "error": message}, headers)
+def error_reply(status: int, message: str, headers: Mapping[str, str] | None = None, hint: str | None = None) -> Reply:
+    """Return the JSON answer for a refused request: ``{"ok": "false", "error": message}``.
+
+    ``hint``, when given, is added as ``"hint"``: what the developer can do about it. The
+    ``error`` strings stay those of the Go server; hints are for people reading answers.
+    """
+    body = {"ok": "false", "error": message}
+    if hint is not None:
+        body["hint"] = hint
+    return _json_reply(status, body, headers)
 
 
 def _parse_urlencoded(raw: bytes, where: str) -> dict[str, str]:
@@ -313,6 +338,7 @@ def _built(make_service: Callable[[], SSEPubSubService]) -> SSEPubSubService:
     if not isinstance(made, SSEPubSubService):
         raise TypeError(f"the service function returned {made!r}, not an SSEPubSubService")
     made._serving = True
+    workers.warn_unless_shared(made.backend.shared)
     return made
 
 
@@ -413,6 +439,7 @@ class Endpoints:
         get_service: Callable[[], SSEPubSubService]
         if isinstance(service, SSEPubSubService):
             service._serving = True  # publishes here can reach browsers: no warning about them
+            workers.warn_unless_shared(service.backend.shared)
             get_service = functools.partial(_same, service)
             self.service_is_built = True
         elif callable(service):
@@ -509,25 +536,45 @@ class Endpoints:
                 # stream over, so a HEAD must not run it.
                 raise Refused(405, "method not allowed", {"Allow": _ALLOW})
             if not self.enabled.get(action, True):
-                raise Refused(403, "forbidden")
+                option, value = _SWITCHES[action]
+                raise Refused(403, "forbidden", hint=f"this endpoint is off by default: turn it on with {option}={value}")
             return self._views[action](request, self._params(request))
         except Refused as refused:
             if refused.status in (413, 414):
                 log.info("pubsubsse endpoint %s: request refused: %s", action, refused.message)
-            return error_reply(refused.status, refused.message, refused.headers)
+            return error_reply(refused.status, refused.message, refused.headers, refused.hint)
         except LimitReached as limit:
             return error_reply(429, f"limit reached: {str(limit).partition(':')[0]}")
         except BackendUnavailable:
             log.warning("pubsubsse endpoint %s: backend unavailable", action)
             return error_reply(503, "backend unavailable")
         except PubSubError as error:
-            return error_reply(400, _ERROR_MESSAGES.get(type(error), "bad request"))
+            return error_reply(400, _ERROR_MESSAGES.get(type(error), "bad request"), hint=self._hint(error, request))
         except Exception as error:
             translated = self._translate_error(error) if self._translate_error is not None else None
             if translated is not None:
                 return error_reply(translated.status, translated.message, translated.headers)
             log.exception("pubsubsse endpoint %s failed", action)
             return error_reply(500, "internal server error")
+
+    def _hint(self, error: PubSubError, request: Request) -> str | None:
+        """Say what usually causes ``error`` and what to do, for the answer's ``hint``."""
+        if isinstance(error, ClientNotFound):
+            if request.multiprocess and not self.service.backend.shared:
+                return (
+                    "this server runs several worker processes, each with its own in-process service, and "
+                    f"the client was made by another one: {workers.ADVICE}"
+                )
+            return "get a client_id from /add/user; a client is removed once its stream has been closed for client_timeout"
+        if isinstance(error, TopicNotFound):
+            topic_id = str(error)
+            if topic_id and " " not in topic_id and not topic_id.startswith("T-"):
+                return f"topic ids start with T-: the public topic named {topic_id} is T-{topic_id}"
+            return (
+                "no topic with this id is visible to this client; a named topic exists once the app has made it "
+                "(declare it at startup: service.public_topic(name))"
+            )
+        return None
 
     def _client_script(self, request: Request) -> Answer:
         if request.method not in ("GET", "HEAD"):

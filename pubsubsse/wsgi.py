@@ -108,6 +108,8 @@ def werkzeug_request(request: WerkzeugRequest, path: str) -> Request:
         content_length=request.content_length,
         read_body=request.stream.read,
         native=request,
+        url_path=request.root_path + request.path,
+        multiprocess=bool(request.environ.get("wsgi.multiprocess")),
     )
 
 

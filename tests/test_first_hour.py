@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 
+import httpx
 import pytest
 from flask import Flask
 
@@ -135,3 +137,115 @@ def test_named_topics_are_declared_while_redis_is_down_and_work_once_it_is_back(
         for s in services:
             s.shutdown()
         redis.close()
+
+
+# 5. No false warning from a web process ---------------------------------------------------------
+
+UNSERVED = "a publish in a process that serves no streams"
+
+
+def test_a_flask_app_publishing_before_its_first_request_gets_no_warning(caplog):
+    """The demo's ticker and the README's app publish at startup: the web process must not be told it is wrong."""
+    pubsub = PubSubSSE(client_timeout=None)
+    app = Flask(__name__)
+    pubsub.init_app(app)
+    with app.app_context():
+        pubsub.publish("orders", 1)
+    assert UNSERVED not in caplog.text
+
+
+def test_django_warns_in_a_management_command_only(tmp_path):
+    """``manage.py`` commands (but runserver) serve no streams: a publish there is the mistake the warning is for."""
+    code = "from pubsubsse.django import publish; publish('orders', 1)"
+    in_app = run_django(code, "")
+    assert in_app.returncode == 0, in_app.stderr
+    assert UNSERVED not in in_app.stderr
+    command = run_django(f"import sys; sys.argv = ['manage.py', 'shell']; {code}", "")
+    assert command.returncode == 0, command.stderr
+    assert UNSERVED in command.stderr
+
+
+def test_a_script_with_its_own_in_process_service_is_warned(caplog):
+    service = SSEPubSubService()
+    service.new_public_topic().pub(1)
+    service.shutdown()
+    assert UNSERVED in caplog.text
+
+
+# 4. Several workers without a shared backend; 6. booting while Redis is down -------------------
+
+
+def serve_readme_app(tmp_path, extra_args=(), env=None):
+    """The README's Flask app under ``gunicorn -k gevent``, from this checkout."""
+    from .servers import ROOT, start_gunicorn_gevent
+    from .test_install import readme_app
+
+    (tmp_path / "app.py").write_text(readme_app())
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **(env or {})}
+    return start_gunicorn_gevent(sys.executable, "app:app", tmp_path, env, extra_args)
+
+
+def stop(proc) -> str:
+    proc.terminate()
+    return proc.communicate(timeout=30)[0]
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_with_an_in_process_service_are_told_at_boot_and_in_the_answer(tmp_path):
+    proc, base = serve_readme_app(tmp_path, ["-w", "2"])
+    try:
+        answer = httpx.get(f"{base}/sse/sub", params={"client_id": f"C-{uuid.uuid4()}", "topic": "T-orders"})
+        assert answer.status_code == 400 and answer.json()["error"] == "client not found"
+        assert "several worker processes" in answer.json()["hint"] and "Redis" in answer.json()["hint"]
+    finally:
+        output = stop(proc)
+    assert "gunicorn runs 2 worker processes and the service is in-process" in output, output
+    assert UNSERVED not in output, output
+
+
+@pytest.mark.timeout(120)
+def test_one_worker_is_not_warned(tmp_path):
+    proc, base = serve_readme_app(tmp_path)
+    try:
+        answer = httpx.get(f"{base}/sse/sub", params={"client_id": f"C-{uuid.uuid4()}", "topic": "T-orders"})
+        assert "several worker processes" not in answer.json()["hint"]
+    finally:
+        output = stop(proc)
+    assert "worker processes" not in output and UNSERVED not in output, output
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_app_boots_while_redis_is_down(tmp_path):
+    """It declares ``public_topic("orders")`` at startup: the worker must boot, answer 503 meanwhile."""
+    from .servers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    proc, base = serve_readme_app(tmp_path, env={"FLASK_PUBSUBSSE_REDIS_URL": url})
+    try:
+        assert httpx.get(f"{base}/sse/add/user").status_code == 503
+    finally:
+        output = stop(proc)
+    assert "Worker failed to boot" not in output and "Traceback" not in output, output
+
+
+# 8. Errors that say what to do -----------------------------------------------------------------
+
+
+def test_errors_say_what_to_do():
+    pubsub = PubSubSSE(client_timeout=None)
+    app = Flask(__name__)
+    pubsub.init_app(app)
+    http = app.test_client()
+    forbidden = http.get("/sse/add/topic/public/").json
+    assert forbidden["error"] == "forbidden" and "public_topic_creation=True" in forbidden["hint"]
+    client = http.get("/sse/add/user").json["client_id"]
+    with app.app_context():
+        pubsub.public_topic("orders")
+    missing = http.get("/sse/sub", query_string={"client_id": client, "topic": "orders"}).json
+    assert missing["error"] == "topic not found" and "T-orders" in missing["hint"]
+    unknown = http.get("/sse/sub", query_string={"client_id": client, "topic": "T-nowhere"}).json
+    assert "declare it at startup" in unknown["hint"]
+    gone = http.get("/sse/sub", query_string={"client_id": "C-nobody", "topic": "T-orders"}).json
+    assert "/add/user" in gone["hint"] and "worker" not in gone["hint"]
+    moved = http.get("/sse/add/topic/public")
+    assert moved.status_code == 308 and moved.json["error"] == "moved to /sse/add/topic/public/"

@@ -41,7 +41,8 @@ STYLES = ["query-get", "query-post", "form", "json"]
 def check(response, status, body):
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == body
+    # "hint" (what to do about an error) is this library's addition; tests/test_first_hour.py checks them.
+    assert {k: v for k, v in response.json().items() if k != "hint"} == body
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -46,7 +46,11 @@ def test_refusals_are_json_with_the_status_the_protocol_gives():
     assert ask(endpoints, "/nowhere").status == 404
     head = ask(endpoints, "/sub", "HEAD")
     assert head.status == 405 and ("Allow", "GET, POST") in head.headers
-    assert ask(endpoints, "/add/topic/public/").json() == {"ok": "false", "error": "forbidden"}
+    assert ask(endpoints, "/add/topic/public/").json() == {
+        "ok": "false",
+        "error": "forbidden",
+        "hint": "this endpoint is off by default: turn it on with public_topic_creation=True",
+    }
     assert ask(endpoints, "/stats").status == 404  # not served unless stats_endpoint=True
     assert ask(endpoints, "/sub", query="client_id=C-nobody&topic=T-x").json()["error"] == "client not found"
     assert ask(endpoints, "/sub", query="x" * 3000).status == 414

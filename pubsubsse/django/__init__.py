@@ -77,6 +77,20 @@ def _imported_on_first_call(dotted_path: str) -> Callable[..., Any]:
     return call
 
 
+def _serves_http() -> bool:
+    """Whether this process serves the app's URLs: not one of ``manage.py``'s commands, but for runserver."""
+    import os
+    import sys
+
+    path = sys.argv[0] if sys.argv else ""
+    program = os.path.basename(path)
+    if program == "__main__.py":  # python -m django
+        program = os.path.basename(os.path.dirname(path))
+    if program in ("manage.py", "django-admin", "django") and len(sys.argv) > 1:
+        return sys.argv[1] in ("runserver", "runserver_plus", "testserver")
+    return True
+
+
 def get_service() -> SSEPubSubService:
     """Return this process's service, built from ``settings.PUBSUBSSE`` on first use."""
     global _service
@@ -84,7 +98,9 @@ def get_service() -> SSEPubSubService:
         with _lock:
             if _service is None:
                 options = settings_options()
-                _service = SSEPubSubService(**{k: v for k, v in options.items() if k in SERVICE_OPTIONS})
+                service = SSEPubSubService(**{k: v for k, v in options.items() if k in SERVICE_OPTIONS})
+                service._serving = _serves_http()
+                _service = service
     return _service
 
 

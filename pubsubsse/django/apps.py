@@ -14,9 +14,11 @@ class PubSubSSEConfig(AppConfig):
 
     def ready(self) -> None:
         """Check the settings and set SIGTERM to end streams (the service itself is built on first use)."""
-        from ..servers import shutdown
+        from ..servers import shutdown, workers
         from . import settings_options
 
+        options = settings_options()
         # Here, in the main thread (signal handlers can be installed nowhere else).
-        if settings_options().get("end_streams_on_sigterm", True):
+        if options.get("end_streams_on_sigterm", True):
             shutdown.install_handler()
+        workers.warn_unless_shared(bool(options.get("backend") or options.get("redis_url")))

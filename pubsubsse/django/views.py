@@ -38,6 +38,8 @@ def _request(request: HttpRequest, path: str) -> Request:
         content_length=int(length) if length and length.isdigit() else None,
         read_body=request.read,
         native=request,
+        url_path=request.path,
+        multiprocess=bool(request.META.get("wsgi.multiprocess")),
     )
 
 

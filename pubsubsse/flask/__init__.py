@@ -49,6 +49,7 @@ from ..errors import PubSubError
 from ..model import Group, Topic
 from ..protocol import ENDPOINT_OPTIONS
 from ..publisher import Publisher
+from ..servers import workers
 from ..service import SERVICE_OPTIONS, SSEPubSubService
 from .blueprint import create_blueprint
 
@@ -75,7 +76,9 @@ class _State:
         if self._service is None:
             with self._lock:
                 if self._service is None:
-                    self._service = SSEPubSubService(**self.service_options)
+                    service = SSEPubSubService(**self.service_options)
+                    service._serving = True  # the app serves its endpoints: its publishes can reach browsers
+                    self._service = service
         return self._service
 
     def publisher(self) -> Publisher:
@@ -131,6 +134,7 @@ class PubSubSSE:
             keys = ", ".join(PREFIX + o.upper() for o in sorted(OPTIONS))
             raise ValueError(f"unknown configuration keys {sorted(unknown)}; pubsubsse reads {keys}")
         url_prefix = settings.pop("url_prefix", "/sse")
+        workers.warn_unless_shared(bool(settings.get("backend") or settings.get("redis_url")))
         state = _State({k: v for k, v in settings.items() if k in SERVICE_OPTIONS})
         blueprint = create_blueprint(
             lambda: state.service, **{k: v for k, v in settings.items() if k in BLUEPRINT_OPTIONS}

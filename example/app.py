@@ -23,6 +23,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 
 from flask import Flask, jsonify, render_template, request
 
@@ -56,13 +57,22 @@ def create_app() -> Flask:
     pubsub.init_app(app)
     with app.app_context():
         service = pubsub.service
+    # Declared at startup: every worker has them before a page subscribes (named topics are made on first use).
     ticker = service.public_topic("ticker")
+    chat = service.public_topic("chat")
     service.public_topic("announcements")
     lobby = service.group("lobby")
     lobby.topic("chat")
-    service.on_new_client.listen(lambda client: client.sub(ticker))
+    subscribed_at_start = (ticker, chat)  # the chat box needs a topic the tab hears
+
+    def subscribe_new_client(client) -> None:
+        for topic in subscribed_at_start:
+            client.sub(topic)
+
+    service.on_new_client.listen(subscribe_new_client)
     names: dict[str, str] = {}  # what users typed, for the topics they made
     names_lock = threading.Lock()
+    recent_ticks: deque[dict] = deque(maxlen=60)  # drawn at once by a new page, before its stream is open
 
     def publish_ticks() -> None:
         value = 100.0
@@ -71,7 +81,9 @@ def create_app() -> Flask:
             time.sleep(TICK_SECONDS)
             n += 1
             value = max(1.0, value + random.gauss(0, 1.5) + math.sin(n / 9))
-            ticker.pub({"n": n, "value": round(value, 2), "at": time.time()})
+            tick = {"n": n, "value": round(value, 2), "at": time.time()}
+            recent_ticks.append(tick)
+            ticker.pub(tick)
 
     threading.Thread(target=publish_ticks, name="demo-ticker", daemon=True).start()
 
@@ -87,7 +99,16 @@ def create_app() -> Flask:
 
     @app.get("/")
     def index():
-        return render_template("index.html", ticker_id=ticker.id)
+        # What a new tab will see once its stream is open, drawn before it is: the page is worth
+        # a look from its first frame (its script then takes over from the stream).
+        subscribed = {t.id for t in subscribed_at_start}
+        with names_lock:
+            topics = [
+                {"id": tid, "type": "public", "subscribed": tid in subscribed, "name": names.get(tid) or display_name(tid)}
+                for tid in service.get_public_topics()
+            ]
+        initial = {"topics": topics, "ticks": list(recent_ticks)}
+        return render_template("index.html", ticker_id=ticker.id, chat_id=chat.id, initial=initial)
 
     @app.get("/demo/names")
     def topic_names():

@@ -4,6 +4,8 @@
   var ps = new PubSubSSE({ baseUrl: "" });
   var names = {};
   var tickerId = document.body.dataset.ticker;
+  var chatId = document.body.dataset.chat;
+  var initial = JSON.parse(document.getElementById("initial").textContent);
   var history = [];
   var inGroup = false;
   var events = 0;
@@ -25,13 +27,18 @@
       });
   }
 
+  // Until the stream's first message, the topics the server said a new tab will see.
+  var shown = new Map();
+  initial.topics.forEach(function (t) { names[t.id] = t.name; shown.set(t.id, t); });
+
   function render() {
+    var topics = ps.topics.size ? ps.topics : shown;
     var list = $("topic-list");
     list.textContent = "";
     var select = $("publish-topic");
     var chosen = select.value;
     select.textContent = "";
-    ps.topics.forEach(function (topic) {
+    topics.forEach(function (topic) {
       var li = document.createElement("li");
       li.dataset.topic = topic.id;
       li.dataset.testid = "topic";
@@ -67,16 +74,27 @@
         li.append(remove);
       }
       list.append(li);
-      if (topic.id === tickerId) return; // the server's feed: the chat box never writes to it
+      // The chat box offers the topics this tab hears (a message sent elsewhere would not show
+      // here), never the ticker (the server's feed).
+      if (topic.id === tickerId || !topic.subscribed) return;
       var option = document.createElement("option");
       option.value = topic.id;
       option.textContent = nameOf(topic.id) + " (" + topic.type + ")";
       select.append(option);
     });
-    if (chosen && ps.topics.has(chosen)) select.value = chosen;
-    $("no-topics").hidden = ps.topics.size > 0;
+    var offered = function (id) { return Array.prototype.some.call(select.options, function (o) { return o.value === id; }); };
+    if (chosen && offered(chosen)) select.value = chosen;
+    else if (offered(chatId)) select.value = chatId;
+    if (!select.options.length) {
+      var none = document.createElement("option");
+      none.textContent = "subscribe to a topic to chat";
+      none.value = "";
+      select.append(none);
+    }
+    select.disabled = $("publish-send").disabled = !select.value;
+    $("no-topics").hidden = topics.size > 0;
     var groupVisible = false;
-    ps.topics.forEach(function (t) { if (t.type === "group") groupVisible = true; });
+    topics.forEach(function (t) { if (t.type === "group") groupVisible = true; });
     inGroup = groupVisible;
     $("group-toggle").textContent = inGroup ? "Leave the lobby group" : "Join the lobby group";
   }
@@ -155,6 +173,8 @@
       .then(function () { $("publish-text").value = ""; }).catch(showError);
   };
 
+  initial.ticks.forEach(showTicker);
+  render();
   ps.start().then(function (id) { $("client-id").textContent = short(id); }).catch(showError);
   window.demo = ps;
 })();

@@ -39,9 +39,12 @@ import json
 import threading
 from typing import Any, cast
 
-import click
-from flask import Flask, current_app
-from flask.cli import AppGroup
+try:
+    import click
+    from flask import Flask, current_app
+    from flask.cli import AppGroup
+except ImportError as missing:  # Flask is an extra: a Django or plain WSGI app does not need it
+    raise ImportError(f"pubsubsse's Flask extension needs Flask: pip install 'pubsubsse[flask]' ({missing})") from None
 from werkzeug.local import LocalProxy
 
 from ..backends.log import LogBackend

@@ -88,6 +88,10 @@ def topic_row(page, name):
     return page.locator(f'li[data-testid="topic"][data-name="{name}"]')
 
 
+def chat_options(page) -> list[str]:
+    return page.eval_on_selector_all('[data-testid="publish-topic"] option', "os => os.map(o => o.value)")
+
+
 def ticker_n(page):
     return int(page.inner_text('[data-testid="ticker-n"]'))
 
@@ -116,9 +120,10 @@ def test_demo_page_flow(page, demo):
 
     topic_row(page, "Sports").locator('[data-testid="toggle"]').click()
     page.wait_for_selector('li[data-name="Sports"]:not(.subscribed)')
+    # The chat box offers only the topics the tab hears: a message sent elsewhere would not show.
+    assert sports.get_attribute("data-topic") not in chat_options(page)
     feed_before = page.locator('[data-testid="feed-item"]').count()
-    page.fill('[data-testid="publish-text"]', "nobody hears this")
-    page.click('[data-testid="publish-send"]')
+    http.post(demo.url("/test/pub"), json={"topic": sports.get_attribute("data-topic"), "data": ["unheard"]})
     announcements = topic_row(page, "Announcements")
     announcements.locator('[data-testid="toggle"]').click()
     page.wait_for_selector('li[data-name="Announcements"].subscribed')
@@ -184,8 +189,8 @@ def test_a_client_written_for_the_go_server_works_unchanged(browser, demo):
         page.goto(demo.url("/test/go-client.html"))
         page.wait_for_function("() => window.log.filter(e => e.data && e.data.value).length >= 2", timeout=15000)
         log = page.evaluate("window.log")
-        assert log[0]["sys"] == "topics" and log[0]["n"] >= 2  # Ticker, Announcements, and any created since
-        assert log[1] == {"sys": "subscribed", "n": 1}  # the Ticker, as in the Go example
+        assert log[0]["sys"] == "topics" and log[0]["n"] >= 3  # Ticker, Chat, Announcements, and any created since
+        assert log[1] == {"sys": "subscribed", "n": 2}  # the Ticker, as in the Go example, and the Chat
         assert all("topic" in e for e in log[2:])
     finally:
         page.close()
@@ -408,5 +413,41 @@ def test_ten_tabs_share_one_connection_and_survive_the_leader_closing(browser, d
         # (the gone tabs' requests ended with their pages, which report nothing more)
         live = [url.split("?")[0] for r, url in open_streams.items() if r.frame.page in pages]
         assert live == [demo.url("/event/shared")]
+    finally:
+        context.close()
+
+
+def test_the_demo_is_worth_a_look_from_its_first_frame(browser, demo):
+    """At the load event (when ``chromium --screenshot`` takes its picture) the topics and the ticker are drawn
+    and the chat box offers a topic the tab hears; at 1,200 px no topic name is cut or broken; Send shows."""
+    deadline = time.monotonic() + 10
+    while '"n":' not in http.get(demo.url("/")).text:  # the ticker has ticked: a page has a value to draw
+        assert time.monotonic() < deadline, "the demo's ticker does not tick"
+        time.sleep(0.1)
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = new_page(context)
+    try:
+        page.goto(demo.url("/"), wait_until="load")
+        first = page.evaluate(
+            """() => ({
+                rows: [...document.querySelectorAll('li[data-testid=topic]')].map(li => li.dataset.name),
+                ticker: document.querySelector('[data-testid=ticker-value]').textContent,
+                chat: document.querySelector('[data-testid=publish-topic]').value,
+            })"""
+        )
+        assert {"Ticker", "Chat", "Announcements"} <= set(first["rows"]), first
+        assert first["ticker"] != "—" and first["chat"] == "T-chat", first
+        page.wait_for_selector('[data-testid="status"]:text("open")')
+        topic_row(page, "Chat").wait_for()
+        assert topic_row(page, "Chat").get_attribute("class") == "subscribed"
+        spoiled = page.eval_on_selector_all(
+            "#topic-list .name",
+            """names => names.filter(n => n.scrollWidth > n.clientWidth
+                || n.offsetHeight > 1.5 * parseFloat(getComputedStyle(n).lineHeight)).map(n => n.textContent)""",
+        )
+        assert spoiled == []
+        page.fill('[data-testid="publish-text"]', "first words")
+        page.click('[data-testid="publish-send"]')
+        page.wait_for_selector('[data-testid="feed-item"] .text:text-matches(": first words$")')
     finally:
         context.close()

@@ -1,6 +1,6 @@
 """The pubsubsse demo: a Flask app with the PubSubSSE extension and named topics.
 
-    python3 -m gunicorn -k gevent -b 127.0.0.1:8080 example.app:app
+    .venv/bin/python -m gunicorn -k gevent -b 127.0.0.1:8080 example.app:app
 
 Like the Go example, every new client is subscribed to a public "ticker" topic fed by a periodic
 publisher. The page also creates public and private topics, joins a group with its own topic,

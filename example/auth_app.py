@@ -1,6 +1,6 @@
 """Authorization recipe: pubsubsse behind Flask-Login, one client per logged-in user.
 
-    python3 -m gunicorn -k gevent -b 127.0.0.1:8081 example.auth_app:app
+    .venv/bin/python -m gunicorn -k gevent -b 127.0.0.1:8081 example.auth_app:app
 
 What it shows (docs/authorization.md explains each part):
 

@@ -74,12 +74,13 @@ def test_a_django_process_never_imports_flask():
 def check_django_demo(base: str) -> None:
     """example/django_demo's page, endpoints and publishing view, as a browser uses them."""
     with httpx.Client(base_url=base, timeout=10) as http:
+        # Before anything was published or any page shown: the app declares "news" at startup.
+        client = http.post("/sse/add/user").json()["client_id"]
+        assert http.post("/sse/sub", data={"client_id": client, "topic": "T-news"}).json() == {"ok": "true"}
         page = http.get("/")
         assert page.status_code == 200 and "T-news" in page.text and "/sse/pubsubsse.js" in page.text
         assert "PubSubSSE" in http.get("/sse/pubsubsse.js").text
         token = page.text.split('"X-CSRFToken": "', 1)[1].split('"', 1)[0]
-        client = http.post("/sse/add/user").json()["client_id"]
-        assert http.post("/sse/sub", data={"client_id": client, "topic": "T-news"}).json() == {"ok": "true"}
         with http.stream("GET", "/sse/event", params={"client_id": client}) as stream:
             lines = stream.iter_lines()
             assert next(lines).startswith("retry:")

@@ -3,7 +3,7 @@
 A page's examples run in order in one fresh process (a later example may use an earlier one's
 names), from an empty directory, with the repository importable. An example marked
 ``<!-- fragment: path -->`` is an excerpt of a file of the repository (which its own tests run):
-each of its lines must be in that file.
+it must parse as it is shown (a reader pastes it), and each of its lines must be in that file.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def test_the_examples_of_the_page_run(page: Path, tmp_path: Path) -> None:
             runnable.append(code)
             continue
         text = (ROOT / source).read_text()
+        compile(code, f"{page.name}: a fragment of {source}", "exec")  # pasted as shown, it must parse
         for line in code.splitlines():
             if line.strip() and not line.strip().startswith("#"):
                 assert line.strip() in text, f"{page.name}: {line.strip()!r} is not in {source}"

@@ -249,3 +249,39 @@ def test_errors_say_what_to_do():
     assert "/add/user" in gone["hint"] and "worker" not in gone["hint"]
     moved = http.get("/sse/add/topic/public")
     assert moved.status_code == 308 and moved.json["error"] == "moved to /sse/add/topic/public/"
+
+
+# 9. The docs' curl session runs as written ----------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_the_curl_session_of_the_protocol_page_prints_what_the_page_shows(tmp_path):
+    import re
+    import subprocess
+
+    from .servers import ROOT
+
+    page = (ROOT / "docs" / "protocol.md").read_text()
+    session = page.split("<!-- curl-session -->\n```sh\n", 1)[1].split("```", 1)[0]
+    shown = page.split("prints, the stream's events", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    mistake = page.split("A mistake gets an answer", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    proc, base = serve_readme_app(tmp_path)
+    try:
+        ran = subprocess.run(
+            ["bash", "-c", session], env={"PATH": "/usr/bin:/bin", "BASE": base}, capture_output=True, text=True, timeout=30
+        )
+        command, answer = mistake.strip().splitlines()
+        client = re.search(r"client_id=(C-[0-9a-f-]+)", ran.stdout + ran.stderr)
+        asked = subprocess.run(
+            ["bash", "-c", f"CLIENT=$(curl -s $BASE/sse/add/user | sed 's/.*\"client_id\":\"\\([^\"]*\\)\".*/\\1/'); {command[2:]}"],
+            env={"PATH": "/usr/bin:/bin", "BASE": base},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        stop(proc)
+    assert client is None  # the session prints no client id
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == shown, ran.stdout
+    assert asked.stdout.strip() == answer

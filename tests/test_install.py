@@ -1,9 +1,10 @@
 """What a user installs: the wheel in a fresh venv with no test extras, serving the README's app.
 
-The wheel is built from this checkout and installed with ``[gevent]`` only; the README's Flask
-example is written to ``app.py`` and served with the README's command. Then ``[redis]`` is added
-and the same app runs as two workers sharing one service. Nothing from the test extras may be
-needed: a missing runtime dependency fails here.
+The wheel is built from this checkout and installed in a fresh venv per adapter, each with only
+its own extras: ``[flask,gevent]`` serving the README's Flask app with the README's command (then
+``[redis]`` is added and the same app runs as two workers sharing one service),
+``[django,gevent]`` serving the Django example, and ``[gevent]`` alone serving the plain WSGI
+example. Nothing from the test extras may be needed: a missing runtime dependency fails here.
 """
 
 from __future__ import annotations
@@ -26,15 +27,27 @@ def readme_app() -> str:
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory):
-    """A fresh venv with the wheel of this checkout installed with [gevent]."""
+def wheel(tmp_path_factory):
+    """The wheel of this checkout."""
     wheels = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)], check=True)
-    (wheel,) = wheels.glob("pubsubsse-*.whl")
+    (built,) = wheels.glob("pubsubsse-*.whl")
+    return built
+
+
+def fresh_venv(tmp_path_factory, wheel, extras: str):
+    """A fresh venv with the wheel installed with ``extras`` only."""
     root = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
-    install(root, f"{wheel}[gevent]")
-    return root, wheel
+    install(root, f"{wheel}[{extras}]")
+    return root
+
+
+def absent(root, *modules: str) -> None:
+    """None of ``modules`` can be imported in the venv: no extra brought them in."""
+    for module in modules:
+        found = subprocess.run([str(root / VENV_PYTHON), "-c", f"import {module}"], capture_output=True)
+        assert found.returncode != 0, f"{module} is installed"
 
 
 def install(root, requirement: str) -> None:
@@ -75,11 +88,13 @@ def check_serving(base: str) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_the_wheel_with_gevent_then_redis_serves_the_readme_app(venv, tmp_path, redis_server):
-    root, wheel = venv
+def test_the_wheel_with_flask_and_gevent_then_redis_serves_the_readme_app(
+    wheel, tmp_path_factory, tmp_path, redis_server
+):
+    """``pip install pubsubsse[flask,gevent]``, as the README says, then ``[redis]`` for two workers."""
+    root = fresh_venv(tmp_path_factory, wheel, "flask,gevent")
     python = str(root / VENV_PYTHON)
-    for absent in ("pytest", "redis", "psycopg", "hypothesis", "playwright"):  # no test extras here
-        assert subprocess.run([python, "-c", f"import {absent}"], capture_output=True).returncode != 0, absent
+    absent(root, "pytest", "redis", "psycopg", "hypothesis", "playwright", "django")  # no test extras here
     (tmp_path / "app.py").write_text(readme_app())
 
     proc, base = serve(root, tmp_path)
@@ -106,19 +121,43 @@ def test_the_wheel_with_gevent_then_redis_serves_the_readme_app(venv, tmp_path, 
 
 
 @pytest.mark.timeout(900)
-def test_the_wheel_with_django_serves_the_django_example(venv, tmp_path):
-    """``pip install pubsubsse[gevent,django]`` and the example project, copied out of the checkout."""
+def test_the_wheel_with_django_serves_the_django_example_without_flask(wheel, tmp_path_factory, tmp_path):
+    """``pip install pubsubsse[django,gevent]`` and the example project, copied out of the checkout."""
     import shutil
 
     from .test_django import check_django_demo, serve_django_demo
 
-    root, wheel = venv
-    install(root, f"{wheel}[gevent,django]")
+    root = fresh_venv(tmp_path_factory, wheel, "django,gevent")
+    absent(root, "flask", "click", "pytest")
     project = tmp_path / "django_demo"
     shutil.copytree(ROOT / "example" / "django_demo", project)
     proc, base = serve_django_demo(str(root / VENV_PYTHON), project, env={"PATH": "/usr/bin:/bin"})
     try:
         check_django_demo(base)
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output, output
+
+
+def plain_wsgi_app() -> str:
+    """The plain WSGI example of the frameworks guide, marked ``<!-- wsgi app.py: ... -->``."""
+    after = (ROOT / "docs" / "guides" / "frameworks.md").read_text().split("<!-- wsgi app.py:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.timeout(900)
+def test_the_wheel_alone_serves_the_plain_wsgi_example(wheel, tmp_path_factory, tmp_path):
+    """``pip install pubsubsse[gevent]``: no framework, the frameworks guide's plain WSGI app."""
+    root = fresh_venv(tmp_path_factory, wheel, "gevent")
+    absent(root, "flask", "click", "django", "pytest")
+    (tmp_path / "app.py").write_text(plain_wsgi_app())
+    proc, base = serve(root, tmp_path)
+    try:
+        check_serving(base)
+        from_flask = subprocess.run(
+            [str(root / VENV_PYTHON), "-c", "from pubsubsse import PubSubSSE"], capture_output=True, text=True
+        )
+        assert "pip install 'pubsubsse[flask]'" in from_flask.stderr, from_flask.stderr
     finally:
         output = stop(proc)
     assert "Traceback" not in output, output

@@ -7,7 +7,11 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "demo.urls"
 WSGI_APPLICATION = "demo.wsgi.application"
-INSTALLED_APPS = ["django.contrib.staticfiles", "pubsubsse.django"]
+INSTALLED_APPS = [
+    "django.contrib.staticfiles",
+    "pubsubsse.django",  # add it to the apps your project has
+    "demo",
+]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",

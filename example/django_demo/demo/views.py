@@ -3,7 +3,7 @@
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_POST
 
-from pubsubsse.django import public_topic, publish
+from pubsubsse.django import publish
 
 PAGE = """<!doctype html>
 <meta charset="utf-8">
@@ -19,7 +19,9 @@ PAGE = """<!doctype html>
     item.textContent = data.text;
     document.getElementById("feed").prepend(item);
   });
-  ps.start().then(() => ps.subscribe("%(topic)s"));
+  ps.start()
+    .then(() => ps.subscribe("T-news"))  // declared at startup: demo/apps.py
+    .catch((error) => document.getElementById("feed").prepend("pubsubsse: " + error.message));
   document.getElementById("say").addEventListener("submit", (event) => {
     event.preventDefault();
     fetch("/say", { method: "POST", body: new FormData(event.target), headers: { "X-CSRFToken": "%(csrf)s" } });
@@ -30,10 +32,10 @@ PAGE = """<!doctype html>
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    """The page; the topic "news" is created if absent, so that the page can subscribe to it."""
+    """The page, which subscribes to "news" (T-news)."""
     from django.middleware.csrf import get_token
 
-    return HttpResponse(PAGE % {"topic": public_topic("news").id, "csrf": get_token(request)})
+    return HttpResponse(PAGE % {"csrf": get_token(request)})
 
 
 @require_POST

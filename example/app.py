@@ -104,8 +104,8 @@ def create_app() -> Flask:
         subscribed = {t.id for t in subscribed_at_start}
         with names_lock:
             topics = [
-                {"id": tid, "type": "public", "subscribed": tid in subscribed, "name": names.get(tid) or display_name(tid)}
-                for tid in service.get_public_topics()
+                {"id": t, "type": "public", "subscribed": t in subscribed, "name": names.get(t) or display_name(t)}
+                for t in service.get_public_topics()
             ]
         initial = {"topics": topics, "ticks": list(recent_ticks)}
         return render_template("index.html", ticker_id=ticker.id, chat_id=chat.id, initial=initial)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .encoding import encode_sys, frame, id_list_item, retry_field, topics_item
 from .errors import ClientNotFound, GroupNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
@@ -83,8 +83,6 @@ def parse_event_id(value: object) -> int | None:
         return None
     return int(value)
 
-
-_Made = TypeVar("_Made", Topic, Group)
 
 class Sink(Protocol):
     """Where a client's mailbox hands its events while a stream is attached (a :class:`~pubsubsse.stream.Stream`)."""
@@ -391,16 +389,21 @@ class Core:
             self.declared[object_id] = handle
         return handle
 
-    def _made(self, made: _Made) -> _Made:
-        """Return the declared handle with ``made``'s id and kind, if there is one, else ``made``."""
+    def _made_topic(self, made: Topic) -> Topic:
+        """Return the declared handle with ``made``'s id, type and group, if there is one, else ``made``."""
         declared = self.declared.get(made._id)
-        if declared is None or type(declared) is not type(made):
+        if not isinstance(declared, Topic) or declared._type is not made._type or declared._group is not made._group:
             return made
-        if isinstance(declared, Topic) and isinstance(made, Topic):
-            if declared._type is not made._type or declared._group is not made._group:
-                return made
         del self.declared[made._id]
-        return cast(_Made, declared)
+        return declared
+
+    def _made_group(self, made: Group) -> Group:
+        """Return the declared handle of the group with ``made``'s id, if there is one, else ``made``."""
+        declared = self.declared.get(made._id)
+        if not isinstance(declared, Group):
+            return made
+        del self.declared[made._id]
+        return declared
 
     def _unsubscribe(self, fx: Effects, client: Client, topic: Topic) -> None:
         del client._subs[topic._id]
@@ -529,7 +532,7 @@ class Core:
     def _op_new_public_topic(self, fx: Effects, topic_id: str) -> Topic:
         if topic_id in self.topics:
             raise PubSubError(f"topic {topic_id} exists already")
-        topic = self._add_topic(self._made(Topic(self._owner, topic_id, TopicType.PUBLIC)))
+        topic = self._add_topic(self._made_topic(Topic(self._owner, topic_id, TopicType.PUBLIC)))
         self.public[topic_id] = topic
         fx.add(self._owner, "on_new_public_topic", topic)
         shared_body: bytes | None = None
@@ -591,7 +594,7 @@ class Core:
             raise LimitReached(f"max_groups: {self._max_groups} groups exist")
         if group_id in self.groups:
             raise PubSubError(f"group {group_id} exists already")
-        group = self._made(Group(self._owner, group_id))
+        group = self._made_group(Group(self._owner, group_id))
         self.groups[group_id] = group
         fx.add(self._owner, "on_new_group", group)
         return group
@@ -620,7 +623,7 @@ class Core:
         group = self._group(group_id)
         if topic_id in self.topics:
             raise PubSubError(f"topic {topic_id} exists already")
-        topic = self._add_topic(self._made(Topic(self._owner, topic_id, TopicType.GROUP, group=group)))
+        topic = self._add_topic(self._made_topic(Topic(self._owner, topic_id, TopicType.GROUP, group=group)))
         group._topics[topic_id] = topic
         fx.add(group, "on_new_group_topic", topic)
         for client in group._members.values():
@@ -802,7 +805,7 @@ class Core:
         def topic(topic_id: str, kind: TopicType, owner: Client | None = None, group: Group | None = None) -> Topic:
             existing = old_topics.get(topic_id)
             if existing is None and kind is not TopicType.PRIVATE:
-                existing = self._made(Topic(self._owner, topic_id, kind, owner=owner, group=group))
+                existing = self._made_topic(Topic(self._owner, topic_id, kind, owner=owner, group=group))
             same = existing is not None and existing._type is kind and existing._owner is owner
             if same and existing is not None and existing._group is group:
                 existing._subscribers = {}
@@ -812,7 +815,7 @@ class Core:
         for topic_id in groups["public"]:
             self.public[topic_id] = topic(topic_id, TopicType.PUBLIC)
         for data in groups["groups"]:
-            group = old_groups.get(data["id"]) or self._made(Group(self._owner, data["id"]))
+            group = old_groups.get(data["id"]) or self._made_group(Group(self._owner, data["id"]))
             group._topics, group._members = {}, {}
             self.groups[group._id] = group
             for topic_id in data["topics"]:

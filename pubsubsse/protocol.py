@@ -537,7 +537,8 @@ class Endpoints:
                 raise Refused(405, "method not allowed", {"Allow": _ALLOW})
             if not self.enabled.get(action, True):
                 option, value = _SWITCHES[action]
-                raise Refused(403, "forbidden", hint=f"this endpoint is off by default: turn it on with {option}={value}")
+                hint = f"this endpoint is off by default: turn it on with {option}={value}"
+                raise Refused(403, "forbidden", hint=hint)
             return self._views[action](request, self._params(request))
         except Refused as refused:
             if refused.status in (413, 414):
@@ -565,7 +566,7 @@ class Endpoints:
                     "this server runs several worker processes, each with its own in-process service, and "
                     f"the client was made by another one: {workers.ADVICE}"
                 )
-            return "get a client_id from /add/user; a client is removed once its stream has been closed for client_timeout"
+            return "get a client_id from /add/user; a client is removed once its stream was closed for client_timeout"
         if isinstance(error, TopicNotFound):
             topic_id = str(error)
             if topic_id and " " not in topic_id and not topic_id.startswith("T-"):

@@ -467,8 +467,11 @@ class SSEPubSubService:
             with self._lock:
                 handle = self._core.declare(kind, object_id, group_id)
             self._backend.submit(operation, args)
-            log.warning("pubsubsse: %s declared while the shared log is unreachable (%s); created once it answers",
-                        object_id, error)
+            log.warning(
+                "pubsubsse: %s declared while the shared log is unreachable (%s); created once it answers",
+                object_id,
+                error,
+            )
             return handle
 
     def _lookup(self, find: Callable[[], T | None]) -> T | None:

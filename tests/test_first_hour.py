@@ -14,8 +14,8 @@ from flask import Flask
 from pubsubsse import BackendUnavailable, PubSubSSE, SSEPubSubService, TopicNotFound
 from pubsubsse.backends import RedisBackend
 
-from .sse import drain
 from .http_helpers import wait_for
+from .sse import drain
 from .test_django import run_django
 
 
@@ -256,7 +256,6 @@ def test_errors_say_what_to_do():
 
 @pytest.mark.timeout(120)
 def test_the_curl_session_of_the_protocol_page_prints_what_the_page_shows(tmp_path):
-    import re
     import subprocess
 
     from .servers import ROOT
@@ -265,23 +264,19 @@ def test_the_curl_session_of_the_protocol_page_prints_what_the_page_shows(tmp_pa
     session = page.split("<!-- curl-session -->\n```sh\n", 1)[1].split("```", 1)[0]
     shown = page.split("prints, the stream's events", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
     mistake = page.split("A mistake gets an answer", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    command, answer = mistake.strip().splitlines()
+    new_client = next(line for line in session.splitlines() if line.startswith("CLIENT="))
+
+    def bash(script: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin", "BASE": base}
+        return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
     proc, base = serve_readme_app(tmp_path)
     try:
-        ran = subprocess.run(
-            ["bash", "-c", session], env={"PATH": "/usr/bin:/bin", "BASE": base}, capture_output=True, text=True, timeout=30
-        )
-        command, answer = mistake.strip().splitlines()
-        client = re.search(r"client_id=(C-[0-9a-f-]+)", ran.stdout + ran.stderr)
-        asked = subprocess.run(
-            ["bash", "-c", f"CLIENT=$(curl -s $BASE/sse/add/user | sed 's/.*\"client_id\":\"\\([^\"]*\\)\".*/\\1/'); {command[2:]}"],
-            env={"PATH": "/usr/bin:/bin", "BASE": base},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        ran = bash(session)
+        asked = bash(f"{new_client}\n{command.removeprefix('$ ')}")
     finally:
         stop(proc)
-    assert client is None  # the session prints no client id
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == shown, ran.stdout
     assert asked.stdout.strip() == answer

@@ -160,7 +160,7 @@ class PubSubSSE:
         return self.service.group(name)
 
     def publish(self, topic: str, data: Any) -> None:
-        """Publish ``data`` to the public topic named ``topic`` or with that id (see :meth:`.SSEPubSubService.publish`)."""
+        """Publish ``data`` to the public topic named ``topic``, or with that id: :meth:`.SSEPubSubService.publish`."""
         self.service.publish(topic, data)
 
 

@@ -60,7 +60,8 @@ def test_disabled_endpoints_answer_403(service, make_app):
     cid = http.get("/ps/add/user").json["client_id"]
     for path in ["/ps/add/topic/public/", "/ps/add/topic/private/", "/ps/remove/topic/private/", "/ps/remove/user"]:
         r = http.post(path, data={"client_id": cid})
-        assert (r.status_code, r.json) == (403, {"ok": "false", "error": "forbidden"}), path
+        assert (r.status_code, r.json["ok"], r.json["error"]) == (403, "false", "forbidden"), path
+        assert "off by default" in r.json["hint"], path
     assert list(service.get_clients()) == [cid]
 
 

@@ -7,11 +7,13 @@ to the stream's reader.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
 import time
 
+import httpx
 import pytest
 
 from .http_helpers import SSEReader, api, http, new_client, new_public_topic, publish, wait_for
@@ -327,3 +329,56 @@ def test_bursts_larger_than_the_queue_lose_nothing():
         for stream in streams:
             stream.close()
         srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_max_requests_ends_released_streams_and_detaches_them(redis_server):
+    """gunicorn's --max-requests stops a worker from inside, with no signal: its released streams got an EOF
+    without the chunked terminator, and the other server kept their clients RECEIVING until the worker
+    was judged dead. They must end as at SIGTERM."""
+    import uuid
+
+    from .http_helpers import state
+
+    env = {
+        "PUBSUBSSE_REDIS_URL": redis_server.url,
+        "PUBSUBSSE_REDIS_KEY": f"test:{uuid.uuid4()}",
+        "PUBSUBSSE_HEARTBEAT": "30",
+        "PUBSUBSSE_CLIENT_TIMEOUT": "none",
+    }
+    other = Server("gevent", env=env)
+    stopping = Server("gevent", env={**env, "GUNICORN_CMD_ARGS": "--max-requests 40"})
+    streams = []
+    try:
+        clients = [new_client(other) for _ in range(20)]
+        streams = [RawStream(stopping.port, f"/event?client_id={c}") for c in clients]  # 20 requests
+        wait_for(
+            lambda: all(state(other)["clients"][c]["status"] == "receiving" for c in clients), what="all receiving"
+        )
+        for _ in range(100):  # past --max-requests: the worker stops by itself
+            with contextlib.suppress(httpx.TransportError):  # the worker is on its way out
+                http.get(stopping.url("/test/ready"))
+            readable, _, _ = select.select([s.sock for s in streams], [], [], 0)
+            if len(readable) == len(streams):
+                break
+        ends = []
+        for s in streams:
+            s.sock.settimeout(10)
+            raw = s._raw
+            while True:
+                data = s.sock.recv(1 << 16)
+                if not data:
+                    break
+                raw += data
+            ends.append(raw.endswith(b"0\r\n\r\n"))
+        assert all(ends), f"{ends.count(False)} of {len(ends)} streams ended without the chunked terminator"
+        wait_for(
+            lambda: all(state(other)["clients"][c]["status"] == "waiting" for c in clients),
+            timeout=5,  # well within alive (30 s), after which the other server would detach them anyway
+            what="the other server to see the streams detached",
+        )
+    finally:
+        for s in streams:
+            s.sock.close()
+        stopping.stop()
+        other.stop()

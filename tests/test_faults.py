@@ -420,15 +420,19 @@ def test_faults_one_after_another_lose_nothing_silently(tmp_path):
         time.sleep(3)
         after("CLIENT PAUSE 3 s", injected)
 
-        # 6. Poison entries: a newer format, an unknown operation, damaged fields.
+        # 6. Poison entries: a newer format, an unknown operation, damaged fields, JSON nested
+        # 100,000 deep (RecursionError: it stopped every reader), a publish whose body is not JSON.
         injected = time.monotonic()
         raw = redis_py.Redis.from_url(redis.url)
         raw.xadd(key, {"v": "9", "e": "[]"})
         raw.xadd(key, {"v": "2", "e": json.dumps(["P-newer", 1, "teleport_client", ["C-1"]])})
         raw.xadd(key, {"garbage": "\xff"})
+        raw.xadd(key, {"v": "2", "e": "[" * 100_000 + "]" * 100_000})
+        raw.xadd(key, {"v": "2", "e": json.dumps(["Q-hand", 1, "pub", [topic]]), "b": "not json"})
         after("poison entries", injected)
         for server in servers:
-            assert api(server, "/stats").json()["log_entries_skipped"] >= 3
+            stats = api(server, "/stats").json()
+            assert stats["log_entries_skipped"] >= 5 and stats["log_thread_restarts"] == 0, stats
 
         # 7. A rolling restart of every worker (gunicorn's HUP: new workers, the old ones stop).
         injected = time.monotonic()

@@ -22,7 +22,7 @@ from pubsubsse import BackendUnavailable, SSEPubSubService, Status
 from pubsubsse.backends import RedisBackend
 
 from .http_helpers import wait_for
-from .sse import parse
+from .sse import drain, parse
 
 
 @pytest.fixture
@@ -81,6 +81,8 @@ POISON = [
     {"v": "2", "e": "{not json"},
     {"c": json.dumps(["P-old", 1, "remove_client"])},  # a 0.1.0 entry, damaged
     {"x": "nothing a version of pubsubsse wrote"},
+    {"v": "2", "e": "[" * 100_000 + "]" * 100_000},  # RecursionError, which stopped every reader
+    {"v": "2", "e": json.dumps(["P-deep", 1, "pub", ["T-x"]]), "b": "[" * 100_000 + "]" * 100_000},
 ]
 
 
@@ -96,6 +98,31 @@ def test_entries_that_cannot_be_applied_are_skipped_alike_everywhere(make, redis
     late = make(client_timeout=None)  # and a process that starts now boots past them
     assert state(late) == state(a)
     assert late.stats()["log_entries_skipped"] == len(POISON)
+
+
+def test_a_published_body_is_delivered_only_if_it_is_a_message_this_library_encodes(make, redis_server, key):
+    """A body written into the log by hand goes to browsers as it is: not JSON, or a line break that
+    ends the SSE event and starts another, must be skipped (by every process alike), not sent."""
+    a, b = make(client_timeout=None), make(client_timeout=None)
+    topic = a.public_topic("orders")
+    client = a.new_client()
+    client.sub(topic)
+    stream = client.stream()
+    drain(stream)
+    good = b'{"sys":null,"updates":[{"topic":"T-orders","data":1}]}'
+    for body in [
+        b"not json",
+        good[:-1] + b'\n\ndata: {"forged": true}}',
+        good.replace(b"T-orders", b"T-other"),
+        b'{"sys":[],"updates":[{"topic":"T-orders","data":1}]}',
+    ]:
+        raw(redis_server).xadd(key, {"v": "2", "e": json.dumps(["Q-hand", 1, "pub", ["T-orders"]]), "b": body})
+    raw(redis_server).xadd(key, {"v": "2", "e": json.dumps(["Q-hand", 2, "pub", ["T-orders"]]), "b": good})
+    a.sync()
+    b.sync()
+    assert [m["updates"] for m in drain(stream).messages] == [[{"topic": "T-orders", "data": 1}]]
+    assert a.stats()["log_entries_skipped"] == b.stats()["log_entries_skipped"] == 4
+    stream.close()
 
 
 def test_damaged_reports_of_other_processes_change_nothing(make, redis_server, key):

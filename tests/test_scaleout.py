@@ -269,3 +269,73 @@ def test_a_worker_paused_past_alive_ends_its_streams_when_it_wakes(redis):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_waking_from_a_pause_past_alive_leaves_the_streams_of_the_others_alone(redis):
+    """Waking, its timer judged liveness from reports read before the pause: every other process looked dead
+    and it detached their streams, a cluster-wide reconnect storm after one GC pause or VM migration."""
+    env = shared_env(redis, PUBSUBSSE_REDIS_ALIVE="2", PUBSUBSSE_CLIENT_TIMEOUT="none")
+    a = Server("gevent", env=env, workers=1)
+    b = Server("gevent", env=env, workers=1)
+    readers = []
+    try:
+        clients = [new_client(a) for _ in range(10)]
+        readers = [ResumingReader(client, [a], 1, read_timeout=120) for client in clients]
+        for reader in readers:
+            reader.start()
+        wait_for(lambda: all(state(b)["clients"][c]["status"] == "receiving" for c in clients), what="streams on a")
+        worker = http.get(b.url("/test/ready")).json()["pid"]
+        psutil.Process(worker).suspend()  # SIGSTOP for longer than alive
+        try:
+            time.sleep(5)
+        finally:
+            psutil.Process(worker).resume()
+        wait_for(lambda: http.get(b.url("/test/ready")).status_code == 200, what="b to answer again")
+        # b's timer runs within a second of waking, and every second after: watch for several seconds.
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert all(r.reconnects == 0 for r in readers), "a stream held by a was ended"
+            assert all(state(a)["clients"][c]["status"] == "receiving" for c in clients)
+            time.sleep(0.2)
+    except Exception:
+        for s in (a, b):
+            print(f"server on port {s.port}:", s.output())
+        raise
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.timeout(120)
+def test_redis_paused_past_alive_ends_no_stream_at_recovery(redis):
+    """While the log is away nobody can report; at recovery every process looked dead to every other one and
+    all streams of the cluster were ended. A process is dead only if it stayed silent while the log answered."""
+    env = shared_env(redis, PUBSUBSSE_REDIS_ALIVE="2", PUBSUBSSE_CLIENT_TIMEOUT="none")
+    a = Server("gevent", env=env, workers=1)
+    b = Server("gevent", env=env, workers=1)
+    readers = []
+    try:
+        clients = [new_client(a) for _ in range(5)] + [new_client(b) for _ in range(5)]
+        readers = [ResumingReader(c, [s], 1, read_timeout=120) for c, s in zip(clients, [a] * 5 + [b] * 5)]
+        for reader in readers:
+            reader.start()
+        wait_for(lambda: all(state(b)["clients"][c]["status"] == "receiving" for c in clients), what="streams")
+        psutil.Process(redis.proc.pid).suspend()
+        try:
+            time.sleep(5)  # longer than alive
+        finally:
+            psutil.Process(redis.proc.pid).resume()
+        wait_for(lambda: http.get(b.url("/test/ready")).status_code == 200, what="b to answer again")
+        deadline = time.monotonic() + 5  # the timers run every second: watch through several of them
+        while time.monotonic() < deadline:
+            assert all(r.reconnects == 0 for r in readers), "a stream was ended"
+            time.sleep(0.2)
+        assert all(state(a)["clients"][c]["status"] == "receiving" for c in clients)
+    except Exception:
+        for s in (a, b):
+            print(f"server on port {s.port}:", s.output())
+        raise
+    finally:
+        a.stop()
+        b.stop()

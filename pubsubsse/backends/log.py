@@ -72,7 +72,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core import OPERATIONS, OPERATIONS_V1, Effects
@@ -174,6 +174,10 @@ class _Change:
 #: Operations whose last argument is a message body: format 2 carries it in a field of its own.
 _WITH_BODY = frozenset({"pub", "pub_named"})
 
+#: How old (seconds) the reports read from the log and the last read of it may be for this
+#: process to judge another one dead (reports are read every second).
+_FRESH = 3.0
+
 #: Operations whose caller waits only until the log holds them, not until they are applied here:
 #: a publish returns nothing and fires no event, and its place in the log is fixed once appended
 #: (any later change of the caller's comes after it). Waiting for the apply too would serialise
@@ -214,6 +218,34 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, int, str, tuple[Any, 
     if not isinstance(args, list):
         raise ValueError("malformed entry")
     return origin, number, operation, tuple(args)
+
+
+def check_update_body(args: tuple[Any, ...]) -> None:
+    """Raise :class:`ValueError` unless ``args`` end with a message body as this library encodes it.
+
+    Bodies go to browsers as they are, inside an SSE event: a body written into the log by
+    anything else (not JSON, a line break that would end the event, another topic) must not.
+    """
+    if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], bytes):
+        raise ValueError("arguments of a publish have the shape (topic id, body)")
+    try:
+        message = json.loads(args[1])
+    except (ValueError, RecursionError):
+        raise ValueError("a published body is not JSON") from None
+    if not isinstance(message, dict):
+        raise ValueError("a published body is not a message this library encodes")
+    updates = message.get("updates")
+    if (
+        b"\n" in args[1]
+        or b"\r" in args[1]
+        or message.get("sys", 0) is not None
+        or not isinstance(updates, list)
+        or len(updates) != 1
+        or not isinstance(updates[0], dict)
+        or updates[0].get("topic") != args[0]
+        or "data" not in updates[0]
+    ):
+        raise ValueError("a published body is not a message this library encodes")
 
 
 def _dumps(value: Any) -> bytes:
@@ -276,6 +308,11 @@ class LogBackend(Backend):
         #: Per origin, when (monotonic) an entry of it was last applied here.
         self._last_written: dict[str, float] = {}
         self._reports: dict[str, tuple[Position, float, int]] = {}
+        #: When (wall clock, and monotonic) ``_reports`` were read from the log.
+        self._reports_read_at = (0.0, -1e9)
+        #: Since when (monotonic) this process has followed the log without a gap: only a process
+        #: silent for ``alive`` seconds of that is dead (an outage silenced every process alike).
+        self._watching_since = time.monotonic()
         self._clock_offset = 0.0
         self._clock_checked = -1e9
         self._since_snapshot = 0
@@ -289,6 +326,7 @@ class LogBackend(Backend):
             "log_changes_retried": 0,
             "log_reseeds": 0,
             "log_snapshots": 0,
+            "log_thread_restarts": 0,
         }
         self.longest_snapshot_slice = 0.0
         self._threads: list[threading.Thread] = []
@@ -389,9 +427,28 @@ class LogBackend(Backend):
             self._load_error = str(error)
             log.warning("cannot reach the pubsubsse log (%s); retrying in the background", error)
         for name, target in [("reader", self._run_reader), ("writer", self._run_writer), ("events", self._run_events)]:
-            thread = threading.Thread(target=target, name=f"pubsubsse-log-{name}", daemon=True)
+            thread = threading.Thread(
+                target=self._restarted, args=(name, target), name=f"pubsubsse-log-{name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
+
+    def _restarted(self, name: str, target: Callable[[], None]) -> None:
+        """Run one of the threads' loops; if an error ends it (a bug), log it and run it again.
+
+        The loops catch what they expect; this is the net under them, so that nothing the
+        log holds or a bug does can stop a process's reader for good while its publishes
+        are still taken.
+        """
+        while True:
+            try:
+                target()
+                return
+            except Exception:
+                self._counts["log_thread_restarts"] += 1
+                log.exception("the pubsubsse log %s stopped on an error; starting it again", name)
+                if self._closed.wait(0.5):
+                    return
 
     def close(self) -> None:
         """Stop the threads and close the connections; the service is then unusable."""
@@ -412,14 +469,25 @@ class LogBackend(Backend):
         return dict(self._counts)
 
     def is_live(self, process_token: str) -> bool:
-        """Return whether ``process_token`` reported or wrote within ``alive`` seconds."""
+        """Return whether ``process_token`` reported or wrote within ``alive`` seconds.
+
+        Judged only from a fresh view: after this process was paused (a long GC, a VM
+        migration, SIGSTOP) the reports it holds and the entries it has applied are old, and
+        every other process would look dead; after the log itself was away, nobody could
+        report. So a process is dead only once this one has followed the log without a gap
+        for ``alive`` seconds and read fresh reports, and it stayed silent all that time.
+        """
         if process_token == self._origin:
             return True
+        read_wall, read_at = self._reports_read_at
+        now = time.monotonic()
+        if now - read_at > _FRESH or now - self._last_read > _FRESH or now - self._watching_since < self.alive:
+            return True
         report = self._reports.get(process_token)
-        if report is not None and time.time() - report[1] < self.alive:
+        if report is not None and read_wall - report[1] < self.alive:
             return True
         written = self._last_written.get(process_token)
-        return written is not None and time.monotonic() - written < self.alive
+        return written is not None and now - written < self.alive
 
     # Changes ----------------------------------------------------------------------------------
 
@@ -674,6 +742,8 @@ class LogBackend(Backend):
                     log.warning("this process was away and the log was trimmed behind it; reloading")
                     self._reload(self._epoch)
                     records = []
+                if time.monotonic() - self._last_read > _FRESH:  # paused, or the log was away
+                    self._watching_since = time.monotonic()
                 self._last_read = time.monotonic()
             except LogUnavailable as error:
                 if self._closed.is_set():
@@ -708,7 +778,14 @@ class LogBackend(Backend):
 
     def _apply_records(self, records: list[Record]) -> None:
         for record in records:
-            self._apply_record(record)
+            try:
+                self._apply_record(record)
+            except Exception:
+                # Whatever an entry makes go wrong, it goes wrong alike in every process: skip it
+                # there too, never stop the reader (publishes would still be taken and go nowhere).
+                log.exception("a pubsubsse log entry could not be handled; skipping it")
+                self._counts["log_entries_skipped"] += 1
+                self._position = record.position
         with self._applied:
             self._applied.notify_all()
 
@@ -718,8 +795,8 @@ class LogBackend(Backend):
         effects: Effects | None = None
         try:
             origin, number, operation, args = decode_entry(record.fields)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-            self._skip("undecodable", f"skipping a pubsubsse log entry this version cannot read: {error}")
+        except Exception as error:  # RecursionError too: JSON nested 100,000 deep
+            self._skip("undecodable", f"skipping a pubsubsse log entry this version cannot read: {error!r:.200}")
             self._position = record.position
             return
         process = not origin.startswith("Q-")  # "Q-": a Publisher, which never sends an entry twice
@@ -730,6 +807,8 @@ class LogBackend(Backend):
             self._position = record.position
             return
         try:
+            if operation in _WITH_BODY:
+                check_update_body(args)
             result, effects = self.replica.apply(operation, args)
         except ValueError as error:
             kind = operation if operation not in OPERATIONS else f"{operation}-args"
@@ -901,6 +980,7 @@ class LogBackend(Backend):
         self._reported = now
         reports = self.reports()
         self._reports = reports
+        self._reports_read_at = (now, time.monotonic())
         stale = [origin for origin, (_, wall, _) in reports.items() if now - wall > 10 * self.alive]
         if stale:
             self.forget(stale)

@@ -9,7 +9,7 @@
   stream is idle;
 * :mod:`~pubsubsse.servers.shutdown`: ending streams when the server stops the
   process (SIGTERM).
-* :mod:`~pubsubsse.servers.workers`: how many worker processes gunicorn runs, and
+* ``pubsubsse.servers.workers``: how many worker processes gunicorn runs, and
   the warning at boot when they cannot share an in-process service.
 
 Whether the process runs under gevent is answered once, by

@@ -85,13 +85,14 @@ _LOOK_AGAIN = (0.05, 0.25, 1.0)
 
 
 class _GeventWatch:
-    __slots__ = ("_watcher", "_sock", "_on_close")
+    __slots__ = ("_watcher", "_sock", "_on_close", "_cancelled")
 
     def __init__(self, sock: Any, on_close: Callable[[], None]) -> None:
         from gevent import get_hub
 
         self._sock = sock
         self._on_close = on_close
+        self._cancelled = False
         self._watcher = get_hub().loop.io(sock.fileno(), 1)
         self._watcher.start(self._readable)
 
@@ -106,13 +107,72 @@ class _GeventWatch:
 
         for pause in (0.0, *_LOOK_AGAIN):
             gevent.sleep(pause)
+            if self._cancelled:
+                return
             if peer_closed(self._sock):
                 self._on_close()
                 return
+        # Readable, yet not closed: the peer sent bytes that nobody reads while the stream runs
+        # (a pipelined request, a TLS record). The watcher would fire again at once for them, so
+        # from now on the socket is looked at twice a second, as the selector thread does.
+        _gevent_poller().add(self)
+
+    def closed(self) -> bool:
+        return peer_closed(self._sock)
+
+    def close_now(self) -> None:
+        if not self._cancelled:
+            self._on_close()
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._watcher.stop()
         self._watcher.close()
+        _gevent_poller().discard(self)
+
+
+class _GeventPoller:
+    """One greenlet per process that looks at the gevent-watched sockets which cannot be waited on."""
+
+    _RECHECK = 0.5
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._watches: set[_GeventWatch] = set()
+        self._running = False
+
+    def add(self, watch: _GeventWatch) -> None:
+        import gevent
+
+        self._watches.add(watch)
+        if not self._running:
+            self._running = True
+            gevent.spawn(self._run)
+
+    def discard(self, watch: _GeventWatch) -> None:
+        self._watches.discard(watch)
+
+    def _run(self) -> None:
+        import gevent
+
+        try:
+            while self._watches:
+                gevent.sleep(self._RECHECK)
+                for watch in [w for w in self._watches if w.closed()]:
+                    self._watches.discard(watch)
+                    gevent.spawn(watch.close_now)
+        finally:
+            self._running = False
+
+
+_poller: _GeventPoller | None = None
+
+
+def _gevent_poller() -> _GeventPoller:
+    global _poller
+    if _poller is None or _poller.pid != os.getpid():
+        _poller = _GeventPoller()
+    return _poller
 
 
 class _SelectorWatcher:

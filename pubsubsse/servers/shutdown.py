@@ -11,14 +11,24 @@ runs the handler that was installed before (gunicorn's own).
 Signal handlers can only be installed from the main thread. gunicorn imports
 the app in the worker's main thread after installing its own handlers, and
 gevent runs every request in the main thread, so both cases are covered.
+
+A worker also exits without a signal: gunicorn's ``--max-requests`` stops it from
+inside, and under the gevent worker the streams that direct writes released
+hold no request it would wait for. So the same ending runs at the process's
+normal exit too (``atexit``), then waits a moment for the streams' ends to be
+written and, with a shared backend, for their detaches to reach the log: the
+other processes must not keep these clients ``RECEIVING``.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +50,34 @@ def _close_all() -> None:
     log.info("SIGTERM: ending open streams so clients reconnect elsewhere")
     for service in list(_services):
         service.close()
+
+
+def _open_streams(service: SSEPubSubService) -> int:
+    return int(service.stats()["streams"])
+
+
+def _end_streams_at_exit(pid: int, wait: float = 3.0) -> None:
+    """At a normal exit: end every open stream, wait (at most ``wait`` s) for it, then for the detaches."""
+    if pid != os.getpid():  # registered before a fork: the parent's services are not this process's
+        return
+    services = [s for s in list(_services) if _open_streams(s)]
+    if not services:
+        return
+    log.info("exiting: ending %d open streams so clients reconnect elsewhere", sum(map(_open_streams, services)))
+    for service in services:
+        service.close()
+    sleep = time.sleep
+    if under_gevent():
+        import gevent
+
+        sleep = gevent.sleep
+    deadline = time.monotonic() + wait
+    while any(_open_streams(s) for s in services) and time.monotonic() < deadline:
+        sleep(0.02)
+    for service in services:
+        if service.backend.shared:
+            with contextlib.suppress(Exception):  # the log is away: the others detach them once it is back
+                service.backend.sync()
 
 
 def _start_closing() -> None:
@@ -97,4 +135,5 @@ def install_handler() -> bool:
         except ValueError:  # not the main thread: signal handlers cannot be set from here
             return False
         _installed_in_pid = os.getpid()
+        atexit.register(_end_streams_at_exit, _installed_in_pid)
         return True

@@ -724,9 +724,26 @@ class Endpoints:
 
     def _shared_event(self, request: Request, params: dict[str, str]) -> Answer:
         entries = _shared_clients(params.get("clients", ""))
-        clients = [self._find_client({"client_id": client_id}) for client_id, _ in entries]
-        for client in clients:
-            self._check(request, "event", client)
+        clients: list[Client | None] = []
+        refusal: Exception | None = None
+        for client_id, _ in entries:
+            client = self._find_client({"client_id": client_id})
+            try:
+                self._check(request, "event", client)
+            except Exception as error:
+                if not isinstance(error, Refused) and self._translate_error is not None:
+                    if self._translate_error(error) is None:
+                        raise  # not a refusal: a fault of the hook
+                elif not isinstance(error, Refused):
+                    raise
+                # Refused for this client only (a stale id, another user's): announced in the stream
+                # like an unknown id, so the other tabs of the browser keep their stream and nobody
+                # learns whether the id exists. Refused for every client: the hook's answer.
+                refusal = refusal or error
+                client = None
+            clients.append(client)
+        if refusal is not None and all(client is None for client in clients):
+            raise refusal
         streams: list[Stream | None] = []
         try:
             for client, (_, last_event_id) in zip(clients, entries):

@@ -144,13 +144,36 @@ def test_the_hook_is_asked_for_every_client_before_anything_is_attached(service)
         return client is not b
 
     endpoints = Endpoints(service, authorize=authorize)
-    assert refused(endpoints, f"{a.id},{b.id}") == (403, "forbidden")
-    assert asked == [("event", a.id), ("event", b.id)]
-    assert a.status is Status.WAITING  # nothing attached for a refused request
+    assert refused(endpoints, f"{b.id}") == (403, "forbidden")  # every client refused: the hook's answer
+    assert asked == [("event", b.id)]
+    assert b.status is Status.WAITING  # nothing attached for a refused request
     asked.clear()
     shared = open_shared(endpoints, f"{a.id},C-nobody")
     assert asked == [("event", a.id), ("event", None)]
     shared.close()
+
+
+def test_a_client_the_hook_refuses_ends_alone_like_an_unknown_one(service):
+    """The authorization guide's hook refuses ``client=None``: one stale id among a browser's tabs made the whole
+    shared connection 403, and every tab waited. Another user's client is announced the same way: an unknown
+    id and a refused one look alike."""
+    mine, theirs = service.new_client(), service.new_client()
+    topic = service.public_topic("news")
+    mine.sub(topic)
+
+    def authorize(request, action, client, topic):
+        return client is mine
+
+    endpoints = Endpoints(service, authorize=authorize)
+    shared = open_shared(endpoints, f"C-stale,{mine.id},{theirs.id}")
+    events = drain_shared(shared)
+    assert ("end", None, {"client": 0, "reason": "client not found"}) in events
+    assert ("end", None, {"client": 2, "reason": "client not found"}) in events
+    topic.pub("hello")
+    assert updates(drain_shared(shared), "c1") == ["hello"]
+    assert theirs.status is Status.WAITING
+    shared.close()
+    assert refused(endpoints, f"C-stale,{theirs.id}") == (403, "forbidden")
 
 
 def test_a_slow_client_resyncs_without_holding_up_the_others(service):

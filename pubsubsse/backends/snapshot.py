@@ -6,12 +6,16 @@ Format 2, written by this version::
     <header: JSON object>\\n
     <topics and groups: JSON object>\\n
     then per slice of clients:
-    <JSON list of client objects, each with "replay": [body lengths]>\\n
-    <the replay bodies of the slice, concatenated>
+    <JSON list of client objects, each with "replay": [body length, or [body number]]>\\n
+    <the replay bodies of the slice that came first here, concatenated>
 
 The replay bodies are the encoded messages exactly as the clients got them
 (compact JSON), copied as bytes: nothing is decoded or escaped, so a snapshot
-costs little more than the bytes it holds. Format 1 (pubsubsse 0.1.0) is one
+costs little more than the bytes it holds. A body that many clients hold (a
+publish to 6,000 subscribers is one body in every replay buffer) is stored
+once: its length where it first occurs, then ``[n]``, its number among the
+bodies stored so far. Loading a snapshot gives those clients one shared body
+too, so a process booting from it holds what the running ones hold. Format 1 (pubsubsse 0.1.0) is one
 JSON object ``{"position": ..., "state": ...}`` with the bodies as strings;
 it is still read, and written while a process of that version is live.
 """
@@ -55,13 +59,24 @@ def encode(header: dict[str, Any], slices: Iterable[dict[str, Any] | list[Client
     yield MAGIC
     yield _dumps({**header, "format": 2}) + b"\n"
     yield _dumps(next(parts)) + b"\n"
+    numbers: dict[int, int] = {}  # id() of a body stored already -> its number
+    stored: list[bytes] = []  # holds them, so that no id() is reused while this runs
     for part in parts:
         assert isinstance(part, list)
         described = []
         bodies: list[bytes] = []
         for data, replay in part:
-            described.append({**data, "replay": [len(b) for b in replay]})
-            bodies += replay
+            refs: list[int | list[int]] = []
+            for body in replay:
+                number = numbers.get(id(body))
+                if number is None:
+                    numbers[id(body)] = len(stored)
+                    stored.append(body)
+                    bodies.append(body)
+                    refs.append(len(body))
+                else:
+                    refs.append([number])
+            described.append({**data, "replay": refs})
         yield _dumps(described) + b"\n" + b"".join(bodies)
 
 
@@ -82,12 +97,18 @@ def decode(blob: bytes) -> Snapshot:
     header = line()
     groups = line()
     clients: list[ClientState] = []
+    stored: list[bytes] = []
     while at < len(blob):
         for data in line():
             replay = []
-            for length in data.pop("replay"):
-                replay.append(view[at : at + length].tobytes())
-                at += length
+            for item in data.pop("replay"):
+                if isinstance(item, list):
+                    replay.append(stored[item[0]])
+                    continue
+                body = view[at : at + item].tobytes()
+                at += item
+                stored.append(body)
+                replay.append(body)
             clients.append((data, replay))
     return Snapshot(header, groups, clients)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .encoding import HEARTBEAT
 from .stream import Chunks, Stream
@@ -58,13 +58,16 @@ class SharedStream(Chunks):
     safe from any thread, any number of times.
     """
 
-    __slots__ = ("_streams", "_live", "_doorbell", "_rung", "_first")
+    __slots__ = ("_streams", "_live", "_doorbell", "_rung", "_first", "on_ready")
 
     def __init__(
         self,
         streams: Sequence[Stream | None],
     ) -> None:
         self._streams = list(streams)
+        #: Called (never blocking, perhaps with the service lock held) when something gets ready
+        #: to read: how a body that holds no greenlet learns it has something to write.
+        self.on_ready: Callable[[], None] | None = None
         self._doorbell: queue.Queue[Stream | None] = queue.Queue()
         self._rung: set[Stream] = set()
         notices = b"".join(end_notice(i, "client not found") for i, stream in enumerate(streams) if stream is None)
@@ -84,6 +87,9 @@ class SharedStream(Chunks):
         if stream not in self._rung:
             self._rung.add(stream)
             self._doorbell.put_nowait(stream)
+            on_ready = self.on_ready
+            if on_ready is not None:
+                on_ready()
 
     def read(self, timeout: float | None = None) -> bytes | None:
         """Return the next chunk: every event ready on any of the streams, each tagged with its client.
@@ -144,6 +150,14 @@ class SharedStream(Chunks):
         for stream in list(self._live):
             stream.close()
         self._doorbell.put_nowait(None)
+        on_ready = self.on_ready
+        if on_ready is not None:
+            on_ready()
+
+    @property
+    def has_ready(self) -> bool:
+        """Whether :meth:`read` has something to return without waiting (its end included)."""
+        return self._first is not None or not self._live or not self._doorbell.empty()
 
     @property
     def ended(self) -> bool:

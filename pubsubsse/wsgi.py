@@ -30,7 +30,7 @@ from .protocol import Endpoints, FileReply, Refused, Reply, Request, StreamReply
 from .runtime import concurrency
 from .servers import shutdown
 from .servers.body import StreamBody
-from .servers.gunicorn_gevent import DirectStreamBody, direct_framing
+from .servers.gunicorn_gevent import DirectStreamBody, SharedStreamBody, direct_framing
 from .service import SSEPubSubService
 from .shared import SharedStream
 from .stream import Stream
@@ -47,12 +47,18 @@ _warned_blocking = False
 
 
 def stream_body(stream: Stream | SharedStream, environ: dict[str, Any], direct_writes: bool = True) -> StreamBody:
-    """Return the WSGI body for ``stream``: direct writes under gunicorn's gevent worker where allowed."""
-    if direct_writes and isinstance(stream, Stream):  # a shared stream's streams share one connection
-        framing = direct_framing(environ)
-        if framing is not None:
-            return DirectStreamBody(stream, environ, framing)
-    return StreamBody(stream, environ)
+    """Return the WSGI body for ``stream``: released from the server under gunicorn's gevent worker where allowed.
+
+    A client's stream is then written by its publishers directly; a shared stream (several
+    clients on one connection) by the process's writer greenlet. Either way an idle
+    stream holds no greenlet.
+    """
+    framing = direct_framing(environ) if direct_writes else None
+    if framing is None:
+        return StreamBody(stream, environ)
+    if isinstance(stream, Stream):
+        return DirectStreamBody(stream, environ, framing)
+    return SharedStreamBody(stream, environ, framing)
 
 
 def start_stream(endpoints: Endpoints, reply: StreamReply, environ: dict[str, Any]) -> StreamBody:

@@ -382,3 +382,72 @@ def test_max_requests_ends_released_streams_and_detaches_them(redis_server):
             s.sock.close()
         stopping.stop()
         other.stop()
+
+
+def read_until(stream: RawStream, predicate, what: str) -> None:
+    """Read ``stream`` (chunk framing undone into ``stream.body``) until ``predicate(body)``; bounded."""
+    deadline = time.monotonic() + TIMEOUT
+    stream._unframe()
+    while not predicate(stream.body):
+        assert time.monotonic() < deadline, f"no {what}: {stream.body[-300:]!r}"
+        stream._recv()
+        stream._unframe()
+
+
+def test_shared_streams_hold_no_greenlet_and_keep_delivering(single):
+    """``/event/shared`` (what the browser client uses by default) held a greenlet per connection under the
+    gevent worker, 19.7 KB each, and counted against --worker-connections. Released like /event streams,
+    they still deliver to each client, get heartbeats, notice closed connections, announce a removed
+    client and end the response properly when their last client goes."""
+    clients, topic = subscribed_clients(single, 40)
+    pairs = list(zip(clients[::2], clients[1::2]))
+    baseline = stats(single)["greenlets"]
+    streams = [RawStream(single.port, f"/event/shared?clients={a},{b}") for a, b in pairs]
+    try:
+        for s in streams:
+            read_until(s, lambda body: b"event: c0\n" in body and b"event: c1\n" in body, what="two inits")
+            s.body = b""
+        wait_for(lambda: stats(single)["receiving"] == 40, what="40 streams")
+        if single.kind == "gevent":
+            extra = stats(single)["greenlets"] - baseline
+            assert extra < 10, f"{extra} more greenlets for 20 idle shared streams"
+        publish(single, topic, "to all")
+        for s in streams:
+            read_until(s, lambda body: body.count(b'"data":"to all"') == 2, what="the update for both clients")
+        quiet = streams[1]
+        read_until(quiet, lambda body: b"\n:\n" in body or body.startswith(b":\n"), what="heartbeat")
+        for s in streams[:5]:
+            s.close()
+        wait_for(lambda: stats(single)["receiving"] == 30, what="the 5 closed connections noticed")
+        last = streams[15]
+        assert api(single, "/remove/user", client_id=pairs[15][0]).status_code == 200
+        read_until(last, lambda body: b'event: end\ndata: {"client": 0, "reason": "removed"}' in body, what="end")
+        assert api(single, "/remove/user", client_id=pairs[15][1]).status_code == 200
+        with pytest.raises(EOFError):  # the server ends the response and closes the connection
+            read_until_closed(last)
+        last._unframe()
+        assert last.closed or not last.chunked, "no last chunk before the close"
+    finally:
+        for s in streams:
+            s.close()
+    wait_for(lambda: stats(single)["receiving"] == 0, what="every stream detached")
+
+
+@pytest.mark.timeout(60)
+def test_shared_streams_do_not_count_against_worker_connections():
+    """With --worker-connections 20, the 21st shared stream and every other request hung."""
+    srv = Server(
+        "gevent",
+        env={"PUBSUBSSE_HEARTBEAT": "30", "PUBSUBSSE_CLIENT_TIMEOUT": "none", "GUNICORN_CMD_ARGS": "--worker-connections 20"},
+    )
+    streams = []
+    try:
+        clients = [new_client(srv) for _ in range(30)]
+        for client in clients:
+            streams.append(RawStream(srv.port, f"/event/shared?clients={client}"))
+            read_until(streams[-1], lambda body: b"event: c0\n" in body, what="init")
+        assert httpx.get(srv.url("/add/user"), timeout=5).status_code == 200
+    finally:
+        for s in streams:
+            s.close()
+        srv.stop()

@@ -39,11 +39,12 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..runtime import is_gevent_socket, original, under_gevent
+from ..shared import SharedStream
 from ..stream import Stream
 from .body import StreamBody, _Descriptor
 from .disconnect import watch_in_loop
 
-__all__ = ["direct_framing", "DirectStreamBody", "Writer"]
+__all__ = ["direct_framing", "DirectStreamBody", "SharedStreamBody", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +93,25 @@ def _stream_loop() -> tuple[Any, int]:
     return _stream_loop_of(os.getpid())
 
 
-class DirectStreamBody(StreamBody):
-    """A stream's body that is also its :class:`~pubsubsse.stream.DirectWriter`.
+class _ReleasedBody(StreamBody):
+    """A stream's body that takes the connection over from gunicorn once the head and first chunk are out.
 
-    The server sends the response head with the first chunk; then the body
-    takes the connection over (:meth:`release`) and ends the server's part of
-    the request. From then on publishers write to the parked stream themselves
-    and the :class:`Writer` writes the rest (:meth:`write_ready`), and ends the
-    response when the stream ends. One object per stream, because idle
-    streams are what a process holds most of.
+    From then on the request's greenlet has ended and the :class:`Writer` writes
+    what the stream has ready (:meth:`write_ready`), without blocking, as the
+    socket takes it, and ends the response when the stream ends. Subclasses say
+    what is ready (:meth:`_take`) and how the stream tells that it has more.
     """
 
-    __slots__ = ("_sock", "_chunked", "_direct", "_fd", "_own", "_released", "_out", "_ending", "_rung", "_writable")
+    __slots__ = ("_sock", "_chunked", "_fd", "_started", "_released", "_out", "_ending", "_rung", "_writable")
 
-    def __init__(self, stream: Stream, environ: dict[str, Any], chunked: bool) -> None:
+    def __init__(self, stream: Stream | SharedStream, environ: dict[str, Any], chunked: bool) -> None:
         super().__init__(stream, environ)
-        self._own = stream  # typed as the one-client stream that direct writes need
         sock = environ["gunicorn.socket"]
         self._sock = sock
         self._chunked = chunked
-        #: Direct writes have started (the server has sent the head and the first chunk).
-        self._direct = False
         self._fd = sock.fileno()
+        #: The server has sent the head and the first chunk.
+        self._started = False
         #: gunicorn let go of the connection: this body writes the rest and closes it.
         self._released = False
         self._out = b""  # framed bytes the socket has not taken yet
@@ -127,11 +125,9 @@ class DirectStreamBody(StreamBody):
         return self
 
     def __next__(self) -> bytes:
-        stream = self._own
-        if not self._direct:
-            self._direct = True
-            return next(stream)
-        stream.write_directly(self)
+        if not self._started:
+            self._started = True
+            return next(self._stream)
         self.release()
         # gunicorn treats a broken pipe as a client gone: it closes its (detached) socket object
         # quietly and ends the request's greenlet. The connection lives on, written by the Writer.
@@ -151,6 +147,123 @@ class DirectStreamBody(StreamBody):
         except OSError:
             return -1
 
+    def release(self) -> None:
+        """Take the connection over from gunicorn (whose socket is a gevent socket: :func:`direct_framing`).
+
+        gunicorn's socket object gives up its descriptor (``detach()``), so its
+        ``close()`` leaves the connection open; the watch for a closed peer
+        moves to the descriptor.
+        """
+        fd = self._sock.detach()
+        if self._watch is not None:
+            self._watch.cancel()
+        self._fd = fd
+        self._released = True
+        self._watch = watch_in_loop(_Descriptor(fd), self._stream.close)
+        self._taken_over()
+        self._ring()  # what was queued while the head went out
+
+    def _taken_over(self) -> None:
+        """Have the stream ring this body (:meth:`_ring`) when it has something ready."""
+        raise NotImplementedError
+
+    def _take(self) -> bytes:
+        """Return the framed bytes the stream has ready; once it has ended, set ``_ending`` (and add the end)."""
+        raise NotImplementedError
+
+    def _ring(self, *_: object) -> None:
+        if not self._rung:
+            self._rung = True
+            _writer().ring(self)
+
+    def write_ready(self) -> None:
+        """Write what the stream has ready, without blocking: called by the :class:`Writer`."""
+        self._rung = False
+        if self._fd < 0 or self._writable is not None:
+            return  # closed, or waiting for the socket to take what is left
+        if not self._out and not self._ending:
+            self._out = self._take()
+        if self._out:
+            sent = self.send_nowait(self._out)
+            if sent < 0:
+                self._finish()  # the peer is gone
+                return
+            self._out = self._out[sent:]
+            if self._out:
+                from gevent import get_hub
+
+                self._waiting_for_socket()
+                self._writable = get_hub().loop.io(self._fd, 2)
+                self._writable.start(self._socket_writable)
+                return
+        if self._ending:
+            self._finish()
+        else:
+            self._idle()
+
+    def _waiting_for_socket(self) -> None:
+        """Note that the socket took part of what was ready: the rest waits until it takes more."""
+
+    def _idle(self) -> None:
+        """Wait for the stream to ring: everything ready was sent."""
+
+    def _end(self) -> bytes:
+        self._ending = True
+        return b"0\r\n\r\n" if self._chunked else b""
+
+    def _socket_writable(self) -> None:
+        self._stop_writable()
+        self._ring()
+
+    def _stop_writable(self) -> None:
+        if self._writable is not None:
+            self._writable.stop()
+            self._writable.close()
+            self._writable = None
+
+    def _finish(self) -> None:
+        """End a released stream: stop watching, close the connection."""
+        self._stop_writable()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        self._stream.close()
+
+    def close(self) -> None:
+        """End the stream (before the server closes the socket and reuses its number), unless it was released.
+
+        Once released, the server's close is not the end: the stream goes on and
+        ends by itself (:meth:`write_ready` closes the connection).
+        """
+        if not self._released:
+            super().close()
+
+
+class DirectStreamBody(_ReleasedBody):
+    """A client's stream released from gunicorn, and also its :class:`~pubsubsse.stream.DirectWriter`.
+
+    The server sends the response head with the first chunk; then the body
+    takes the connection over (:meth:`release`) and ends the server's part of
+    the request. From then on publishers write to the parked stream themselves
+    and the :class:`Writer` writes the rest (:meth:`write_ready`), and ends the
+    response when the stream ends. One object per stream, because idle
+    streams are what a process holds most of.
+    """
+
+    __slots__ = ("_own",)
+
+    def __init__(self, stream: Stream, environ: dict[str, Any], chunked: bool) -> None:
+        super().__init__(stream, environ, chunked)
+        self._own = stream  # typed as the one-client stream that direct writes need
+
+    def __next__(self) -> bytes:
+        if self._started:
+            self._own.write_directly(self)
+        return super().__next__()
+
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` soon in the streams' event loop."""
         loop, thread = _stream_loop()
@@ -169,97 +282,72 @@ class DirectStreamBody(StreamBody):
             )
         loop.run_callback_threadsafe(callback)
 
-    def release(self) -> None:
-        """Take the connection over from gunicorn (whose socket is a gevent socket: :func:`direct_framing`).
-
-        gunicorn's socket object gives up its descriptor (``detach()``), so its
-        ``close()`` leaves the connection open; the watch for a closed peer
-        moves to the descriptor.
-        """
-        fd = self._sock.detach()
-        if self._watch is not None:
-            self._watch.cancel()
-        self._fd = fd
-        self._released = True
-        self._watch = watch_in_loop(_Descriptor(fd), self._own.close)
+    def _taken_over(self) -> None:
         self._own.bell = self._ring
-        self._ring(self._own)  # what was queued while the head went out
 
-    def _ring(self, stream: Stream) -> None:
-        if not self._rung:
-            self._rung = True
-            _writer().ring(self)
-
-    def write_ready(self) -> None:
-        """Write what the stream has ready, without blocking: called by the :class:`Writer`."""
-        self._rung = False
+    def _take(self) -> bytes:
         stream = self._own
-        if self._fd < 0 or self._writable is not None:
-            return  # closed, or waiting for the socket to take what is left
-        if not self._out and not self._ending:
-            chunk = stream.poll()
-            out = stream.take_unsent()
-            if chunk:
-                out += self.frame(chunk)
-            if chunk is None:
-                self._ending = True
-                if self._chunked:
-                    out += b"0\r\n\r\n"
-            self._out = out
-        if self._out:
-            sent = self.send_nowait(self._out)
-            if sent < 0:
-                self._finish()  # the peer is gone
-                return
-            self._out = self._out[sent:]
-            if self._out:
-                from gevent import get_hub
+        chunk = stream.poll()
+        out = stream.take_unsent()
+        if chunk:
+            out += self.frame(chunk)
+        if chunk is None:
+            out += self._end()
+        return out
 
-                stream.parked = False  # publishers queue behind what is left
-                self._writable = get_hub().loop.io(self._fd, 2)
-                self._writable.start(self._socket_writable)
-                return
-        if self._ending:
-            self._finish()
-        elif stream.queue.empty():
+    def _waiting_for_socket(self) -> None:
+        self._own.parked = False  # publishers queue behind what is left
+
+    def _idle(self) -> None:
+        stream = self._own
+        if stream.queue.empty():
             stream.parked = True  # idle again: publishers write directly
         else:
-            self._ring(stream)
-
-    def _socket_writable(self) -> None:
-        self._stop_writable()
-        self._ring(self._own)
-
-    def _stop_writable(self) -> None:
-        if self._writable is not None:
-            self._writable.stop()
-            self._writable.close()
-            self._writable = None
+            self._ring()
 
     def _finish(self) -> None:
-        """End a released stream: stop watching, close the connection."""
         stream = self._own
         stream.bell = None
         stream.stop_writing_directly()
-        self._stop_writable()
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-        stream.close()
+        super()._finish()
 
     def close(self) -> None:
-        """Stop direct writes, then end the stream (before the server closes the socket and reuses its number).
-
-        Once released, the server's close is not the end: the stream goes on and
-        ends by itself (:meth:`write_ready` closes the connection).
-        """
-        if self._released:
-            return
-        self._own.stop_writing_directly()
+        """Stop direct writes, then end the stream (see :meth:`_ReleasedBody.close`)."""
+        if not self._released:
+            self._own.stop_writing_directly()
         super().close()
+
+
+class SharedStreamBody(_ReleasedBody):
+    """A shared stream (``/event/shared``) released from gunicorn: no greenlet per connection while idle.
+
+    Publishers queue events on the clients' streams as usual (no direct writes:
+    the connection carries several clients); each stream rings the shared
+    stream, which rings this body, and the :class:`Writer` sends what is ready.
+    """
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, shared: SharedStream, environ: dict[str, Any], chunked: bool) -> None:
+        super().__init__(shared, environ, chunked)
+        self._shared = shared
+
+    def _taken_over(self) -> None:
+        self._shared.on_ready = self._ring
+
+    def _take(self) -> bytes:
+        chunk = self._shared.read(0)
+        if chunk is None:
+            return self._end()
+        return self.frame(chunk) if chunk else b""
+
+    def _idle(self) -> None:
+        if self._shared.has_ready:
+            self._ring()
+
+    def _finish(self) -> None:
+        self._shared.on_ready = None
+        super()._finish()
 
 
 class Writer:
@@ -275,10 +363,10 @@ class Writer:
     def __init__(self) -> None:
         import gevent
 
-        self._doorbell: queue.Queue[DirectStreamBody] = queue.Queue()
+        self._doorbell: queue.Queue[_ReleasedBody] = queue.Queue()
         self._greenlet = gevent.spawn(self._run)
 
-    def ring(self, body: DirectStreamBody) -> None:
+    def ring(self, body: _ReleasedBody) -> None:
         """Have ``body`` write what it has ready, soon."""
         self._doorbell.put_nowait(body)
 
@@ -287,7 +375,7 @@ class Writer:
             self._write(self._doorbell.get())  # in a call of its own: no local keeps the last stream alive
 
     @staticmethod
-    def _write(body: DirectStreamBody) -> None:
+    def _write(body: _ReleasedBody) -> None:
         try:
             body.write_ready()
         except Exception:

@@ -47,9 +47,12 @@ SCALEOUT = "pubsubsse-redis"
 QUEUED = "pubsubsse-queued"
 #: The variants of pubsubsse, which share its app.
 OURS = ("pubsubsse", SCALEOUT, QUEUED)
-WORKLOADS = ["w1", "w2", "w2lat", "w3", "w3local", "w5", "w6base", "w6"]
+WORKLOADS = ["w1", "w1shared", "w2", "w2lat", "w3", "w3local", "w5", "w6base", "w6"]
 #: Workloads where the app publishes in-process (a function call, as users do): pubsubsse only.
 IN_PROCESS = ("w3local",)
+#: W1 on /event/shared, the connection the browser client opens by default: pubsubsse only.
+IDLE = ("w1", "w1shared")
+OURS_ONLY = (*IN_PROCESS, "w1shared")
 
 
 #: What each peer needs beyond ``scripts/install-deps``: (Python modules -> PyPI packages, Debian packages).
@@ -330,9 +333,11 @@ def run_workload(server: Server, workload: str, n: int, duration: float) -> dict
     warmup = 2.0
     settle = 2.0
     result: dict = {"peer": server.peer, "workload": workload, "n": n}
-    if workload == "w1":
+    if workload in IDLE:
         rss_before = server.rss()
         paths = server.subscriber_paths(n, 1)
+        if workload == "w1shared":  # one client per shared connection, as a browser with one tab
+            paths = [p.replace("/event?client_id=", "/event/shared?clients=") for p in paths]
         rss_clients = server.rss()
         proc, pf = loadgen(server.port, paths, duration=settle + 5, warmup=0)
         time.sleep(settle + 3)
@@ -453,11 +458,11 @@ def main() -> None:
         for repeat in range(args.repeat):
             for peer in args.peers.split(","):
                 for workload in args.workloads.split(","):
-                    if workload in IN_PROCESS and peer not in OURS:
-                        continue  # nothing to publish in-process with
+                    if workload in OURS_ONLY and peer not in OURS:
+                        continue  # nothing to publish in-process with, no shared connections
                     server = Server(peer, os.environ.get("BENCH_REDIS_URL"))
                     try:
-                        n = args.idle_n if workload == "w1" else args.n
+                        n = args.idle_n if workload in IDLE else args.n
                         result = run_workload(server, workload, n, args.duration)
                     except Exception as error:  # one failing peer must not hide the others
                         result = {"peer": peer, "workload": workload, "error": str(error)[:500]}
@@ -473,6 +478,7 @@ def main() -> None:
 #: Summary rows: (workload, result key, label, whether higher is better).
 METRICS = [
     ("w1", "kb_per_stream", "KB RSS per idle stream", False),
+    ("w1shared", "kb_per_stream", "KB RSS per idle shared connection (one client each)", False),
     ("w2", "updates_per_s", "deliveries/s, closed loop", True),
     ("w2", "server_cpu_us_per_delivery", "server CPU us per delivery, closed loop", False),
     ("w2lat", "p10_ms", "p10 latency ms at 40 msg/s", False),
@@ -513,7 +519,7 @@ def valid(r: dict) -> bool:
         return False
     if r["workload"] == "w5":
         return r.get("churned", 0) > 0  # a server that answers nothing until a publish is not churned
-    if r["workload"] != "w1":
+    if r["workload"] not in IDLE:
         return r.get("updates", 0) > 0
     return True
 

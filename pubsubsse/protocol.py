@@ -389,6 +389,15 @@ class Endpoints:
         bytes then bypass WSGI middleware: turn this off if a middleware must
         see or transform the body of ``/event`` responses. Other servers are
         not affected.
+    ``write_timeout`` (default ``None``: never)
+        Seconds a stream may wait for its connection to take more bytes
+        before it is ended: a client that stops reading (a frozen tab, a
+        stalled proxy) otherwise keeps its stream, the kernel's send buffer
+        and up to ``queue_size`` events for as long as the connection stays
+        open. Its client is ``WAITING`` afterwards and resumes when it reads
+        again and reconnects. Applies where streams are released from the
+        server (gunicorn's gevent worker with ``direct_writes``); elsewhere
+        the server's own write timeout decides.
     ``tickets``
         A :class:`~pubsubsse.StreamTickets`: ``/event`` then also accepts
         ``ticket=<signed, short-lived ticket>`` in place of ``client_id``, so
@@ -429,6 +438,7 @@ class Endpoints:
         end_streams_on_sigterm: bool = True,
         serve_client: bool = True,
         direct_writes: bool = True,
+        write_timeout: float | None = None,
         tickets: StreamTickets | None = None,
         new_clients_per_second: float | None = 10.0,
         new_clients_burst: int = 100,
@@ -466,6 +476,9 @@ class Endpoints:
         self.max_body_size = max_body_size
         self.end_streams_on_sigterm = end_streams_on_sigterm
         self.direct_writes = direct_writes
+        if write_timeout is not None and (isinstance(write_timeout, bool) or not write_timeout > 0):
+            raise ValueError(f"write_timeout must be a positive number of seconds or None, got {write_timeout!r}")
+        self.write_timeout = write_timeout
         self.tickets = tickets
         self._new_client_limit = None
         if new_clients_per_second is not None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .encoding import HEARTBEAT
-from .stream import Chunks, Stream
+from .stream import Chunks, Inbox, Stream
 
 __all__ = ["MAX_SHARED_CLIENTS", "SharedStream"]
 
@@ -68,7 +68,8 @@ class SharedStream(Chunks):
         #: Called (never blocking, perhaps with the service lock held) when something gets ready
         #: to read: how a body that holds no greenlet learns it has something to write.
         self.on_ready: Callable[[], None] | None = None
-        self._doorbell: queue.Queue[Stream | None] = queue.Queue()
+        # An Inbox, not a queue.Queue: an idle shared connection is mostly its doorbell (0.3 KB, not 2.5).
+        self._doorbell = Inbox()
         self._rung: set[Stream] = set()
         notices = b"".join(end_notice(i, "client not found") for i, stream in enumerate(streams) if stream is None)
         self._first: bytes | None = notices or None
@@ -104,7 +105,7 @@ class SharedStream(Chunks):
         if not self._live:
             return None
         try:
-            rang = [self._doorbell.get(timeout=timeout)]
+            rang = [self._doorbell.get_nowait() if timeout == 0 else self._doorbell.get(timeout)]
         except queue.Empty:
             return b""
         for _ in range(self._doorbell.qsize()):

@@ -46,7 +46,12 @@ log = logging.getLogger(__name__)
 _warned_blocking = False
 
 
-def stream_body(stream: Stream | SharedStream, environ: dict[str, Any], direct_writes: bool = True) -> StreamBody:
+def stream_body(
+    stream: Stream | SharedStream,
+    environ: dict[str, Any],
+    direct_writes: bool = True,
+    write_timeout: float | None = None,
+) -> StreamBody:
     """Return the WSGI body for ``stream``: released from the server under gunicorn's gevent worker where allowed.
 
     A client's stream is then written by its publishers directly; a shared stream (several
@@ -57,8 +62,8 @@ def stream_body(stream: Stream | SharedStream, environ: dict[str, Any], direct_w
     if framing is None:
         return StreamBody(stream, environ)
     if isinstance(stream, Stream):
-        return DirectStreamBody(stream, environ, framing)
-    return SharedStreamBody(stream, environ, framing)
+        return DirectStreamBody(stream, environ, framing, write_timeout)
+    return SharedStreamBody(stream, environ, framing, write_timeout)
 
 
 def start_stream(endpoints: Endpoints, reply: StreamReply, environ: dict[str, Any]) -> StreamBody:
@@ -72,7 +77,7 @@ def start_stream(endpoints: Endpoints, reply: StreamReply, environ: dict[str, An
         )
     if reply.end_on_sigterm:
         shutdown.close_streams_on_sigterm(reply.service)
-    return stream_body(reply.stream, environ, endpoints.direct_writes)
+    return stream_body(reply.stream, environ, endpoints.direct_writes, endpoints.write_timeout)
 
 
 def prepare(endpoints: Endpoints) -> Endpoints:

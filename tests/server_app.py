@@ -74,6 +74,7 @@ def main_options() -> dict:
         new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
         new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
         stats_endpoint=True,
+        write_timeout=_env_number("PUBSUBSSE_WRITE_TIMEOUT", None),
     )
 
 

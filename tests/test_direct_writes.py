@@ -438,7 +438,11 @@ def test_shared_streams_do_not_count_against_worker_connections():
     """With --worker-connections 20, the 21st shared stream and every other request hung."""
     srv = Server(
         "gevent",
-        env={"PUBSUBSSE_HEARTBEAT": "30", "PUBSUBSSE_CLIENT_TIMEOUT": "none", "GUNICORN_CMD_ARGS": "--worker-connections 20"},
+        env={
+            "PUBSUBSSE_HEARTBEAT": "30",
+            "PUBSUBSSE_CLIENT_TIMEOUT": "none",
+            "GUNICORN_CMD_ARGS": "--worker-connections 20",
+        },
     )
     streams = []
     try:
@@ -450,4 +454,29 @@ def test_shared_streams_do_not_count_against_worker_connections():
     finally:
         for s in streams:
             s.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("shared", [False, True], ids=["event", "event-shared"])
+def test_a_stream_whose_reader_takes_nothing_is_ended_after_write_timeout(shared):
+    """A client that never reads kept its stream, the kernel's buffer and queue_size events for good."""
+    srv = Server(
+        "gevent",
+        env={"PUBSUBSSE_HEARTBEAT": "30", "PUBSUBSSE_CLIENT_TIMEOUT": "none", "PUBSUBSSE_WRITE_TIMEOUT": "1"},
+    )
+    try:
+        (client,), topic = subscribed_clients(srv, 1)
+        path = f"/event/shared?clients={client}" if shared else f"/event?client_id={client}"
+        stuck = RawStream(srv.port, path, rcvbuf=4096)  # reads the head, then nothing
+        wait_for(lambda: stats(srv)["receiving"] == 1, what="the stream")
+        for _ in range(120):  # 6 MB: more than the socket's buffers hold
+            publish(srv, topic, "x" * 50_000)
+            if stats(srv)["receiving"] == 0:
+                break
+        wait_for(lambda: stats(srv)["receiving"] == 0, timeout=15, what="the stalled stream to be ended")
+        stuck.sock.settimeout(10)
+        with pytest.raises(EOFError):  # the server closed the connection
+            read_until_closed(stuck)
+    finally:
         srv.stop()

@@ -102,10 +102,27 @@ class _ReleasedBody(StreamBody):
     what is ready (:meth:`_take`) and how the stream tells that it has more.
     """
 
-    __slots__ = ("_sock", "_chunked", "_fd", "_started", "_released", "_out", "_ending", "_rung", "_writable")
+    __slots__ = (
+        "_sock",
+        "_chunked",
+        "_fd",
+        "_started",
+        "_released",
+        "_out",
+        "_ending",
+        "_rung",
+        "_writable",
+        "_write_timeout",
+        "_stalled",
+    )
 
-    def __init__(self, stream: Stream | SharedStream, environ: dict[str, Any], chunked: bool) -> None:
+    def __init__(
+        self, stream: Stream | SharedStream, environ: dict[str, Any], chunked: bool, write_timeout: float | None = None
+    ) -> None:
         super().__init__(stream, environ)
+        self._write_timeout = write_timeout
+        #: A libev timer while ``_out`` waits for the socket, with ``write_timeout``; ``True`` once it fired.
+        self._stalled: Any = None
         sock = environ["gunicorn.socket"]
         self._sock = sock
         self._chunked = chunked
@@ -179,6 +196,12 @@ class _ReleasedBody(StreamBody):
     def write_ready(self) -> None:
         """Write what the stream has ready, without blocking: called by the :class:`Writer`."""
         self._rung = False
+        if self._stalled is True:
+            log.info(
+                "pubsubsse: a stream's connection took nothing for %s s (write_timeout): ending it", self._write_timeout
+            )
+            self._finish()
+            return
         if self._fd < 0 or self._writable is not None:
             return  # closed, or waiting for the socket to take what is left
         if not self._out and not self._ending:
@@ -193,8 +216,12 @@ class _ReleasedBody(StreamBody):
                 from gevent import get_hub
 
                 self._waiting_for_socket()
-                self._writable = get_hub().loop.io(self._fd, 2)
+                loop = get_hub().loop
+                self._writable = loop.io(self._fd, 2)
                 self._writable.start(self._socket_writable)
+                if self._write_timeout is not None:
+                    self._stalled = loop.timer(self._write_timeout)
+                    self._stalled.start(self._timed_out)
                 return
         if self._ending:
             self._finish()
@@ -215,11 +242,21 @@ class _ReleasedBody(StreamBody):
         self._stop_writable()
         self._ring()
 
+    def _timed_out(self) -> None:
+        # A callback of the event loop, which must not wait for the service lock: the Writer ends it.
+        self._stop_writable()
+        self._stalled = True
+        self._ring()
+
     def _stop_writable(self) -> None:
         if self._writable is not None:
             self._writable.stop()
             self._writable.close()
             self._writable = None
+        stalled, self._stalled = self._stalled, None
+        if stalled is not None and stalled is not True:
+            stalled.stop()
+            stalled.close()
 
     def _finish(self) -> None:
         """End a released stream: stop watching, close the connection."""
@@ -255,8 +292,10 @@ class DirectStreamBody(_ReleasedBody):
 
     __slots__ = ("_own",)
 
-    def __init__(self, stream: Stream, environ: dict[str, Any], chunked: bool) -> None:
-        super().__init__(stream, environ, chunked)
+    def __init__(
+        self, stream: Stream, environ: dict[str, Any], chunked: bool, write_timeout: float | None = None
+    ) -> None:
+        super().__init__(stream, environ, chunked, write_timeout)
         self._own = stream  # typed as the one-client stream that direct writes need
 
     def __next__(self) -> bytes:
@@ -328,8 +367,10 @@ class SharedStreamBody(_ReleasedBody):
 
     __slots__ = ("_shared",)
 
-    def __init__(self, shared: SharedStream, environ: dict[str, Any], chunked: bool) -> None:
-        super().__init__(shared, environ, chunked)
+    def __init__(
+        self, shared: SharedStream, environ: dict[str, Any], chunked: bool, write_timeout: float | None = None
+    ) -> None:
+        super().__init__(shared, environ, chunked, write_timeout)
         self._shared = shared
 
     def _taken_over(self) -> None:

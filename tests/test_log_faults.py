@@ -448,3 +448,33 @@ def test_a_process_paused_past_alive_reloads_what_was_trimmed_meanwhile(make):
             topic.pub(n)
         time.sleep(1.5)  # reports, snapshots and trims go by without b
     assert state(b) == state(a)
+
+
+@pytest.mark.timeout(120)
+def test_poison_entries_are_skipped_alike_on_postgresql_too():
+    """The deep entry stopped every reader on PostgreSQL as on Redis: the decoding is the log's, not the transport's."""
+    from pubsubsse.backends.postgres import PostgresBackend
+
+    from .conftest import POSTGRES_DSN, drop_postgres_tables
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    a = SSEPubSubService(backend=PostgresBackend(POSTGRES_DSN, name=name), client_timeout=None)
+    b = SSEPubSubService(backend=PostgresBackend(POSTGRES_DSN, name=name), client_timeout=None)
+    try:
+        topic = a.public_topic("orders")
+        poison = [
+            {"v": b"2", "e": b"[" * 100_000 + b"]" * 100_000},
+            {"v": b"2", "e": json.dumps(["Q-hand", 1, "pub", ["T-orders"]]).encode(), "b": b"not json"},
+        ]
+        a.backend.append(poison, "*", 1 << 62, 0)
+        client = b.new_client()  # the readers went past them
+        client.sub(b.public_topic("orders"))
+        a.sync()
+        assert state(a) == state(b) and topic.get_clients().keys() == {client.id}
+        for service in (a, b):
+            stats = service.stats()
+            assert (stats["log_entries_skipped"], stats["log_thread_restarts"]) == (2, 0), stats
+    finally:
+        a.shutdown()
+        b.shutdown()
+        drop_postgres_tables(name)

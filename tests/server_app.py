@@ -74,7 +74,12 @@ def main_options() -> dict:
         new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
         new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
         stats_endpoint=True,
-        write_timeout=_env_number("PUBSUBSSE_WRITE_TIMEOUT", None),
+        # Only when asked: tests/test_upgrade.py serves this app with an older version, which lacks it.
+        **(
+            {"write_timeout": float(os.environ["PUBSUBSSE_WRITE_TIMEOUT"])}
+            if "PUBSUBSSE_WRITE_TIMEOUT" in os.environ
+            else {}
+        ),
     )
 
 
@@ -146,7 +151,13 @@ def create_app():
 
     @app.route("/test/ready")
     def ready():
-        return reply({"pid": os.getpid()})
+        return reply({"pid": os.getpid(), "process": getattr(service, "process_token", None)})  # older: none
+
+    @app.route("/test/tokens")
+    def tokens():
+        """Each client's stream token: which process holds its stream (``<process token>:<n>``)."""
+        service.sync()
+        return reply({cid: c._stream_token for cid, c in service.get_clients().items()})
 
     @app.route("/test/pub", methods=["POST"])
     def pub():

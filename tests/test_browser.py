@@ -433,8 +433,11 @@ def test_the_demo_is_worth_a_look_from_its_first_frame(browser, demo):
                 rows: [...document.querySelectorAll('li[data-testid=topic]')].map(li => li.dataset.name),
                 ticker: document.querySelector('[data-testid=ticker-value]').textContent,
                 chat: document.querySelector('[data-testid=publish-topic]').value,
+                status: getComputedStyle(document.querySelector('[data-testid=status]')).visibility === "visible"
+                    ? document.querySelector('[data-testid=status]').textContent : null,
             })"""
         )
+        assert first["status"] in (None, "open"), first  # not "connecting" in a picture taken at load
         assert {"Ticker", "Chat", "Announcements"} <= set(first["rows"]), first
         assert first["ticker"] != "—" and first["chat"] == "T-chat", first
         page.wait_for_selector('[data-testid="status"]:text("open")')

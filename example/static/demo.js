@@ -133,9 +133,14 @@
 
   function showError(error) { addFeed(null, "⚠ " + error.message, "sys"); }
 
+  // The first connection takes a moment: "connecting" shows only if it takes more than a second
+  // (a pill that flashes by says nothing), any other status at once.
+  var showStatus = function () { $("status").style.visibility = "visible"; };
+  var slowStart = setTimeout(showStatus, 1000);
   ps.on("status", function (status) {
     $("status").textContent = status;
     $("status").className = "pill pill-" + status;
+    if (status !== "connecting") { clearTimeout(slowStart); showStatus(); }
   });
   ps.on("sharing", function (tabs) {
     $("sharing").textContent = tabs > 1 ? "sharing a connection with " + tabs + " tabs" : "own connection";

@@ -9,7 +9,7 @@ bookkeeping stays right; after that this module writes the rest of the body to
 the socket, framed as gunicorn would have framed it.
 
 Once the head and the first chunk are out, the stream's body takes the
-connection over from gunicorn (:meth:`DirectStreamBody.release`): gunicorn's
+connection over from gunicorn (``release()``): gunicorn's
 socket object lets go of the descriptor, the request's greenlet ends, and the
 stream holds no greenlet while idle. What direct writes cannot send at once,
 heartbeats and the end of the response are then written by one greenlet per
@@ -18,7 +18,9 @@ idle stream then costs its client, its stream, its socket and a watcher, not a
 greenlet and a WSGI request: about half the memory. gunicorn's
 ``--worker-connections`` no longer counts these streams (only requests in
 progress), and a worker that stops ends them at once (the browsers resume
-elsewhere).
+elsewhere). A shared stream (``/event/shared``, several clients on one
+connection) is released the same way (:class:`SharedStreamBody`), without
+direct writes: its clients' streams ring it, and the :class:`Writer` writes.
 
 Allowed only where it is safe (:func:`direct_framing`): gunicorn's gevent
 worker with ``threading`` patched (publishers, the timer and the stream share
@@ -44,7 +46,7 @@ from ..stream import Stream
 from .body import StreamBody, _Descriptor
 from .disconnect import watch_in_loop
 
-__all__ = ["direct_framing", "DirectStreamBody", "SharedStreamBody", "Writer"]
+__all__ = ["direct_framing", "ReleasedBody", "DirectStreamBody", "SharedStreamBody", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +95,13 @@ def _stream_loop() -> tuple[Any, int]:
     return _stream_loop_of(os.getpid())
 
 
-class _ReleasedBody(StreamBody):
+class ReleasedBody(StreamBody):
     """A stream's body that takes the connection over from gunicorn once the head and first chunk are out.
 
     From then on the request's greenlet has ended and the :class:`Writer` writes
     what the stream has ready (:meth:`write_ready`), without blocking, as the
     socket takes it, and ends the response when the stream ends. Subclasses say
-    what is ready (:meth:`_take`) and how the stream tells that it has more.
+    what is ready (``_take()``) and how the stream tells that it has more.
     """
 
     __slots__ = (
@@ -181,7 +183,7 @@ class _ReleasedBody(StreamBody):
         self._ring()  # what was queued while the head went out
 
     def _taken_over(self) -> None:
-        """Have the stream ring this body (:meth:`_ring`) when it has something ready."""
+        """Have the stream ring this body (``_ring()``) when it has something ready."""
         raise NotImplementedError
 
     def _take(self) -> bytes:
@@ -279,13 +281,13 @@ class _ReleasedBody(StreamBody):
             super().close()
 
 
-class DirectStreamBody(_ReleasedBody):
+class DirectStreamBody(ReleasedBody):
     """A client's stream released from gunicorn, and also its :class:`~pubsubsse.stream.DirectWriter`.
 
     The server sends the response head with the first chunk; then the body
-    takes the connection over (:meth:`release`) and ends the server's part of
+    takes the connection over (``release()``) and ends the server's part of
     the request. From then on publishers write to the parked stream themselves
-    and the :class:`Writer` writes the rest (:meth:`write_ready`), and ends the
+    and the :class:`Writer` writes the rest (``write_ready()``), and ends the
     response when the stream ends. One object per stream, because idle
     streams are what a process holds most of.
     """
@@ -351,13 +353,13 @@ class DirectStreamBody(_ReleasedBody):
         super()._finish()
 
     def close(self) -> None:
-        """Stop direct writes, then end the stream (see :meth:`_ReleasedBody.close`)."""
+        """Stop direct writes, then end the stream, unless it was released (then it ends by itself)."""
         if not self._released:
             self._own.stop_writing_directly()
         super().close()
 
 
-class SharedStreamBody(_ReleasedBody):
+class SharedStreamBody(ReleasedBody):
     """A shared stream (``/event/shared``) released from gunicorn: no greenlet per connection while idle.
 
     Publishers queue events on the clients' streams as usual (no direct writes:
@@ -404,10 +406,10 @@ class Writer:
     def __init__(self) -> None:
         import gevent
 
-        self._doorbell: queue.Queue[_ReleasedBody] = queue.Queue()
+        self._doorbell: queue.Queue[ReleasedBody] = queue.Queue()
         self._greenlet = gevent.spawn(self._run)
 
-    def ring(self, body: _ReleasedBody) -> None:
+    def ring(self, body: ReleasedBody) -> None:
         """Have ``body`` write what it has ready, soon."""
         self._doorbell.put_nowait(body)
 
@@ -416,7 +418,7 @@ class Writer:
             self._write(self._doorbell.get())  # in a call of its own: no local keeps the last stream alive
 
     @staticmethod
-    def _write(body: _ReleasedBody) -> None:
+    def _write(body: ReleasedBody) -> None:
         try:
             body.write_ready()
         except Exception:

@@ -224,6 +224,14 @@ def read_until_closed(stream: RawStream) -> None:
         stream._recv()
 
 
+def assert_ended_properly(stream: RawStream) -> None:
+    """The server ends the response (its last chunk, under HTTP/1.1) and closes the connection."""
+    with pytest.raises(EOFError):
+        read_until_closed(stream)
+    stream._unframe()
+    assert stream.closed or not stream.chunked, "no last chunk before the close"
+
+
 def test_idle_streams_hold_no_greenlet_and_keep_delivering(single):
     """Under the gevent worker a stream takes its connection over and its request's greenlet ends.
 
@@ -256,10 +264,7 @@ def test_idle_streams_hold_no_greenlet_and_keep_delivering(single):
         removed = streams[30]
         final = json.loads(removed.events(1)[0][1])
         assert final["sys"][0] == {"type": "topics", "list": []}
-        with pytest.raises(EOFError):  # the server ends the response and closes the connection
-            read_until_closed(removed)
-        removed._unframe()
-        assert removed.closed or not removed.chunked, "no last chunk before the close"
+        assert_ended_properly(removed)
     finally:
         for stream in streams:
             stream.close()
@@ -423,10 +428,7 @@ def test_shared_streams_hold_no_greenlet_and_keep_delivering(single):
         assert api(single, "/remove/user", client_id=pairs[15][0]).status_code == 200
         read_until(last, lambda body: b'event: end\ndata: {"client": 0, "reason": "removed"}' in body, what="end")
         assert api(single, "/remove/user", client_id=pairs[15][1]).status_code == 200
-        with pytest.raises(EOFError):  # the server ends the response and closes the connection
-            read_until_closed(last)
-        last._unframe()
-        assert last.closed or not last.chunked, "no last chunk before the close"
+        assert_ended_properly(last)
     finally:
         for s in streams:
             s.close()

@@ -478,3 +478,22 @@ def test_poison_entries_are_skipped_alike_on_postgresql_too():
         a.shutdown()
         b.shutdown()
         drop_postgres_tables(name)
+
+
+def test_a_reader_stopped_by_an_unexpected_error_is_started_again(make):
+    """Nothing the loops expect, a bug say: the reader must not stop for good while publishes are still taken."""
+    a = make(client_timeout=None)
+    backend = a.backend
+    maintain = backend._maintain
+    failed = threading.Event()
+
+    def fails_once() -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug")
+        maintain()
+
+    backend._maintain = fails_once
+    wait_for(lambda: a.stats()["log_thread_restarts"] == 1, what="the reader to be restarted")
+    client = a.new_client()  # applied: the reader runs again
+    assert a.get_client_by_id(client.id) is client

@@ -151,13 +151,7 @@ def create_app():
 
     @app.route("/test/ready")
     def ready():
-        return reply({"pid": os.getpid(), "process": getattr(service, "process_token", None)})  # older: none
-
-    @app.route("/test/tokens")
-    def tokens():
-        """Each client's stream token: which process holds its stream (``<process token>:<n>``)."""
-        service.sync()
-        return reply({cid: c._stream_token for cid, c in service.get_clients().items()})
+        return reply({"pid": os.getpid()})
 
     @app.route("/test/pub", methods=["POST"])
     def pub():

@@ -434,24 +434,7 @@ def test_faults_one_after_another_lose_nothing_silently(tmp_path):
             stats = api(server, "/stats").json()
             assert stats["log_entries_skipped"] >= 5 and stats["log_thread_restarts"] == 0, stats
 
-        # 7. One worker paused longer than alive (a long GC pause, a VM migration): the others detach
-        # its streams, whose browsers resume elsewhere; waking, it must leave the others' streams alone
-        # (it judged every process dead from the reports it read before the pause, and ended them all).
-        injected = time.monotonic()
-        paused = http.get(servers[0].url("/test/ready")).json()
-        tokens = http.get(servers[1].url("/test/tokens")).json()
-        held = {cid for cid, token in tokens.items() if (token or "").startswith(paused["process"] + ":")}
-        connections = [sub.connections for sub in subscribers.subs]
-        psutil.Process(paused["pid"]).suspend()
-        try:
-            time.sleep(5)  # alive is 3 s here
-        finally:
-            psutil.Process(paused["pid"]).resume()
-        after("one worker paused past alive", injected)
-        moved = {clients[i] for i, sub in enumerate(subscribers.subs) if sub.connections != connections[i]}
-        assert not moved - held, f"{len(moved - held)} streams held by other processes were ended"
-
-        # 8. A rolling restart of every worker (gunicorn's HUP: new workers, the old ones stop).
+        # 7. A rolling restart of every worker (gunicorn's HUP: new workers, the old ones stop).
         injected = time.monotonic()
         for server in servers:
             before = {p.pid for p in psutil.Process(server.proc.pid).children()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -186,13 +187,18 @@ def serve_readme_app(tmp_path, extra_args=(), env=None):
 
 
 def stop(proc) -> str:
+    """Stop the server; its output. A server that does not stop in time is killed, and that fails the test."""
     proc.terminate()
-    return proc.communicate(timeout=30)[0]
+    try:
+        return proc.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"the server did not stop within 60 s:\n{proc.communicate()[0]}") from None
 
 
 @pytest.mark.timeout(120)
 def test_two_workers_with_an_in_process_service_are_told_at_boot_and_in_the_answer(tmp_path):
-    proc, base = serve_readme_app(tmp_path, ["-w", "2"])
+    proc, base = serve_readme_app(tmp_path, ["-w", "2", "--graceful-timeout", "5"])
     try:
         answer = httpx.get(f"{base}/sse/sub", params={"client_id": f"C-{uuid.uuid4()}", "topic": "T-orders"})
         assert answer.status_code == 400 and answer.json()["error"] == "client not found"
@@ -256,8 +262,6 @@ def test_errors_say_what_to_do():
 
 @pytest.mark.timeout(120)
 def test_the_curl_session_of_the_protocol_page_prints_what_the_page_shows(tmp_path):
-    import subprocess
-
     from .servers import ROOT
 
     page = (ROOT / "docs" / "protocol.md").read_text()

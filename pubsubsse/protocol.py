@@ -571,6 +571,12 @@ class Endpoints:
             log.exception("pubsubsse endpoint %s failed", action)
             return error_reply(500, "internal server error")
 
+    def _is_refusal(self, error: Exception) -> bool:
+        """Whether the hook refused (``Refused``, or an exception ``translate_error`` answers), not failed."""
+        return isinstance(error, Refused) or (
+            self._translate_error is not None and self._translate_error(error) is not None
+        )
+
     def _hint(self, error: PubSubError, request: Request) -> str | None:
         """Say what usually causes ``error`` and what to do, for the answer's ``hint``."""
         if isinstance(error, ClientNotFound):
@@ -744,11 +750,8 @@ class Endpoints:
             try:
                 self._check(request, "event", client)
             except Exception as error:
-                if not isinstance(error, Refused) and self._translate_error is not None:
-                    if self._translate_error(error) is None:
-                        raise  # not a refusal: a fault of the hook
-                elif not isinstance(error, Refused):
-                    raise
+                if not self._is_refusal(error):
+                    raise  # a fault of the hook
                 # Refused for this client only (a stale id, another user's): announced in the stream
                 # like an unknown id, so the other tabs of the browser keep their stream and nobody
                 # learns whether the id exists. Refused for every client: the hook's answer.

@@ -279,11 +279,14 @@ class SSEPubSubService:
         (:class:`~pubsubsse.errors.TopicNotFound` otherwise). Otherwise as
         :meth:`.Topic.pub`.
         """
-        existing = self._lookup(lambda: self._core.topics.get(topic)) if topic.startswith("T-") else None
+        # Found here by its id, as a publish usually is: creating it is a round trip to a shared
+        # log, taken only when the topic is absent.
+        topic_id = topic if "/" in topic else named_id("T", topic)
+        existing = self._lookup(lambda: self._core.topics.get(topic_id))
         if existing is None:
             if "/" in topic:
                 raise TopicNotFound(f"topic {topic} does not exist (removed or never created)")
-            existing = self.public_topic(topic)
+            existing = self.public_topic(topic_id)
         existing.pub(data)
 
     def group(self, name: str) -> Group:
@@ -454,11 +457,8 @@ class SSEPubSubService:
         app that declares its topics at startup boots, and the handle is the one the log's
         record will be. Using it (``pub``, ``sub``) raises ``BackendUnavailable`` until then.
         """
-        operation, args = {
-            "public": ("ensure_public_topic", (object_id,)),
-            "group": ("ensure_group", (object_id,)),
-            "group_topic": ("ensure_group_topic", (group_id, object_id)),
-        }[kind]
+        operation = _ENSURE[kind]
+        args = (object_id,) if group_id is None else (group_id, object_id)
         try:
             return cast("Topic | Group", self._execute(operation, *args))
         except BackendUnavailable as error:
@@ -577,6 +577,9 @@ class SSEPubSubService:
         for client_id, detaches in expired:
             backend.submit("expire_client", (client_id, detaches))
 
+
+#: The operation that gets or creates each kind of named object (see ``_ensure_named``).
+_ENSURE = {"public": "ensure_public_topic", "group": "ensure_group", "group_topic": "ensure_group_topic"}
 
 #: The options :class:`SSEPubSubService` takes (keyword arguments), for adapters that read them from settings.
 SERVICE_OPTIONS = frozenset(

@@ -60,17 +60,17 @@ def _end_streams_at_exit(pid: int, wait: float = 3.0) -> None:
     """At a normal exit: end every open stream, wait (at most ``wait`` s) for it, then for the detaches."""
     if pid != os.getpid():  # registered before a fork: the parent's services are not this process's
         return
-    services = [s for s in list(_services) if _open_streams(s)]
+    open_streams = {s: _open_streams(s) for s in list(_services)}
+    services = [s for s, n in open_streams.items() if n]
     if not services:
         return
-    log.info("exiting: ending %d open streams so clients reconnect elsewhere", sum(map(_open_streams, services)))
+    log.info("exiting: ending %d open streams so clients reconnect elsewhere", sum(open_streams.values()))
     for service in services:
         service.close()
-    sleep = time.sleep
-    if under_gevent():
-        import gevent
-
-        sleep = gevent.sleep
+    if under_gevent():  # the streams' writer is a greenlet: let it run
+        from gevent import sleep
+    else:
+        from time import sleep
     deadline = time.monotonic() + wait
     while any(_open_streams(s) for s in services) and time.monotonic() < deadline:
         sleep(0.02)

@@ -284,3 +284,18 @@ def test_the_curl_session_of_the_protocol_page_prints_what_the_page_shows(tmp_pa
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == shown, ran.stdout
     assert asked.stdout.strip() == answer
+
+
+def test_a_publish_by_name_appends_one_entry_once_the_topic_exists(redis_server):
+    """publish("orders") made the topic ensured on every call: two entries, two round trips to the log."""
+    svc = SSEPubSubService(redis_url=redis_server.url, redis_key=f"test:{uuid.uuid4()}", client_timeout=None)
+    try:
+        svc.publish("orders", 1)  # creates T-orders: two entries
+        svc.sync()
+        before = svc.stats()["log_entries_applied"]
+        svc.publish("orders", 2)
+        svc.publish("T-orders", 3)
+        svc.sync()
+        assert svc.stats()["log_entries_applied"] - before == 3  # two publishes and the sync's marker
+    finally:
+        svc.shutdown()

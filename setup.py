@@ -67,6 +67,8 @@ setup(
             "Flask-Login>=0.6",
             "celery[redis]>=5.3",
             "django>=4.2",
+            "sqlalchemy>=2.0",
+            "Flask-SQLAlchemy>=3.1",
             "waitress>=3.0",
             "pyuwsgi>=2.0.28; sys_platform == 'linux'",
         ],

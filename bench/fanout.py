@@ -58,7 +58,7 @@ def main() -> None:
         stream = client.stream()
         stream.read(timeout=0)
         stream.write_directly(writer)
-        stream.parked = True  # as a parked reader leaves it
+        stream.reader_waiting = True  # as a waiting reader leaves it
         streams.append(stream)
     data = {"ts": 1, "seq": 0, "pad": "x" * 100}
     started = time.process_time()

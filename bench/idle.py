@@ -11,7 +11,7 @@ then publishes one message and counts the connections that received it. Prints o
 The settings it needs are those a deployment needs: ``ulimit -n`` above the streams (this
 process raises its own limit and the server's, which takes root beyond the hard limit), and
 nothing else: ``--worker-connections`` counts requests in progress, and an idle stream under the
-gevent worker holds none (see :mod:`pubsubsse.servers.gunicorn_gevent`).
+gevent worker holds none (see :mod:`pubsubsse.servers._gunicorn_gevent`).
 """
 
 from __future__ import annotations

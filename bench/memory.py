@@ -7,7 +7,7 @@ other, and prints the growth of the process's RSS per item after each step (and,
 that are plain Python objects, what tracemalloc attributes to them). The pieces:
 
 1. a client of the service (``service.new_client()``);
-2. its stream, attached and parked after the init message (``client.stream()``, the first chunk
+2. its stream, attached and waiting after the init message (``client.stream()``, the first chunk
    read), as the direct-write transport leaves it;
 3. a connected socket pair per stream (the server's side and a client's), with a libev read
    watcher on the server's side, as disconnect detection has;

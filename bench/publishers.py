@@ -26,6 +26,7 @@ import uuid
 import redis as redis_py
 
 from pubsubsse import Publisher, SSEPubSubService
+from pubsubsse.backends import RedisBackend
 from tests.redis_server import RedisServer
 
 
@@ -47,14 +48,14 @@ def commands(client: redis_py.Redis) -> dict[str, int]:
 def redis_publish(publishes: int) -> list[dict]:
     redis = RedisServer()
     key = f"bench:{uuid.uuid4()}"
-    web = SSEPubSubService(redis_url=redis.url, redis_key=key, client_timeout=None)
+    web = SSEPubSubService(backend=RedisBackend(redis.url, key=key), client_timeout=None)
     raw = redis_py.Redis.from_url(redis.url)
     try:
         web.new_client().sub(web.public_topic("orders"))
         results = []
         publisher = Publisher(redis.url, redis_key=key)
         publisher.publish("orders", 0)  # connected, script loaded
-        sender = SSEPubSubService(redis_url=redis.url, redis_key=key, client_timeout=None)
+        sender = SSEPubSubService(backend=RedisBackend(redis.url, key=key), client_timeout=None)
         topic = sender.public_topic("orders")
         topic.pub(0)
         batch = 100

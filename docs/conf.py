@@ -45,8 +45,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(threading|socket|select|selectors|queue|enum|json|pathlib|dataclasses|decimal|uuid)(\..*)?"),
     # The type variable of EventManager[T], and the core's internals that public signatures mention.
     (r"py:.*", r"pubsubsse\.events\.T"),
-    (r"py:.*", r"pubsubsse\.core(\..*)?|Mailbox|Flask"),
-    (r"py:class", r"(Any|Callable|Iterator|Iterable|Mapping|Protocol|Path|Effects|ClientState|Position|T|T_co)"),
+    (r"py:.*", r"pubsubsse\.(core|streams|servers)(\..*)?"),
+    (r"py:.*", r"Flask|JsonDumps|Authorize|ClientRecord|TopicRecord|GroupRecord|StreamOwner"),
+    (r"py:class", r"(Any|Callable|Iterator|Iterable|Mapping|Protocol|Path|Effects|StateItem|Position|T|T_co)"),
     (r"py:class", r"(bytes|str|int|float|bool|dict|list|tuple|set|frozenset|type|object|None|NoneType)"),
     (r"py:class", r"(Exception|ValueError|TypeError|RuntimeError|KeyError)"),
 ]

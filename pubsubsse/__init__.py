@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from pubsubsse.errors import (
     BackendUnavailable,
     ClientNotFound,
     GroupNotFound,
@@ -20,16 +20,16 @@ from .errors import (
     PubSubError,
     TopicNotFound,
 )
-from .events import EventManager
-from .model import Client, Group, GroupTopic, Status, Topic, TopicType
-from .publisher import Publisher
-from .service import SSEPubSubService
-from .stream import Stream
-from .tickets import StreamTickets
+from pubsubsse.events import EventManager
+from pubsubsse.handles import Client, Group, GroupTopic, Status, Topic, TopicType
+from pubsubsse.publisher import Publisher
+from pubsubsse.service import SSEPubSubService
+from pubsubsse.streams._stream import Stream
+from pubsubsse.web._tickets import StreamTickets
 
 if TYPE_CHECKING:
-    from .flask import PubSubSSE
-    from .flask.blueprint import create_blueprint
+    from pubsubsse.flask import PubSubSSE
+    from pubsubsse.flask.blueprint import create_blueprint
 
 __version__ = "0.1.0"
 
@@ -37,11 +37,11 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # The Flask adapter is imported on first use, so that a Django or plain WSGI app never imports Flask.
     if name == "create_blueprint":
-        from .flask.blueprint import create_blueprint
+        from pubsubsse.flask.blueprint import create_blueprint
 
         return create_blueprint
     if name == "PubSubSSE":
-        from .flask import PubSubSSE
+        from pubsubsse.flask import PubSubSSE
 
         return PubSubSSE
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,8 @@ __all__ = [
     "NotSubscribed",
     "BackendUnavailable",
     "LimitReached",
+    "NotTransactional",
+    "WrongDatabase",
 ]
 
 
@@ -64,3 +66,17 @@ class LimitReached(PubSubError):
     The message names the limit (for example ``max_clients``) so that it can
     be raised in :class:`~pubsubsse.SSEPubSubService`'s options if intended.
     """
+
+
+class NotTransactional(PubSubError, TypeError):
+    """A publish was asked to join a database transaction that this service cannot write into.
+
+    Only a service on :class:`~pubsubsse.backends.postgres.PostgresBackend` writes a
+    publish into a transaction (of the database that holds its log). With another
+    backend, publish after the commit: ``pubsubsse.django.publish()`` and the Flask
+    extension's ``publish(..., session=...)`` do so by themselves.
+    """
+
+
+class WrongDatabase(NotTransactional):
+    """The transaction's database does not hold this service's PostgreSQL log; nothing was written."""

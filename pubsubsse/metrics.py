@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .service import SSEPubSubService
+    from pubsubsse.service import SSEPubSubService
 
 __all__ = ["register_metrics", "ServiceCollector"]
 
@@ -37,9 +37,9 @@ _GAUGES = {
 #: Counters since this process started.
 _COUNTERS = {
     "messages_published": "Publishes applied by this process.",
-    "messages_delivered": "Messages given to subscribers by publishes.",
+    "messages_delivered": "Messages offered by publishes to the streams this process holds.",
     "streams_opened": "Streams opened in this process.",
-    "resumes": "Streams that started from the replay buffer.",
+    "resumes": "Streams that resumed from where their client was (Last-Event-ID).",
     "resyncs": "Streams that got a fresh init message instead of the events they missed.",
     "queue_overflows": "Deliveries that found a stream's queue full.",
 }

@@ -11,10 +11,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from .backends.log import LogBackend, LogUnavailable, Refused, encode_entry
-from .encoding import JsonDumps, encode_update
-from .errors import BackendUnavailable, LimitReached
-from .model import named_id, new_id
+from pubsubsse.backends._entries import encode_entry
+from pubsubsse.backends.log import LogBackend, LogUnavailable, NotAppended
+from pubsubsse.core._messages import JsonDumps, encode_update
+from pubsubsse.errors import BackendUnavailable
+from pubsubsse.handles import named_id, new_id
 
 __all__ = ["Publisher"]
 
@@ -53,7 +54,7 @@ class Publisher:
         if (redis_url is None) == (backend is None):
             raise ValueError("pass either redis_url or backend (a log backend not bound to a service)")
         if backend is None:
-            from .backends.redis import RedisBackend
+            from pubsubsse.backends.redis import RedisBackend
 
             backend = RedisBackend(redis_url or "", key=redis_key, timeout=timeout)
         self._log = backend
@@ -65,7 +66,7 @@ class Publisher:
     def __repr__(self) -> str:
         return f"<Publisher to {self._log!r}>"
 
-    def publish(self, topic: str, data: Any) -> None:
+    def publish(self, topic: str, data: Any, *, transaction: Any = None) -> None:
         """Publish ``data`` to the public topic named ``topic``, or to the topic with that id.
 
         A name (``"orders"``) means the public topic ``T-orders``, created if
@@ -82,10 +83,17 @@ class Publisher:
         (nothing was published) or did not answer (``outcome_unknown``: a
         publisher keeps no replica to find out; publish again only if a
         duplicate is harmless).
-        """
-        self.publish_many([(topic, data)])
 
-    def publish_many(self, messages: Iterable[tuple[str, Any]]) -> None:
+        ``transaction`` (a psycopg 3 connection or cursor on the database that
+        holds the log) writes the publish into that transaction instead: it
+        reaches the log if and only if the transaction commits, in commit
+        order (see :meth:`.Topic.pub`); only with a
+        :class:`~pubsubsse.backends.postgres.PostgresBackend`
+        (:class:`~pubsubsse.errors.NotTransactional` otherwise).
+        """
+        self.publish_many([(topic, data)], transaction=transaction)
+
+    def publish_many(self, messages: Iterable[tuple[str, Any]], *, transaction: Any = None) -> None:
         """Publish several ``(topic, data)`` messages in one round trip, in this order.
 
         Topics and data are as for :meth:`publish`. Every message is encoded
@@ -94,31 +102,40 @@ class Publisher:
         the log takes whole or not at all, with the errors of :meth:`publish`.
         At most 1,000 messages per call (:class:`ValueError` beyond): a
         batch is one request to the log, and one entry of its reply each.
+        ``transaction`` is as for :meth:`publish`.
         """
         entries = []
         for topic, data in messages:
             named = not topic.startswith("T-")
             topic_id = named_id("T", topic) if named else topic
-            body = encode_update(topic_id, data, self._json_dumps)
-            if len(body) > self._max_payload_bytes:
-                raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
+            body = encode_update(topic_id, data, self._json_dumps, self._max_payload_bytes)
             operation = "pub_named" if named else "pub"
             entries.append(encode_entry(self._origin, next(self._numbers), operation, (topic_id, body), 2))
             if len(entries) > MAX_BATCH:
                 raise ValueError(f"at most {MAX_BATCH} messages per publish_many() call")
         if not entries:
             return
+        if transaction is not None:
+            stage = getattr(self._log.transport, "stage", None)
+            if stage is None:
+                self._log.stage(transaction, "pub", ())  # raises NotTransactional, naming the backend
+            else:
+                try:
+                    stage(transaction, entries, None)
+                except LogUnavailable as error:
+                    raise BackendUnavailable(f"the shared log did not answer: {error}") from error
+            return
         try:
-            outcome = self._log.append(entries, "*", _NO_DEADLINE, 0)
+            outcome = self._log.transport.append(entries, "*", _NO_DEADLINE, 0)
         except LogUnavailable as error:
             failure = BackendUnavailable(f"the shared log did not answer: {error}")
             failure.outcome_unknown = error.sent
             raise failure from error
-        if isinstance(outcome, Refused):
+        if isinstance(outcome, NotAppended):
             raise BackendUnavailable(
                 "the shared log refused the publish: no process has started it yet, or it is being replaced"
             )
 
     def close(self) -> None:
         """Close the publisher's connections."""
-        self._log.disconnect()
+        self._log.transport.disconnect()

@@ -1,6 +1,6 @@
 """The service: the thin, documented front that locks, dispatches and serves streams.
 
-:class:`SSEPubSubService` owns a :class:`~pubsubsse.core.Core` (the state
+:class:`SSEPubSubService` owns a ``pubsubsse.core._engine.Core`` (the state
 machine: registries, visibility rules, operations and their messages) and a
 :class:`~pubsubsse.backends.Backend` (where changes go: applied at once in
 this process, or appended to a log that every process applies in order). Its
@@ -13,11 +13,12 @@ Lock discipline
 
 There is **one lock per service**, ``SSEPubSubService._lock`` (a plain,
 non-reentrant ``threading.Lock``; under gevent monkey patching it is gevent's).
-It guards all shared state: the core's registries, the private state of
-every :class:`~pubsubsse.model.Client`, :class:`~pubsubsse.model.Topic` and
-:class:`~pubsubsse.model.Group`, every client's
-:class:`~pubsubsse.core.Mailbox`, and the ``resync_pending``, ``detached`` and
-``cursor`` fields of every :class:`~pubsubsse.stream.Stream`.
+It guards all shared state: the core's registries and every record of a
+client, topic or group (``core/_records``: what the handles
+:class:`~pubsubsse.Client`, :class:`~pubsubsse.Topic` and
+:class:`~pubsubsse.Group` show, a topic's history, a client's journal and
+attached stream included), and the ``resync_pending``, ``detached`` and ``cursor`` fields of
+every :class:`~pubsubsse.Stream`.
 
 Rules, which together make deadlock impossible:
 
@@ -25,9 +26,9 @@ Rules, which together make deadlock impossible:
    lock, applies one operation and releases it. Snapshots (``get_*``) take the
    lock only to copy.
 2. While holding the service lock, code may touch only *leaf* locks: it
-   releases the lock a stream's reader waits on (:class:`~pubsubsse.stream.Inbox`,
-   when a message is queued) and takes the internal lock of a shared stream's
-   doorbell queue (:mod:`pubsubsse.shared`). A leaf lock is never held while
+   releases the lock a stream's reader waits on (``pubsubsse.streams._stream.EventQueue``,
+   when a message is queued) and takes the internal lock of a multiplexed stream's
+   ready queue queue (``pubsubsse.streams._multiplex``). A leaf lock is never held while
    taking the service lock: a stream reader returns from its wait before it
    asks the service to catch up.
 3. No user code runs under the lock. Event emissions are collected while the
@@ -37,10 +38,10 @@ Rules, which together make deadlock impossible:
    while a listener runs.
 4. Nothing under the lock blocks and nothing under it does I/O: messages are
    appended to unbounded queues with ``put_nowait`` (the bound is enforced by
-   the stream, see :mod:`pubsubsse.stream`), nothing writes to a socket, and
+   the stream, see ``pubsubsse.streams._stream``), nothing writes to a socket, and
    no backend round trip happens with the lock held.
 
-One reader goes without the lock on purpose: the timer (:meth:`~pubsubsse.SSEPubSubService._tick`)
+One reader goes without the lock on purpose: the timer (``Attachments.tick`` in ``_attachments``)
 copies the client list under it, then walks the copy unlocked, reading a stream's
 ``last_write`` and a client's stream token. What it does with them is safe on a
 stale read: queue a heartbeat, or propose an operation that checks again under
@@ -53,6 +54,7 @@ a topic never arrives after the client was told it is unsubscribed from it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import logging
@@ -61,13 +63,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from .backends.base import Backend, ClientState, InProcessBackend
-from .core import Core, Effects, parse_event_id
-from .encoding import JsonDumps, encode_update, frame
-from .errors import BackendUnavailable, LimitReached, TopicNotFound
-from .events import EventAttribute, emit
-from .model import Client, Group, Status, Topic, named_id, new_id
-from .stream import CLOSE_MARK, HEARTBEAT_MARK, Stream, Ticker
+from pubsubsse._attachments import Attachments
+from pubsubsse.backends.base import Backend, InProcessBackend, StateItem
+from pubsubsse.core import _state
+from pubsubsse.core._engine import Core, Effects, count_clients, parse_event_id
+from pubsubsse.core._messages import JsonDumps, encode_update
+from pubsubsse.core._operations import apply as apply_operation
+from pubsubsse.core._records import AttachPlan
+from pubsubsse.errors import BackendUnavailable, TopicNotFound
+from pubsubsse.events import EventAttribute, emit
+from pubsubsse.handles import Client, Group, Topic, _view, _views, make_handle, named_id, new_id, present
+from pubsubsse.streams._stream import Stream, Timer
 
 __all__ = ["SSEPubSubService"]
 
@@ -86,6 +92,23 @@ def _check_number(name: str, value: Any, minimum: float, *, allow_none: bool = F
         raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise for an option of :class:`SSEPubSubService` out of range or of the wrong type."""
+    _check_number("heartbeat", options["heartbeat"], 0.01)
+    json_dumps = options["json_dumps"]
+    if json_dumps is not None and not callable(json_dumps):
+        raise TypeError(f"json_dumps must be a callable(value) -> str | bytes, got {json_dumps!r}")
+    _check_number("retry", options["retry"], 0)
+    _check_number("replay_size", options["replay_size"], 0, integer=True)
+    _check_number("queue_size", options["queue_size"], 1, integer=True)
+    _check_number("client_timeout", options["client_timeout"], 0.01, allow_none=True)
+    for name in ("max_clients", "max_private_topics", "max_groups", "max_payload_bytes"):
+        _check_number(name, options[name], 0, integer=True)
+    backend = options["backend"]
+    if backend is not None and not isinstance(backend, Backend):
+        raise TypeError(f"backend must be a pubsubsse.backends.Backend, got {backend!r}")
+
+
 class SSEPubSubService:
     """A publish/subscribe service: clients, public topics, private topics and groups.
 
@@ -101,14 +124,15 @@ class SSEPubSubService:
     ``retry`` (seconds, default 3)
         Sent as the SSE ``retry:`` field: how long a browser waits before it
         reconnects after a drop.
-    ``replay_size`` (events, default 1000)
-        How many recent events are kept per client, for resume
+    ``replay_size`` (messages, default 1000)
+        How many recent messages each topic keeps, for resume
         (``Last-Event-ID``) and for clients that are ``WAITING``. A consumer
-        that missed more gets a fresh init message with the full state.
+        that missed more gets a fresh init message with the full state, which
+        ends with a ``reset`` element (the consumer must fetch what it shows).
     ``queue_size`` (events, default 1000)
         How many events may wait in an attached stream's queue. A consumer that
-        falls further behind is caught up from the replay buffer, or resynced
-        with an init message (see :mod:`pubsubsse.stream`); the publisher is
+        falls further behind is caught up from its topics' histories, or resynced
+        with an init message (see ``pubsubsse.streams._stream``); the publisher is
         never slowed down.
     ``client_timeout`` (seconds or ``None``, default 300)
         A client that stays ``WAITING`` (no stream attached) this long is
@@ -117,18 +141,12 @@ class SSEPubSubService:
         Where changes go: for example
         ``RedisBackend("redis://host:6379/0")`` to share one service among
         every process that uses the same Redis log (see
-        :mod:`pubsubsse.backends`). A backend serves one service.
-    ``redis_url``, ``redis_key``, ``redis_timeout``, ``redis_snapshot_every``
-        (Defaults ``None``, ``"pubsubsse:log"``, 5 and 10000.) Shorthand for
-        ``backend=RedisBackend(redis_url, key=redis_key, timeout=redis_timeout,
-        snapshot_every=redis_snapshot_every)``: every process built with the same URL and key shares one service (see
-        :mod:`pubsubsse.backends.log` for the guarantees). Changes then take a
-        Redis round trip; one that Redis did not apply raises
-        :class:`~pubsubsse.errors.BackendUnavailable` (open streams stay open
-        and the process catches up when Redis is back). A service built while
-        Redis is down is built anyway (with a logged warning): changes and
-        lookups raise ``BackendUnavailable`` until it has loaded the shared
-        state, which it retries in the background.
+        :mod:`pubsubsse.backends`). A backend serves one service. With a
+        shared backend, changes take a round trip to the log; one that was
+        not applied raises :class:`~pubsubsse.errors.BackendUnavailable` (open
+        streams stay open, and the process catches up when the log is back).
+        A service built while the log is unreachable is built anyway (with a
+        logged warning) and loads the shared state in the background.
     ``json_dumps`` (default: JSON with Flask's handling of dates, ``Decimal``, ``UUID`` and dataclasses)
         ``json_dumps(value) -> str | bytes`` encodes what :meth:`Topic.pub`
         publishes, for another date format or a faster encoder (``orjson.dumps``).
@@ -156,53 +174,41 @@ class SSEPubSubService:
         replay_size: int = 1000,
         queue_size: int = 1000,
         client_timeout: float | None = 300.0,
-        redis_url: str | None = None,
-        redis_key: str = "pubsubsse:log",
-        redis_timeout: float = 5.0,
-        redis_snapshot_every: int = 10000,
         max_clients: int = 100_000,
         max_private_topics: int = 100,
         max_groups: int = 10_000,
         max_payload_bytes: int = 4 * 1024 * 1024,
         json_dumps: JsonDumps | None = None,
     ) -> None:
-        _check_number("heartbeat", heartbeat, 0.01)
-        if json_dumps is not None and not callable(json_dumps):
-            raise TypeError(f"json_dumps must be a callable(value) -> str | bytes, got {json_dumps!r}")
+        _check_options(dict(locals()))
         self._json_dumps = json_dumps
         #: Set once something in this process serves streams (an HTTP layer, or a stream attached).
         self._serving = False
         self._warned_unserved = False
-        _check_number("retry", retry, 0)
-        _check_number("replay_size", replay_size, 0, integer=True)
-        _check_number("queue_size", queue_size, 1, integer=True)
-        _check_number("client_timeout", client_timeout, 0.01, allow_none=True)
-        for name, value in [
-            ("max_clients", max_clients),
-            ("max_private_topics", max_private_topics),
-            ("max_groups", max_groups),
-            ("max_payload_bytes", max_payload_bytes),
-        ]:
-            _check_number(name, value, 0, integer=True)
-        if backend is not None and redis_url is not None:
-            raise ValueError("pass either backend or redis_url, not both")
-        if backend is not None and not isinstance(backend, Backend):
-            raise TypeError(f"backend must be a pubsubsse.backends.Backend, got {backend!r}")
         self._max_payload_bytes = max_payload_bytes
         self._id = new_id("S")
         #: Names this process's streams, so that a replica can tell its own streams from others'.
         self.process_token = new_id("P")
         self._stream_numbers = itertools.count(1)
         self._heartbeat = float(heartbeat)
+        self._retry = float(retry)
         self._queue_size = queue_size
         self._client_timeout = None if client_timeout is None else float(client_timeout)
         self._lock = threading.Lock()
+        self._attachments = Attachments(
+            self._lock,
+            process_token=self.process_token,
+            retry=self._retry,
+            heartbeat=self._heartbeat,
+            queue_size=queue_size,
+            client_timeout=self._client_timeout,
+        )
         self._core = Core(
             self,
+            make_view=functools.partial(make_handle, self),
+            present=present,
             process_token=self.process_token,
-            open_stream=self._open_stream,
             now=time.monotonic,
-            retry=float(retry),
             replay_size=replay_size,
             client_timeout=self._client_timeout,
             max_clients=max_clients,
@@ -210,17 +216,14 @@ class SSEPubSubService:
             max_groups=max_groups,
         )
         tick = min(1.0, self._heartbeat / 2, (self._client_timeout or 2.0) / 2)
-        self._ticker = Ticker(self, tick)
-        if redis_url is not None:
-            from .backends.redis import RedisBackend
-
-            backend = RedisBackend(redis_url, key=redis_key, timeout=redis_timeout, snapshot_every=redis_snapshot_every)
+        self._timer = Timer(self._attachments, tick)
         self._backend: Backend = backend if backend is not None else InProcessBackend()
+        self._attachments.core, self._attachments.backend = self._core, self._backend
         self._backend.bind(self)
         if self._backend.shared:
             # Other processes' clients expire and their dead streams are detached here too, even
             # while this process holds no stream.
-            self._ticker.ensure_running()
+            self._timer.ensure_running()
 
     def __repr__(self) -> str:
         return f"<SSEPubSubService {self._id} clients={len(self._core.clients)} topics={len(self._core.topics)}>"
@@ -265,11 +268,11 @@ class SSEPubSubService:
         name it without being handed an id. Two processes asking at once get
         one topic, and its creation events fire once, where it was created.
         Raises :class:`ValueError` for an invalid name (see
-        :data:`~pubsubsse.model.NAME_RULE`).
+        :data:`~pubsubsse.handles.NAME_RULE`).
         """
         return cast(Topic, self._ensure_named("public", named_id("T", name)))
 
-    def publish(self, topic: str, data: Any) -> None:
+    def publish(self, topic: str, data: Any, *, transaction: Any = None) -> None:
         """Publish ``data`` to the topic with the id ``topic``, or to the public topic named ``topic``.
 
         ``publish("T-orders", ...)`` and ``publish("orders", ...)`` both reach the
@@ -277,17 +280,9 @@ class SSEPubSubService:
         the id of any other topic (private, a group's, one made by
         :meth:`new_public_topic`) publishes to that topic, which must exist
         (:class:`~pubsubsse.errors.TopicNotFound` otherwise). Otherwise as
-        :meth:`.Topic.pub`.
+        :meth:`.Topic.pub`, ``transaction`` included.
         """
-        # Found here by its id, as a publish usually is: creating it is a round trip to a shared
-        # log, taken only when the topic is absent.
-        topic_id = topic if "/" in topic else named_id("T", topic)
-        existing = self._lookup(lambda: self._core.topics.get(topic_id))
-        if existing is None:
-            if "/" in topic:
-                raise TopicNotFound(f"topic {topic} does not exist (removed or never created)")
-            existing = self.public_topic(topic_id)
-        existing.pub(data)
+        self._topic(topic).pub(data, transaction=transaction)
 
     def group(self, name: str) -> Group:
         """Return the group named ``name`` (id ``"G-" + name``), creating it if absent; see :meth:`public_topic`."""
@@ -310,29 +305,29 @@ class SSEPubSubService:
     def get_clients(self) -> dict[str, Client]:
         """Return a snapshot of all clients, keyed by id."""
         with self._lock:
-            return dict(self._core.clients)
+            return _views(self._core.clients)
 
     def get_client_by_id(self, client_id: str) -> Client | None:
         """Return the client with this id, or ``None``."""
-        return self._lookup(lambda: self._core.clients.get(client_id))
+        return self._lookup(lambda: _view(self._core.clients.get(client_id)))
 
     def get_public_topics(self) -> dict[str, Topic]:
         """Return a snapshot of the public topics, keyed by id, in creation order."""
         with self._lock:
-            return dict(self._core.public)
+            return _views(self._core.public)
 
     def get_public_topic_by_id(self, topic_id: str) -> Topic | None:
         """Return the public topic with this id, or ``None``."""
-        return self._lookup(lambda: self._core.public.get(topic_id))
+        return self._lookup(lambda: _view(self._core.public.get(topic_id)))
 
     def get_groups(self) -> dict[str, Group]:
         """Return a snapshot of all groups, keyed by id."""
         with self._lock:
-            return dict(self._core.groups)
+            return _views(self._core.groups)
 
     def get_group_by_id(self, group_id: str) -> Group | None:
         """Return the group with this id, or ``None``."""
-        return self._lookup(lambda: self._core.groups.get(group_id))
+        return self._lookup(lambda: _view(self._core.groups.get(group_id)))
 
     def stats(self) -> dict[str, int]:
         """Return numbers for monitoring, as a new dict of ints.
@@ -342,44 +337,20 @@ class SSEPubSubService:
         ``topics`` (of every type), ``groups``; ``streams``: streams attached
         in this process. Counters since this process started:
         ``messages_published`` (publishes applied here), ``messages_delivered``
-        (messages given to subscribers by them: queued, written or kept for
-        replay), ``streams_opened``, ``resumes`` (streams that started from
-        the replay buffer), ``resyncs`` (streams that asked to resume, or fell
+        (messages offered by them to the streams held in this process),
+        ``streams_opened``, ``resumes`` (streams that started from the
+        topics' histories), ``resyncs`` (streams that asked to resume, or fell
         behind, and got a fresh init message instead), ``queue_overflows``
         (deliveries that found a stream's queue full; see
-        :mod:`pubsubsse.stream`), and the backend's own counters (for a log
+        ``pubsubsse.streams._stream``), and the backend's own counters (for a log
         backend: ``log_entries_skipped`` and friends, see
         :mod:`pubsubsse.backends.log`). The lock is held only to copy the
         client list (about 1 ms at 100,000 clients); counting them takes about
         20 ms more at that size, so scrape every few seconds, not per request.
         """
-        core = self._core
         with self._lock:
-            clients = list(core.clients.values())
-            counters = core.counters
-            result = {
-                "clients": len(clients),
-                "public_topics": len(core.public),
-                "topics": len(core.topics),
-                "groups": len(core.groups),
-                "messages_published": counters.published,
-                "messages_delivered": counters.delivered,
-                "streams_opened": counters.streams_opened,
-                "resumes": counters.resumes,
-                "resyncs": counters.resyncs,
-                "queue_overflows": counters.queue_overflows,
-            }
-        # Counted outside the lock (a status read mid-change is as good as one read a moment
-        # later), in one pass: a scrape must not hold up publishers.
-        receiving = streams = 0
-        for client in clients:
-            if client._status is Status.RECEIVING:
-                receiving += 1
-            if client._mailbox.stream is not None:
-                streams += 1
-        result["clients_receiving"] = receiving
-        result["clients_waiting"] = len(clients) - receiving
-        result["streams"] = streams
+            result, clients = self._core.numbers()
+        result.update(count_clients(clients))
         result.update(self._backend.stats())
         return result
 
@@ -402,12 +373,12 @@ class SSEPubSubService:
         their clients reconnect elsewhere. The service stays usable; a stream
         attached later restarts the timer.
         """
-        self._ticker.stop()
-        with self._lock:
-            for client in self._core.clients.values():
-                stream = client._mailbox.stream
-                if isinstance(stream, Stream):
-                    stream.enqueue(CLOSE_MARK)
+        self._timer.stop()
+        self.end_streams()
+
+    def end_streams(self) -> None:
+        """End every stream held in this process (see :class:`~pubsubsse.backends.base.Replica`)."""
+        self._attachments.end_streams()
 
     def shutdown(self) -> None:
         """Like :meth:`close`, and also stop the backend (with Redis: stop following the shared log).
@@ -423,31 +394,38 @@ class SSEPubSubService:
     def apply(self, operation: str, args: tuple[Any, ...]) -> tuple[Any, Effects]:
         """Apply one operation under the lock (for backends; see :class:`~pubsubsse.backends.base.Replica`)."""
         with self._lock:
-            return self._core.apply(operation, args)
+            result, effects = apply_operation(self._core, operation, args)
+            if isinstance(result, AttachPlan):  # a stream held here: opened before the lock is released
+                result = self._attachments.open_stream(result)
+            return result, effects
 
-    def export_state(self, slice_size: int = 1000) -> Iterator[dict[str, Any] | list[ClientState]]:
+    def export_state(self, slice_size: int = 1000) -> Iterator[dict[str, Any] | list[StateItem]]:
         """Yield the state in slices, holding the lock only per slice (see :class:`.Replica`)."""
         with self._lock:
-            groups = self._core.export_groups()
+            groups = _state.export_groups(self._core)
+            topics = list(self._core.topics.values())
             clients = list(self._core.clients.values())
         yield groups
-        for start in range(0, len(clients), slice_size):
-            with self._lock:
-                part = self._core.export_clients(clients[start : start + slice_size])
-            yield part
+        exports: Any = ((_state.export_topics, topics), (_state.export_clients, clients))
+        for export, records in exports:
+            for start in range(0, len(records), slice_size):
+                with self._lock:
+                    part = export(self._core, records[start : start + slice_size])
+                if part:
+                    yield part
 
-    def import_state(self, groups: dict[str, Any], clients: list[ClientState], seq_offset: int = 0) -> None:
+    def import_state(self, groups: dict[str, Any], items: list[StateItem], seq_offset: int = 0) -> None:
         """Replace the state with the one described (see :class:`~pubsubsse.backends.base.Replica`)."""
         with self._lock:
-            for stream in self._core.import_state(groups, clients, seq_offset):
+            for stream in _state.import_state(self._core, groups, items, seq_offset):
                 if isinstance(stream, Stream):
                     stream.request_resync()
 
     # Internals -----------------------------------------------------------
 
     def _execute(self, operation: str, *args: Any) -> Any:
-        self._ticker.ensure_running()  # a client that never connects must expire too
-        return self._backend.execute(operation, args)
+        self._timer.ensure_running()  # a client that never connects must expire too
+        return present(self._backend.execute(operation, args))
 
     def _ensure_named(self, kind: str, object_id: str, group_id: str | None = None) -> Topic | Group:
         """Get or create a named public topic, group or group topic; don't wait for an unreachable log.
@@ -465,13 +443,9 @@ class SSEPubSubService:
             if not self._backend.shared:
                 raise
             with self._lock:
-                handle = self._core.declare(kind, object_id, group_id)
-            self._backend.submit(operation, args)
-            log.warning(
-                "pubsubsse: %s declared while the shared log is unreachable (%s); created once it answers",
-                object_id,
-                error,
-            )
+                handle: Topic | Group = self._core.declare(kind, object_id, group_id).view
+            self._backend.execute_eventually(operation, args)
+            log.warning(_DECLARED, object_id, error)
             return handle
 
     def _lookup(self, find: Callable[[], T | None]) -> T | None:
@@ -487,17 +461,25 @@ class SSEPubSubService:
                 found = find()
         return found
 
-    def _publish(self, topic: Topic, data: Any) -> None:
-        body = encode_update(topic.id, data, self._json_dumps)
-        if len(body) > self._max_payload_bytes:
-            raise LimitReached(f"max_payload_bytes: the encoded message has {len(body)} bytes")
+    def _topic(self, topic: str) -> Topic:
+        """Return the topic with the id ``topic``, or the public topic named ``topic`` (made if absent)."""
+        # Found by its id first: creating it is a round trip to a shared log, taken only if absent.
+        topic_id = topic if "/" in topic else named_id("T", topic)
+        existing = self._lookup(lambda: _view(self._core.topics.get(topic_id)))
+        if existing is None:
+            if "/" in topic:
+                raise TopicNotFound(f"topic {topic} does not exist (removed or never created)")
+            existing = self.public_topic(topic_id)
+        return cast(Topic, existing)
+
+    def _publish(self, topic: Topic, data: Any, transaction: Any = None) -> None:
+        body = encode_update(topic.id, data, self._json_dumps, self._max_payload_bytes)
+        if transaction is not None:
+            self._backend.stage(transaction, "pub", (topic.id, body))
+            return
         if not self._serving and not self._backend.shared and not self._warned_unserved:
             self._warned_unserved = True
-            log.warning(
-                "pubsubsse: a publish in a process that serves no streams, with the in-process backend: no "
-                "browser can receive it. Publish from the web process, or share the service through Redis "
-                "(and publish with pubsubsse.Publisher)."
-            )
+            log.warning(_UNSERVED)
         if self._backend.shared:
             # A shared log settles a publish once it holds it, before this process applies it,
             # so a topic this replica knows removed is refused here.
@@ -514,69 +496,20 @@ class SSEPubSubService:
     def _attach(self, client: Client, last_event_id: str | None) -> Stream:
         self._serving = True
         token = f"{self.process_token}:{next(self._stream_numbers)}"
-        # Parsed here, not in the operation: whatever a consumer sent never travels as it is.
+        # Parsed here: what a consumer sent never travels as it is ("?": not an id of ours, a reset).
         last_id = parse_event_id(last_event_id)
-        stream: Stream = self._execute("attach", client._id, token, None if last_id is None else str(last_id))
-        self._ticker.ensure_running()
+        resume = None if not last_event_id else "?" if last_id is None else str(last_id)
+        stream: Stream = self._execute("attach", client.id, token, resume)
+        self._timer.ensure_running()
         return stream
 
-    def _open_stream(self, client: Client, first_chunk: bytes, cursor: int, token: str) -> Stream:
-        return Stream(self, client, first_chunk, cursor, token, self._queue_size)
 
-    def _catch_up(self, stream: Stream) -> list[bytes]:
-        with self._lock:
-            stream.resync_pending = False
-            if stream.detached:
-                return []
-            events, stream.cursor = self._core.catch_up(stream.client, stream.cursor)
-        pieces: list[bytes] = []
-        for event_id, body in events:
-            pieces += frame(event_id, body)
-        return pieces
-
-    def _detach(self, stream: Stream) -> None:
-        with self._lock:
-            if stream.detached:
-                return
-            stream.detached = True
-        # Never waits for the backend: a closing stream (the disconnect watcher, the timer) must not.
-        self._backend.submit("detach", (stream.client._id, stream.token))
-
-    def _tick(self, now: float) -> None:
-        """Queue heartbeats, detach streams of dead processes, propose expiry of long-waiting clients.
-
-        Only two copies are made under the lock (the client list and the front of the waiting
-        list); the walk over every client runs without it and yields every 1,000 clients, so at
-        100,000 clients neither publishers nor, under gevent, the worker's other greenlets wait
-        for it. Nothing here waits for the backend: proposals are submitted, not executed.
-        """
-        expired: list[tuple[str, int]] = []
-        with self._lock:
-            clients = list(self._core.clients.values())
-            if self._client_timeout is not None:
-                for client in self._core.waiting.values():
-                    if now - client._waiting_since < self._client_timeout:
-                        break
-                    expired.append((client._id, client._detaches))
-        backend = self._backend
-        heartbeat = self._heartbeat
-        own = self.process_token + ":"
-        for done, client in enumerate(clients, 1):
-            # Reads without the lock may be stale by a moment: a heartbeat queued on a stream that
-            # just ended is never read, and a stale token makes the detach below a no-op.
-            stream = client._mailbox.stream
-            token = client._stream_token
-            if isinstance(stream, Stream):
-                if now - stream.last_write >= heartbeat and stream.queue.empty():
-                    stream.enqueue(HEARTBEAT_MARK)
-            elif token is not None and not token.startswith(own) and not backend.is_live(token.partition(":")[0]):
-                # Its stream was held by a process that died without detaching it.
-                backend.submit("detach", (client._id, token))
-            if done % 1000 == 0:
-                time.sleep(0)
-        for client_id, detaches in expired:
-            backend.submit("expire_client", (client_id, detaches))
-
+_UNSERVED = (
+    "pubsubsse: a publish in a process that serves no streams, with the in-process backend: no browser can "
+    "receive it. Publish from the web process, or share the service through Redis (and publish with "
+    "pubsubsse.Publisher)."
+)
+_DECLARED = "pubsubsse: %s declared while the shared log is unreachable (%s); created once it answers"
 
 #: The operation that gets or creates each kind of named object (see ``_ensure_named``).
 _ENSURE = {"public": "ensure_public_topic", "group": "ensure_group", "group_topic": "ensure_group_topic"}

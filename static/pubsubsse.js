@@ -5,6 +5,7 @@
  *   ps.on("update", (topicId, data) => show(topicId, data));
  *   ps.on("status", (status) => badge(status));          // connecting | open | reconnecting | closed | failed
  *   ps.on("sharing", (tabs) => note(tabs));              // how many tabs share this tab's connection
+ *   ps.on("reset", () => refetch());                     // messages may have been missed: fetch the state
  *   await ps.start();
  *   await ps.subscribe(topicId);
  *
@@ -20,6 +21,11 @@
  *     register: () => me().then((m) => m.client_id),         // instead of POST /add/user
  *     streamUrl: () => me().then((m) => m.stream_url),       // asked again before every (re)connection
  *   });
+ *
+ * A page rendered by the server can start the stream where the rendering stopped (render, then stream):
+ *
+ *   new PubSubSSE({ baseUrl: "/sse", clientId: "{{ live.client_id }}", lastEventId: "{{ live.last_event_id }}",
+ *                   topics: {{ live.topics | tojson }} })   // subscribed again if the client is ever gone
  *
  * A refused stream is examined before anything is thrown away: an expired or bad ticket, a 503 or a 429
  * are retried with backoff and a fresh stream URL, resuming where the stream stopped; only "client not
@@ -58,10 +64,13 @@
     this._share = null;
     this.clientId = null;
     this.status = STATUS.CLOSED;
-    this.lastEventId = null;
+    // A page rendered by the server may hand over its client and the position it rendered at
+    // (render, then stream): the stream then starts right after that position.
+    this._givenClient = options.clientId || null;
+    this.lastEventId = options.lastEventId != null ? String(options.lastEventId) : null;
     /** Map of topic id -> {id, type, subscribed}; in the server's order (public, group, private). */
     this.topics = new Map();
-    this._wanted = new Set(); // topics the app asked for, restored after re-registration
+    this._wanted = new Set(options.topics || []); // topics the app asked for, restored after re-registration
     this._listeners = {};
     this._source = null;
     this._stopped = true;
@@ -76,7 +85,11 @@
 
   PubSubSSE.STATUS = STATUS;
 
-  /** Listen to "topics", "subscribed", "unsubscribed", "update", "status", "message" or "error". */
+  /**
+   * Listen to "topics", "subscribed", "unsubscribed", "update", "status", "message", "error", or "reset":
+   * messages may have been missed (a resume the server could not serve, a new client registered after the
+   * old one was gone), so what the page shows from the stream must be fetched again.
+   */
   PubSubSSE.prototype.on = function (event, fn) {
     (this._listeners[event] = this._listeners[event] || []).push(fn);
     return this;
@@ -138,7 +151,9 @@
     this._registrations = [];
     this._setStatus(STATUS.CONNECTING);
     var stored = this.storage ? this.storage.getItem(this.storageKey) : null;
-    return this._claim(stored).then(function (ownId) {
+    var given = this._givenClient;
+    this._givenClient = null; // once: a later start() reuses or registers as usual
+    return (given ? Promise.resolve(given) : this._claim(stored)).then(function (ownId) {
       return ownId ? ownId : self._register();
     }).then(function (id) {
       self._useClient(id);
@@ -146,7 +161,7 @@
         self._share = new Share(self);
         self._share.start();
       } else {
-        self._open(false);
+        self._open(!!self.lastEventId);
       }
       return id;
     });
@@ -268,6 +283,7 @@
         self._useClient(id);
         self.lastEventId = null;
         self._emit("registered", id);
+        self._emit("reset");
         if (!self._stopped) self._open(false);
         return id;
       }).finally(function () { self._registering = null; });
@@ -392,6 +408,7 @@
     var sys = message.sys || [];
     var kinds = sys.map(function (item) { return item.type; });
     var isInit = kinds.indexOf("topics") >= 0 && kinds.indexOf("subscribed") >= 0;
+    var reset = kinds.indexOf("reset") >= 0;
     var restore = [];
     sys.forEach(function (item) {
       var list = item.list || [];
@@ -425,6 +442,7 @@
       });
       restore.forEach(function (id) { self.subscribe(id).catch(function (e) { self._emit("error", e); }); });
     }
+    if (reset) this._emit("reset");
     (message.updates || []).forEach(function (update) {
       self._emit("update", update.topic, update.data);
     });

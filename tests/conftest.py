@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pubsubsse import Client, EventManager, Group, GroupTopic, SSEPubSubService, Topic
+from pubsubsse.backends import RedisBackend
 
 
 @pytest.fixture(scope="session")
@@ -23,16 +24,31 @@ def redis_server():
 POSTGRES_DSN = os.environ.get("PUBSUBSSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture(params=["local", "redis", "postgres"])
+#: Where the ``service`` fixture's service lives. tests/unit/ takes "local" and "memory" (the shared-log
+#: engine over a log in memory); tests/integration/ runs the unit modules that use the fixture again on
+#: the shared backends (test_shared_*.py).
+BACKENDS = ["local", "redis", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
 def service(request):
     """The service under test: in this process, or one replica of a service shared through Redis or PostgreSQL."""
+    yield from make_service(request)
+
+
+def make_service(request):
     import uuid
 
     if request.param == "local":
         svc = SSEPubSubService(client_timeout=None)
+    elif request.param == "memory":
+        from pubsubsse.backends.log import LogBackend
+        from pubsubsse.backends.memory import MemoryTransport
+
+        svc = SSEPubSubService(backend=LogBackend(MemoryTransport()), client_timeout=None)
     elif request.param == "redis":
         redis_server = request.getfixturevalue("redis_server")
-        svc = SSEPubSubService(client_timeout=None, redis_url=redis_server.url, redis_key=f"test:{uuid.uuid4()}")
+        svc = SSEPubSubService(backend=RedisBackend(redis_server.url, key=f"test:{uuid.uuid4()}"), client_timeout=None)
     else:
         from pubsubsse.backends.postgres import PostgresBackend
 
@@ -49,8 +65,9 @@ def drop_postgres_tables(name: str) -> None:
 
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
         connection.execute(
-            f"DROP TABLE IF EXISTS {name}_log, {name}_state, {name}_reports; "
-            f"DROP FUNCTION IF EXISTS {name}_append(text, bigint, bigint, bytea[])"
+            f"DROP TABLE IF EXISTS {name}_log, {name}_state, {name}_reports, {name}_outbox; "
+            f"DROP SEQUENCE IF EXISTS {name}_commits; "
+            f"DROP FUNCTION IF EXISTS {name}_append(text, bigint, bigint, bytea[]), {name}_drain(), {name}_committing()"
         )
 
 

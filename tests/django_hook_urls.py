@@ -1,4 +1,4 @@
-"""URLs and a hook for tests/test_django.py's in-process Django projects."""
+"""URLs and a hook for tests/integration/test_django.py's in-process Django projects."""
 
 from django.core.exceptions import PermissionDenied
 from django.urls import include, path

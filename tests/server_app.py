@@ -29,10 +29,7 @@ def _env_number(name, default, kind=float):
 
 
 def _backend_options() -> dict:
-    """``redis_url`` and friends; a RedisBackend when its newer options are asked for.
-
-    The shorthand keeps this app runnable on pubsubsse 0.1.0 too (the rolling-upgrade test).
-    """
+    """The backend the environment asks for: PostgreSQL, Redis, or none (in-process)."""
     if "PUBSUBSSE_POSTGRES_DSN" in os.environ:
         from pubsubsse.backends.postgres import PostgresBackend
 
@@ -41,7 +38,7 @@ def _backend_options() -> dict:
     url = os.environ.get("PUBSUBSSE_REDIS_URL")
     key = os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log")
     snapshot_every = int(os.environ.get("PUBSUBSSE_REDIS_SNAPSHOT_EVERY", "10000"))
-    if url and ("PUBSUBSSE_REDIS_ALIVE" in os.environ or "PUBSUBSSE_REDIS_TIMEOUT" in os.environ):
+    if url:
         from pubsubsse.backends import RedisBackend
 
         backend = RedisBackend(
@@ -52,7 +49,7 @@ def _backend_options() -> dict:
             alive=float(os.environ.get("PUBSUBSSE_REDIS_ALIVE", "30")),
         )
         return {"backend": backend}
-    return {"redis_url": url, "redis_key": key, "redis_snapshot_every": snapshot_every}
+    return {}
 
 
 def service_options() -> dict:
@@ -74,12 +71,7 @@ def main_options() -> dict:
         new_clients_per_second=_env_number("PUBSUBSSE_NEW_CLIENT_RATE", None),
         new_clients_burst=_env_number("PUBSUBSSE_NEW_CLIENT_BURST", 100, int),
         stats_endpoint=True,
-        # Only when asked: tests/test_upgrade.py serves this app with an older version, which lacks it.
-        **(
-            {"write_timeout": float(os.environ["PUBSUBSSE_WRITE_TIMEOUT"])}
-            if "PUBSUBSSE_WRITE_TIMEOUT" in os.environ
-            else {}
-        ),
+        write_timeout=_env_number("PUBSUBSSE_WRITE_TIMEOUT", None),
     )
 
 
@@ -151,7 +143,13 @@ def create_app():
 
     @app.route("/test/ready")
     def ready():
-        return reply({"pid": os.getpid()})
+        return reply({"pid": os.getpid(), "process": service.process_token})
+
+    @app.route("/test/tokens")
+    def tokens():
+        """Each client's stream token: which process holds its stream (``<process token>:<n>``)."""
+        service.sync()
+        return reply({cid: c._record.stream_token for cid, c in service.get_clients().items()})
 
     @app.route("/test/pub", methods=["POST"])
     def pub():
@@ -180,7 +178,12 @@ def create_app():
         """This worker's whole state, hashed, once it has caught up with the log."""
         import hashlib
 
-        service.sync()
+        from pubsubsse import BackendUnavailable
+
+        try:
+            service.sync()
+        except BackendUnavailable:  # the log was just replaced, say: asked again
+            return reply({"pid": os.getpid(), "digest": None}, 503)
         parts = [json.dumps(part, sort_keys=True, default=repr).encode() for part in service.export_state()]
         return reply({"pid": os.getpid(), "digest": hashlib.sha256(b"".join(parts)).hexdigest()})
 

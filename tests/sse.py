@@ -96,3 +96,14 @@ def parse_shared(raw: bytes) -> list[tuple[str, str | None, Any]]:
 def drain_shared(stream) -> list[tuple[str, str | None, Any]]:
     """Everything a shared stream has ready now, parsed. Never blocks."""
     return parse_shared(ready(stream))
+
+
+def is_init(message: dict[str, Any]) -> bool:
+    """An init message: the client's state (topics, then subscribed), with or without a ``reset`` element."""
+    kinds = [item["type"] for item in message["sys"] or []]
+    return message["updates"] is None and kinds in (["topics", "subscribed"], ["topics", "subscribed", "reset"])
+
+
+def is_reset(message: dict[str, Any]) -> bool:
+    """An init message that says messages may have been missed (a resume that could not be served)."""
+    return is_init(message) and message["sys"][-1]["type"] == "reset"

@@ -146,7 +146,7 @@ def check_invariants(service, removed) -> list[str]:
     problems = []
     clients = service.get_clients()
     groups = service.get_groups()
-    all_topics = dict(service._core.topics)
+    all_topics = {tid: record.view for tid, record in service._core.topics.items()}
     for cid in removed["clients"] & set(clients):
         problems.append(f"removed client {cid} still registered")
     for tid in removed["topics"] & set(all_topics):

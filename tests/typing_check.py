@@ -11,7 +11,7 @@ from typing import Any, Union
 from typing_extensions import assert_type
 
 from pubsubsse import Client, EventManager, Group, GroupTopic, SSEPubSubService, Status, Topic
-from pubsubsse.protocol import Endpoints, FileReply, Reply, Request, StreamReply
+from pubsubsse.web._protocol import Endpoints, FileReply, Reply, Request, StreamReply
 
 service = SSEPubSubService()
 client = service.new_client()

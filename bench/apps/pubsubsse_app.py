@@ -23,12 +23,13 @@ if os.environ.get("BENCH_GC_LOG"):  # log the garbage collector's pauses over 2 
     gc.callbacks.append(_log_gc)
 
 from pubsubsse import SSEPubSubService, create_blueprint
+from pubsubsse.backends import RedisBackend
 
 service = SSEPubSubService(
     heartbeat=15,
     client_timeout=None,
     queue_size=int(os.environ.get("BENCH_QUEUE", "1000")),
-    redis_url=os.environ.get("BENCH_REDIS_URL"),
+    backend=RedisBackend(os.environ["BENCH_REDIS_URL"]) if os.environ.get("BENCH_REDIS_URL") else None,
 )
 topics = []
 app = Flask(__name__)

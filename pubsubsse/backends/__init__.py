@@ -11,22 +11,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Backend, InProcessBackend, Replica
+from pubsubsse.backends.base import Backend, InProcessBackend, Replica
 
 if TYPE_CHECKING:
-    from .postgres import PostgresBackend
-    from .redis import RedisBackend
+    from pubsubsse.backends.postgres import PostgresBackend
+    from pubsubsse.backends.redis import RedisBackend
 
 __all__ = ["Backend", "InProcessBackend", "Replica", "RedisBackend", "PostgresBackend"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "RedisBackend":
-        from .redis import RedisBackend
+        from pubsubsse.backends.redis import RedisBackend
 
         return RedisBackend
     if name == "PostgresBackend":
-        from .postgres import PostgresBackend
+        from pubsubsse.backends.postgres import PostgresBackend
 
         return PostgresBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

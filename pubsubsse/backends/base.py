@@ -2,7 +2,7 @@
 
 A :class:`~pubsubsse.SSEPubSubService` never changes its state directly. Each
 change is an *operation* (a name and arguments made of ids and bytes, see
-:mod:`pubsubsse.core`) handed to its backend's :meth:`Backend.execute`. The
+``pubsubsse.core._engine``) handed to its backend's :meth:`Backend.execute`. The
 backend applies it, through the service's :class:`Replica` interface, in this
 process and, for a shared backend, in every process that uses the same log,
 in the same order everywhere.
@@ -25,17 +25,19 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import PubSubError
+from pubsubsse.core._state import Item
+from pubsubsse.errors import NotTransactional, PubSubError
 
 if TYPE_CHECKING:
-    from ..core import Effects
+    from pubsubsse.core._engine import Effects
 
-__all__ = ["Backend", "Replica", "InProcessBackend", "ClientState"]
+__all__ = ["Backend", "Replica", "InProcessBackend", "StateItem"]
 
 log = logging.getLogger(__name__)
 
-#: One client's state as a snapshot carries it: JSON-ready fields and its replay bodies.
-ClientState = tuple[dict[str, Any], list[bytes]]
+#: One object of the state as a snapshot carries it (a topic's history, a client): JSON-ready fields
+#: and the message bodies it holds.
+StateItem = Item
 
 
 class Replica(Protocol):
@@ -52,21 +54,25 @@ class Replica(Protocol):
         """
         ...
 
-    def export_state(self, slice_size: int) -> Iterator[dict[str, Any] | list[ClientState]]:
-        """Yield the state in slices: first the topics and groups, then lists of clients.
+    def export_state(self, slice_size: int) -> Iterator[dict[str, Any] | list[StateItem]]:
+        """Yield the state in slices: first the topics and groups, then lists of items (histories, clients).
 
         The lock is held only while a slice is taken. The state must not
-        change between slices, and a slice may refer to live replay buffers:
+        change between slices, and a slice may refer to live histories:
         call it from the only thread that applies operations (a log backend's
         reader), and consume each slice before applying anything.
         """
         ...
 
-    def import_state(self, groups: dict[str, Any], clients: list[ClientState], seq_offset: int = 0) -> None:
-        """Replace the state with the one described (see :meth:`pubsubsse.core.Core.import_state`).
+    def import_state(self, groups: dict[str, Any], items: list[StateItem], seq_offset: int = 0) -> None:
+        """Replace the state with the one described (see ``pubsubsse.core._engine.Core.import_state``).
 
         Streams attached here whose client changed are resynchronised (an init message).
         """
+        ...
+
+    def end_streams(self) -> None:
+        """End every stream held in this process, so that their consumers reconnect (elsewhere, say)."""
         ...
 
 
@@ -74,7 +80,7 @@ class Backend:
     """The base of every backend; on its own it cannot apply anything.
 
     A backend is bound to exactly one service (:meth:`bind`), which then calls
-    :meth:`execute` for every change, :meth:`submit` for changes that must
+    :meth:`execute` for every change, :meth:`execute_eventually` for changes that must
     happen eventually (a detach, an expiry), and the other methods as their
     docstrings say. Every method may be called from any thread or greenlet.
     """
@@ -113,7 +119,7 @@ class Backend:
         """
         raise NotImplementedError
 
-    def submit(self, operation: str, args: tuple[Any, ...]) -> None:
+    def execute_eventually(self, operation: str, args: tuple[Any, ...]) -> None:
         """Apply a change that must happen eventually and may be applied twice harmlessly; do not wait.
 
         Used for detaches and expiries. The default applies it at once; a
@@ -124,6 +130,18 @@ class Backend:
             self.execute(operation, args)
         except PubSubError as error:
             log.debug("%s was not applied: %s", operation, error)
+
+    def stage(self, transaction: Any, operation: str, args: tuple[Any, ...]) -> None:
+        """Write a change into the caller's database ``transaction``: applied if and when it commits.
+
+        Raises :class:`~pubsubsse.errors.NotTransactional` unless the backend
+        keeps its log in that database (only the PostgreSQL backend does).
+        """
+        raise NotTransactional(
+            f"{type(self).__name__} cannot write a publish into a database transaction: that needs "
+            "PostgresBackend on the same database. Publish after the commit instead (Django: "
+            "pubsubsse.django.publish() in transaction.atomic() does; Flask: pubsub.publish(..., session=...))"
+        )
 
     def sync(self) -> None:
         """Return once every change made before the call, in any process, is applied here."""

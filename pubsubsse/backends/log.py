@@ -2,7 +2,7 @@
 
 Every change is an *entry* appended to one log. Every process reads the log
 with one connection and applies the entries in order to its
-:class:`~pubsubsse.core.Core`, so all of them hold the same state and give
+``pubsubsse.core._engine.Core``, so all of them hold the same state and give
 every client the same event ids; each process queues events only for the
 streams it holds. A change returns once this process has applied it
 (read-your-writes); its events fire only here, in the caller's thread.
@@ -43,17 +43,22 @@ Nothing stops for good
 Versions
     Entries carry a format version. Every process reports the newest format it
     reads; writers use the oldest format any live process reads, so old and
-    new processes can share a log during a rolling upgrade (format 1 is the
-    one of pubsubsse 0.1.0).
+    new processes can share a log during a rolling upgrade. Format 2 is the
+    only one so far.
 
 Snapshots, trimming and liveness
     Every ``snapshot_every`` entries one process stores a snapshot (built by
     the reader between entries, a slice of clients at a time, so streams keep
-    moving) and trims the log behind it and behind every live process.
-    Processes report their position every second; one that has neither
-    reported nor written for ``alive`` seconds is dead, and the streams it held
-    are detached by the others. A process that comes back after being declared
-    dead sees those detaches and ends its streams, so their browsers reconnect.
+    moving) and trims the log behind it and behind every live process (the
+    trim reads the reports itself, atomically). Processes report their
+    position every second (every ``alive / 4`` if shorter); one that has
+    neither reported nor written for ``alive`` seconds is dead, and the
+    streams it held are detached by the others. A process that comes back
+    after being declared dead sees those detaches and ends its streams, so
+    their browsers reconnect. While its last report is older than
+    ``alive / 2``, and once more after its next report lands, a process checks
+    after each read that nothing after its position was trimmed; if something
+    was, it loads the snapshot instead of reading on after the hole.
 
 A lost log
     If the log loses entries (a Redis restarted without persistence, or with
@@ -65,360 +70,68 @@ A lost log
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import queue
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from ..core import OPERATIONS, OPERATIONS_V1, Effects
-from ..errors import BackendUnavailable, PubSubError
-from . import snapshot as snapshots
-from .base import Backend
+from pubsubsse.backends._entries import (
+    WITH_BODY,
+    Appended,
+    Change,
+    LogUnavailable,
+    NotAppended,
+    Position,
+    Record,
+    check_update_body,
+    decode_entry,
+    encode_entry,
+)
+from pubsubsse.backends._log_base import LogOptions, LogState, LogTransport, log_options
+from pubsubsse.backends._log_upkeep import Upkeep
+from pubsubsse.backends._log_writer import Writer
+from pubsubsse.core._engine import Effects
+from pubsubsse.core._operations import OPERATIONS
+from pubsubsse.errors import BackendUnavailable, PubSubError
 
-__all__ = ["LogBackend", "LogUnavailable", "Position", "Appended", "Refused", "Record"]
+__all__ = [
+    "LogBackend",
+    "LogOptions",
+    "LogTransport",
+    "LogUnavailable",
+    "Position",
+    "Appended",
+    "NotAppended",
+    "Record",
+    "log_options",
+]
 
 log = logging.getLogger(__name__)
 
-#: A place in the log: two integers that order the entries (Redis: the entry id's two parts).
-Position = tuple[int, int]
-START: Position = (0, 0)
 
-#: The entry format this version writes, and the oldest it still reads and writes.
-FORMAT = 2
-OLDEST_FORMAT = 1
-
-#: How far every client's event ids jump when a lost log is replaced (see "A lost log").
-SEQ_JUMP = 1 << 20
-
-
-class LogUnavailable(Exception):
-    """Raised by a transport when the log did not answer.
-
-    ``sent`` is ``False`` when nothing reached the log (the connection could
-    not be made): an append that raises this was certainly not applied.
-    Otherwise its outcome is unknown.
-    """
-
-    def __init__(self, message: str, *, sent: bool = True) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-class Refused:
-    """The log refused an append, so nothing of it was appended.
-
-    ``reason``: ``"expired"`` (past its deadline), ``"stale"`` (the epoch
-    changed: the log was lost and replaced) or ``"early"`` (a marker before
-    the time it must wait for).
-    """
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class Appended:
-    """The log appended a batch: the positions of its entries, in order."""
-
-    __slots__ = ("positions",)
-
-    def __init__(self, positions: list[Position]) -> None:
-        self.positions = positions
-
-
-class Record:
-    """An entry as read back from the log: its position and its fields."""
-
-    __slots__ = ("position", "fields")
-
-    def __init__(self, position: Position, fields: dict[bytes, bytes]) -> None:
-        self.position = position
-        self.fields = fields
-
-
-class _Change:
-    """One change on its way through the log, and what its caller waits for.
-
-    Its fields are guarded by ``LogBackend._waiting_lock`` until ``done`` is set.
-    """
-
-    __slots__ = ("operation", "args", "number", "submitted", "cancelled", "done", "result", "effects", "error")
-
-    def __init__(self, operation: str, args: tuple[Any, ...], submitted: bool = False) -> None:
-        self.operation = operation
-        self.args = args
-        #: Set by the writer when the change goes into a batch; 0 until then.
-        self.number = 0
-        #: Nobody waits: retried until applied, its events fired by the events thread.
-        self.submitted = submitted
-        #: The caller gave up before the change was sent: it never will be.
-        self.cancelled = False
-        self.done = threading.Event()
-        self.result: Any = None
-        self.effects: Effects | None = None
-        self.error: BackendUnavailable | None = None
-
-    def fail(self, message: str, unknown: bool = False) -> None:
-        error = BackendUnavailable(message)
-        error.outcome_unknown = unknown
-        self.error = error
-        self.done.set()
-
-
-#: Operations whose last argument is a message body: format 2 carries it in a field of its own.
-_WITH_BODY = frozenset({"pub", "pub_named"})
-
-#: How old (seconds) the reports read from the log and the last read of it may be for this
-#: process to judge another one dead (reports are read every second).
 _FRESH = 3.0
 
-#: Operations whose caller waits only until the log holds them, not until they are applied here:
-#: a publish returns nothing and fires no event, and its place in the log is fixed once appended
-#: (any later change of the caller's comes after it). Waiting for the apply too would serialise
-#: a process's publishes behind its own fan-out: each log read would bring one entry, and each
-#: stream would get one write per event instead of one per read.
-_SETTLED_ON_APPEND = frozenset({"pub"})
 
+class LogBackend(Upkeep, Writer, LogState):
+    """A service shared through a replicated log: ``LogBackend(transport, **options)``.
 
-def encode_entry(origin: str, number: int, operation: str, args: tuple[Any, ...], version: int) -> dict[str, bytes]:
-    """Return the fields of a log entry in format ``version``."""
-    if version == 1:  # pubsubsse 0.1.0: one JSON field, a published body carried as text inside it
-        if operation == "pub":
-            args = (args[0], args[1].decode("utf-8"))
-        return {"c": _dumps([origin, number, operation, list(args)])}
-    fields = {"v": b"2"}
-    if operation in _WITH_BODY:  # the body is JSON already: carried as it is, next to the command
-        fields["b"] = args[1]
-        args = args[:1]
-    fields["e"] = _dumps([origin, number, operation, list(args)])
-    return fields
+    The engine: batches, deadlines, ordering, snapshots, trimming, liveness.
+    ``transport`` says where the log lives (:class:`LogTransport`: Redis,
+    PostgreSQL, memory); :class:`~pubsubsse.backends.redis.RedisBackend` and
+    :class:`~pubsubsse.backends.postgres.PostgresBackend` build theirs.
 
-
-def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, int, str, tuple[Any, ...]]:
-    """Return ``(origin, number, operation, args)``; raise :class:`ValueError` for anything else."""
-    version = fields.get(b"v")
-    if version is None and b"c" in fields:
-        origin, number, operation, args = json.loads(fields[b"c"])
-        if operation == "pub" and isinstance(args, list) and len(args) == 2 and isinstance(args[1], str):
-            args = [args[0], args[1].encode("utf-8")]
-    elif version == b"2":
-        origin, number, operation, args = json.loads(fields[b"e"])
-        if operation in _WITH_BODY and isinstance(args, list):
-            args = [*args, fields[b"b"]]
-    else:
-        raise ValueError(f"entry format {version!r} is not one this version reads")
-    if not (isinstance(origin, str) and isinstance(number, int) and isinstance(operation, str)):
-        raise ValueError("malformed entry")
-    if not isinstance(args, list):
-        raise ValueError("malformed entry")
-    return origin, number, operation, tuple(args)
-
-
-def check_update_body(args: tuple[Any, ...]) -> None:
-    """Raise :class:`ValueError` unless ``args`` end with a message body as this library encodes it.
-
-    Bodies go to browsers as they are, inside an SSE event: a body written into the log by
-    anything else (not JSON, a line break that would end the event, another topic) must not.
+    Its options (``timeout``, ``outcome_timeout``, ``snapshot_every``, ``alive``)
+    are described by :class:`LogOptions`.
     """
-    if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], bytes):
-        raise ValueError("arguments of a publish have the shape (topic id, body)")
-    try:
-        message = json.loads(args[1])
-    except (ValueError, RecursionError):
-        raise ValueError("a published body is not JSON") from None
-    if not isinstance(message, dict):
-        raise ValueError("a published body is not a message this library encodes")
-    updates = message.get("updates")
-    if (
-        b"\n" in args[1]
-        or b"\r" in args[1]
-        or message.get("sys", 0) is not None
-        or not isinstance(updates, list)
-        or len(updates) != 1
-        or not isinstance(updates[0], dict)
-        or updates[0].get("topic") != args[0]
-        or "data" not in updates[0]
-    ):
-        raise ValueError("a published body is not a message this library encodes")
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-class LogBackend(Backend):
-    """The generic part of a replicated log; a transport subclass says where the log lives.
-
-    Options (all in seconds unless said otherwise):
-
-    ``timeout`` (default 5)
-        How long a change may wait to be sent, and the network timeout. A
-        change is appended only until ``timeout`` after it was sent, on the
-        log's clock.
-    ``outcome_timeout`` (default 60)
-        How long a change whose append got no answer waits for the log to
-        answer again (to learn whether it was applied) before it raises with
-        ``outcome_unknown``.
-    ``snapshot_every`` (entries, default 10000)
-        How often a snapshot is stored and the log trimmed.
-    ``alive`` (default 30)
-        A process that has neither reported its position nor written for this
-        long is dead: the streams it held are detached.
-    """
-
-    shared = True
-
-    def __init__(
-        self, *, timeout: float = 5.0, outcome_timeout: float = 60.0, snapshot_every: int = 10000, alive: float = 30.0
-    ) -> None:
-        super().__init__()
-        for name, value in [("timeout", timeout), ("outcome_timeout", outcome_timeout), ("alive", alive)]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be a positive int, got {snapshot_every!r}")
-        self.timeout = float(timeout)
-        self.outcome_timeout = float(outcome_timeout)
-        self.snapshot_every = snapshot_every
-        self.alive = float(alive)
-        self._origin = ""
-        self._numbers = itertools.count(1)
-        self._outbox: queue.Queue[_Change | None] = queue.Queue()
-        #: Changes sent and not settled yet, by number.
-        self._waiting: dict[int, _Change] = {}
-        self._waiting_lock = threading.Lock()
-        #: Events of submitted changes to fire, barriers of sync() (set when reached), None to stop.
-        self._events: queue.Queue[Effects | threading.Event | None] = queue.Queue()
-        #: Position of the last entry applied here; changed only by the reader, after applying.
-        self._position: Position = START
-        self._applied = threading.Condition()
-        self._ready = threading.Event()
-        self._closed = threading.Event()
-        self._check_needed = threading.Event()
-        self._load_error = "not loaded yet"
-        self._epoch: str | None = None
-        #: Per origin, the number of the last entry applied from it (carried by snapshots).
-        self._origins: dict[str, int] = {}
-        #: Per origin, when (monotonic) an entry of it was last applied here.
-        self._last_written: dict[str, float] = {}
-        self._reports: dict[str, tuple[Position, float, int]] = {}
-        #: When (wall clock, and monotonic) ``_reports`` were read from the log.
-        self._reports_read_at = (0.0, -1e9)
-        #: Since when (monotonic) this process has followed the log without a gap: only a process
-        #: silent for ``alive`` seconds of that is dead (an outage silenced every process alike).
-        self._watching_since = time.monotonic()
-        self._clock_offset = 0.0
-        self._clock_checked = -1e9
-        self._since_snapshot = 0
-        self._reported = 0.0
-        self._last_read = time.monotonic()
-        self._warned: set[str] = set()
-        self._counts = {
-            "log_entries_applied": 0,
-            "log_entries_skipped": 0,
-            "log_changes_refused": 0,
-            "log_changes_retried": 0,
-            "log_reseeds": 0,
-            "log_snapshots": 0,
-            "log_thread_restarts": 0,
-        }
-        self.longest_snapshot_slice = 0.0
-        self._threads: list[threading.Thread] = []
-
-    # The transport: what a subclass implements ------------------------------------------------
-
-    def connect(self) -> None:
-        """Open the connections; raise :class:`LogUnavailable` if the log cannot be reached."""
-
-    def disconnect(self) -> None:
-        """Close the connections."""
-
-    def append(
-        self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
-    ) -> Appended | Refused:
-        """Append ``entries`` in one atomic step, or refuse them all.
-
-        Refused with ``"stale"`` if the log has no epoch or its epoch is not
-        ``epoch`` (``"*"`` accepts any, for a publisher that holds no replica), with
-        ``"expired"`` if the log's clock is past ``deadline_ms``, with
-        ``"early"`` if it is not past ``not_before_ms``. Raise
-        :class:`LogUnavailable` if the log did not answer.
-        """
-        raise NotImplementedError
-
-    def read(self, after: Position, block: float, count: int) -> list[Record]:
-        """Return up to ``count`` entries after ``after``, waiting up to ``block`` seconds for one."""
-        raise NotImplementedError
-
-    def head(self) -> Position | None:
-        """Return the position of the last entry appended in this epoch (trimmed or not); ``None``: no log."""
-        raise NotImplementedError
-
-    def trimmed_after(self, position: Position) -> bool:
-        """Return whether entries after ``position`` have been removed from the log (trimmed)."""
-        raise NotImplementedError
-
-    def now_ms(self) -> int:
-        """Return the log's clock, in milliseconds."""
-        raise NotImplementedError
-
-    def get_epoch(self) -> str | None:
-        """Return the log's epoch, or ``None`` if it has none (new, or lost)."""
-        raise NotImplementedError
-
-    def create_epoch(self, epoch: str) -> None:
-        """Give the log its first epoch, unless it has one already."""
-        raise NotImplementedError
-
-    def replace_log(self, old_epoch: str | None, new_epoch: str, snapshot: bytes) -> bool:
-        """If the epoch is still ``old_epoch``: store ``snapshot``, empty the log, set ``new_epoch``; atomically."""
-        raise NotImplementedError
-
-    def load_snapshot(self) -> bytes | None:
-        """Return the stored snapshot, or ``None``."""
-        raise NotImplementedError
-
-    def store_snapshot(self, blob: bytes, owner: str) -> None:
-        """Store ``blob`` as the snapshot, if ``owner`` still holds the snapshot lock."""
-        raise NotImplementedError
-
-    def lock_snapshot(self, owner: str, seconds: float) -> bool:
-        """Take the snapshot lock for ``seconds`` unless another process holds it."""
-        raise NotImplementedError
-
-    def unlock_snapshot(self, owner: str) -> None:
-        """Release the snapshot lock if ``owner`` holds it."""
-        raise NotImplementedError
-
-    def trim(self, before: Position) -> None:
-        """Remove the entries before ``before``."""
-        raise NotImplementedError
-
-    def report(self, origin: str, position: Position, wall: float, version: int) -> None:
-        """Record that ``origin`` has applied the log up to ``position`` at ``wall`` and reads ``version``."""
-        raise NotImplementedError
-
-    def reports(self) -> dict[str, tuple[Position, float, int]]:
-        """Return every process's last report: position, wall time and the newest format it reads."""
-        raise NotImplementedError
-
-    def forget(self, origins: list[str]) -> None:
-        """Remove the reports of ``origins`` (processes dead for long)."""
-        raise NotImplementedError
 
     # Lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the shared state (or start unready if the log cannot be reached) and start the threads."""
-        self._origin = self.replica.process_token
+        self._process_token = self.replica.process_token
         try:
-            self.connect()
+            self.transport.connect()
             self._load()
         except LogUnavailable as error:
             # Raising here would make gunicorn halt every worker (a worker that fails to boot
@@ -457,7 +170,7 @@ class LogBackend(Backend):
         self._events.put(None)
         for thread in self._threads:
             thread.join(3)
-        self.disconnect()
+        self.transport.disconnect()
 
     def check_ready(self) -> None:
         """Raise :class:`~pubsubsse.errors.BackendUnavailable` until the shared state has been loaded."""
@@ -477,7 +190,7 @@ class LogBackend(Backend):
         report. So a process is dead only once this one has followed the log without a gap
         for ``alive`` seconds and read fresh reports, and it stayed silent all that time.
         """
-        if process_token == self._origin:
+        if process_token == self._process_token:
             return True
         read_wall, read_at = self._reports_read_at
         now = time.monotonic()
@@ -499,7 +212,7 @@ class LogBackend(Backend):
         unreachable for ``outcome_timeout`` seconds after the change was sent.
         """
         self.check_ready()
-        change = _Change(operation, args)
+        change = Change(operation, args)
         self._outbox.put(change)
         if not change.done.wait(self.timeout):
             with self._waiting_lock:
@@ -518,9 +231,24 @@ class LogBackend(Backend):
             change.effects.fire()
         return change.result
 
-    def submit(self, operation: str, args: tuple[Any, ...]) -> None:
+    def execute_eventually(self, operation: str, args: tuple[Any, ...]) -> None:
         """Queue a change that is retried until applied; its events fire in the events thread."""
-        self._outbox.put(_Change(operation, args, submitted=True))
+        self._outbox.put(Change(operation, args, eventual=True))
+
+    def stage(self, transaction: Any, operation: str, args: tuple[Any, ...]) -> None:
+        """Write the change into the caller's ``transaction``, if the transport can (PostgreSQL's outbox).
+
+        It is applied, everywhere, when the transaction commits, after every
+        change already in the log; its events fire nowhere (like a
+        :class:`~pubsubsse.Publisher`'s). See :meth:`.Backend.stage`.
+        """
+        stage = getattr(self.transport, "stage", None)
+        if stage is None:
+            super().stage(transaction, operation, args)
+            return
+        self.check_ready()
+        entry = encode_entry(self._staging_origin, next(self._numbers), operation, args, self._format())
+        stage(transaction, [entry], self._epoch)
 
     def sync(self) -> None:
         """Wait until this process has applied every change made before the call, here or anywhere.
@@ -530,196 +258,10 @@ class LogBackend(Backend):
         change this process had queued (a stream's detach, say), whose events
         have fired too.
         """
-        self.execute(*self._marker())
-        fired = threading.Event()  # and the events of submitted changes before it have fired
+        self.execute("noop", ())
+        fired = threading.Event()  # and the events of eventual changes before it have fired
         self._events.put(fired)
         fired.wait(self.timeout)
-
-    def _marker(self) -> tuple[str, tuple[Any, ...]]:
-        """Return an operation that changes nothing, in the format every live process reads."""
-        # pubsubsse 0.1.0 knows no "noop": a detach of nobody changes nothing either.
-        return ("noop", ()) if self._format() >= 2 else ("detach", ("C-marker", "P-marker:0"))
-
-    # The writer: one batch at a time ----------------------------------------------------------
-
-    def _run_writer(self) -> None:
-        retry: list[_Change] = []
-        while not self._closed.is_set():
-            batch = self._take_batch(retry)
-            if batch is None:
-                return
-            if not batch:
-                retry = []
-                continue
-            if not self._ready.is_set():
-                retry = self._refuse(batch, f"the shared log is not loaded yet ({self._load_error})")
-            else:
-                try:
-                    retry = self._write(batch)
-                except Exception:
-                    log.exception("pubsubsse log writer failed; the batch was not applied")
-                    retry = self._refuse(batch, "internal error")
-            if retry:
-                self._closed.wait(0.2)
-
-    def _take_batch(self, retry: list[_Change]) -> list[_Change] | None:
-        """Return the next batch: the changes to retry and whatever else is queued; ``None`` at close."""
-        pending = list(retry)
-        if not pending:
-            first = self._outbox.get()
-            if first is None:
-                return None
-            pending.append(first)
-        size = 0
-        while len(pending) < 256 and size < 1 << 20:
-            try:
-                change = self._outbox.get_nowait()
-            except queue.Empty:
-                break
-            if change is None:
-                self._outbox.put(None)
-                break
-            pending.append(change)
-            size += len(change.args[-1]) if change.operation in _WITH_BODY else 100
-        batch = []
-        with self._waiting_lock:
-            for change in pending:
-                if not change.cancelled:
-                    change.number = next(self._numbers)
-                    self._waiting[change.number] = change
-                    batch.append(change)
-        return batch
-
-    def _format(self) -> int:
-        """Return the format to write: the oldest any live process reads."""
-        version = FORMAT
-        now = time.time()
-        for origin, (_, wall, reads) in self._reports.items():
-            if origin != self._origin and now - wall < self.alive:
-                version = min(version, reads)
-        return max(version, OLDEST_FORMAT)
-
-    def _log_now(self) -> int:
-        """Return the log's clock as estimated here (checked against the log every 10 seconds)."""
-        if time.monotonic() - self._clock_checked > 10:
-            before = time.time()
-            log_now = self.now_ms()
-            after = time.time()
-            self._clock_offset = log_now - (before + after) * 500
-            self._clock_checked = time.monotonic()
-        return int(time.time() * 1000 + self._clock_offset)
-
-    def _write(self, batch: list[_Change]) -> list[_Change]:
-        """Append one batch; return the submitted changes to try again."""
-        version = self._format()
-        if version < 2:
-            unknown = [c for c in batch if c.operation not in OPERATIONS_V1]
-            if unknown:  # a pubsubsse 0.1.0 process would stop at them
-                self._refuse(unknown, "a process of pubsubsse 0.1.0 shares the log; it cannot apply this change")
-                batch = [c for c in batch if c.operation in OPERATIONS_V1]
-                if not batch:
-                    return []
-        entries = [encode_entry(self._origin, c.number, c.operation, c.args, version) for c in batch]
-        deadline = 0
-        try:
-            deadline = self._log_now() + int(self.timeout * 1000)
-            outcome = self.append(entries, self._epoch or "", deadline, 0)
-            if isinstance(outcome, Refused) and outcome.reason == "expired":
-                self._clock_checked = -1e9  # a log clock that jumped: one more try with a fresh deadline
-                deadline = self._log_now() + int(self.timeout * 1000)
-                outcome = self.append(entries, self._epoch or "", deadline, 0)
-        except LogUnavailable as error:
-            if not deadline or not error.sent:
-                return self._refuse(batch, f"the shared log is unavailable: {error}")
-            log.warning("an append to the pubsubsse log got no answer (%s); finding out whether it was applied", error)
-            applied = self._resolve(batch, deadline)
-            if applied:
-                return []
-            if applied is None:
-                return self._unknown(batch)
-            return self._refuse(batch, "the shared log did not answer in time")
-        if isinstance(outcome, Refused):
-            if outcome.reason == "stale":
-                self._check_needed.set()
-            return self._refuse(batch, f"the shared log refused it ({outcome.reason})")
-        with self._waiting_lock:
-            for change in batch:
-                if change.operation in _SETTLED_ON_APPEND and not change.done.is_set():
-                    change.done.set()  # result None; the reader still looks at it when it applies it
-        return []  # appended: the reader settles the other changes as it applies them
-
-    def _refuse(self, batch: list[_Change], why: str) -> list[_Change]:
-        """Settle a batch that was not applied; return its submitted changes, to be tried again."""
-        retry = []
-        with self._waiting_lock:
-            for change in batch:
-                self._waiting.pop(change.number, None)
-                if change.done.is_set():
-                    continue
-                if change.submitted:
-                    self._counts["log_changes_retried"] += 1
-                    retry.append(_Change(change.operation, change.args, submitted=True))
-                else:
-                    self._counts["log_changes_refused"] += 1
-                    change.fail(f"the change was not applied: {why}")
-        return retry
-
-    def _unknown(self, batch: list[_Change]) -> list[_Change]:
-        """Settle a batch whose outcome could not be learnt; submitted changes are tried again."""
-        retry = []
-        with self._waiting_lock:
-            for change in batch:
-                if change.done.is_set():
-                    continue
-                if change.submitted:
-                    retry.append(_Change(change.operation, change.args, submitted=True))
-                else:
-                    change.fail("the shared log did not answer; the change's outcome is not known", unknown=True)
-        return retry
-
-    def _resolve(self, batch: list[_Change], deadline: int) -> bool | None:
-        """Learn whether a batch whose append got no answer was applied; ``None`` if the log stays away.
-
-        Once the log's clock is past the batch's deadline, nothing can append
-        it any more; a marker appended after that point and applied here
-        comes after the batch if the batch is in the log at all.
-        """
-        give_up = time.monotonic() + self.outcome_timeout
-        pause = 0.05
-        while time.monotonic() < give_up and not self._closed.is_set():
-            self._closed.wait(pause)
-            pause = min(pause * 2, 1.0)
-            if batch[0].done.is_set() and batch[0].error is None:
-                return True  # the reader applied it meanwhile: it was appended after all
-            version = self._format()
-            operation, args = self._marker()
-            marker = _Change(operation, args)
-            with self._waiting_lock:
-                marker.number = next(self._numbers)
-                self._waiting[marker.number] = marker
-            entry = encode_entry(self._origin, marker.number, operation, args, version)
-            try:
-                outcome = self.append([entry], self._epoch or "", self._log_now() + int(self.timeout * 1000), deadline)
-            except LogUnavailable:
-                outcome = Refused("unanswered")
-            if isinstance(outcome, Refused):
-                with self._waiting_lock:
-                    self._waiting.pop(marker.number, None)
-                if outcome.reason == "stale":
-                    self._check_needed.set()
-                continue
-            if not marker.done.wait(max(0.0, give_up - time.monotonic())):
-                break
-            # The reader applied the marker; it settled the batch on the way if the batch was there.
-            settled = batch[0].done.is_set() and batch[0].error is None
-            log.warning("the change(s) whose append got no answer were %s", "applied" if settled else "not applied")
-            return settled
-        log.error(
-            "the pubsubsse log stayed unreachable for %.0f s; the outcome of %d change(s) is unknown",
-            self.outcome_timeout,
-            len(batch),
-        )
-        return None
 
     # The reader: the only thread that applies entries -----------------------------------------
 
@@ -728,20 +270,23 @@ class LogBackend(Backend):
         while not self._closed.is_set():
             try:
                 if not self._ready.is_set():
-                    self.connect()
+                    self.transport.connect()
                     self._load()
                     log.info("reached the pubsubsse log: the shared state is loaded")
                 if self._check_needed.is_set():
                     self._check_log()
-                started = time.monotonic()
-                records = self.read(self._position, 0.25, 1000)
-                away = started - self._last_read > self.alive / 2 or time.monotonic() - started > self.alive / 2
-                # Paused (or cut off) long enough to have been thought dead: the others may have
-                # trimmed entries this process has not applied. Then the snapshot is the way back.
-                if away and self.trimmed_after(self._position):
-                    log.warning("this process was away and the log was trimmed behind it; reloading")
-                    self._reload(self._epoch)
-                    records = []
+                records = self.transport.read(self._position, 0.25, 1000)
+                if self._trim_check_due or time.monotonic() - self._report_sent > self.alive / 2:
+                    # This process may have looked dead to the others (its last report is old: it
+                    # was paused, cut off, or its reports failed), so they may have trimmed entries
+                    # it has not applied; the read would then start after the hole. Checked after
+                    # the read, so every trim that came before it shows; the snapshot is the way back.
+                    if self.transport.trimmed_after(self._position):
+                        log.warning("the log was trimmed behind this process while it looked dead; reloading")
+                        self._counts["log_reloads"] += 1
+                        self._reload(self._epoch)
+                        records = []
+                    self._trim_check_due = False
                 if time.monotonic() - self._last_read > _FRESH:  # paused, or the log was away
                     self._watching_since = time.monotonic()
                 self._last_read = time.monotonic()
@@ -750,6 +295,7 @@ class LogBackend(Backend):
                     return
                 self._load_error = str(error)
                 self._warn_once("read", f"reading the pubsubsse log failed ({error}); retrying")
+                self._end_streams_if_cut_off()
                 self._check_needed.set()  # whatever happened meanwhile, make sure the log is still ours
                 self._closed.wait(pause)
                 pause = min(pause * 2, 1.0)
@@ -763,6 +309,7 @@ class LogBackend(Backend):
             if pause > 0.1:
                 log.info("the pubsubsse log answers again")
                 self._warned.discard("read")
+            self._streams_ended = False
             pause = 0.1
             if records:
                 self._apply_records(records)
@@ -770,6 +317,18 @@ class LogBackend(Backend):
                 self._maintain()
             except LogUnavailable as error:
                 self._warn_once("maintain", f"pubsubsse log maintenance failed ({error}); will retry")
+
+    def _end_streams_if_cut_off(self) -> None:
+        """Once the log has been out of reach for ``alive`` seconds, end the streams held here.
+
+        They would get heartbeats and nothing else for as long as the cut lasts; ended, their
+        browsers reconnect, and through a load balancer reach a process that follows the log.
+        """
+        away = time.monotonic() - self._last_read
+        if away > self.alive and not self._streams_ended:
+            self._streams_ended = True
+            log.warning("cut off from the pubsubsse log for %.0f s: ending the streams held here", away)
+            self.replica.end_streams()
 
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
@@ -807,7 +366,7 @@ class LogBackend(Backend):
             self._position = record.position
             return
         try:
-            if operation in _WITH_BODY:
+            if operation in WITH_BODY:
                 check_update_body(args)
             result, effects = self.replica.apply(operation, args)
         except ValueError as error:
@@ -825,7 +384,7 @@ class LogBackend(Backend):
             self._last_written[origin] = time.monotonic()
         self._position = record.position  # after applying: sync() must never return before it
         self._since_snapshot += 1
-        if origin == self._origin:
+        if origin == self._process_token:
             self._settle(number, result, effects)
 
     def _skip(self, kind: str, message: str) -> None:
@@ -847,11 +406,11 @@ class LogBackend(Backend):
                 return
             change.result, change.effects = result, effects
             change.done.set()
-        if change.submitted and effects is not None and effects.events:
+        if change.eventual and effects is not None and effects.events:
             self._events.put(effects)
 
     def _run_events(self) -> None:
-        """Fire the events of submitted changes, outside the reader (listeners may make changes)."""
+        """Fire the events of eventual changes, outside the reader (listeners may make changes)."""
         while True:
             effects = self._events.get()
             if effects is None:
@@ -863,165 +422,3 @@ class LogBackend(Backend):
                 effects.fire()
             except Exception:
                 log.exception("firing pubsubsse events failed")
-
-    # Loading, checking and replacing the log --------------------------------------------------
-
-    def _load(self) -> None:
-        """Load the snapshot and apply the log after it; on failure leave the state empty."""
-        try:
-            epoch = self.get_epoch()
-            if epoch is None:
-                # "/new": made by a process that had no state. A process that has state (its
-                # Redis came back empty) replaces such a log while it is still empty.
-                self.create_epoch(uuid.uuid4().hex + "/new")
-                epoch = self.get_epoch()
-            self._epoch = epoch
-            self._position = START
-            # Registered before the snapshot is read: a process that trims the log from now on
-            # counts this one (at position 0) and leaves the entries it is about to read alone.
-            self.report(self._origin, START, time.time(), FORMAT)
-            blob = self.load_snapshot()
-            if blob is not None:
-                self._import(blob)
-            loaded_at = self._position
-            head = self.head()
-            while head is not None and self._position < head:
-                records = self.read(self._position, 0, 1000)
-                if not records:
-                    break
-                self._apply_records(records)
-            if self.trimmed_after(loaded_at):  # only a process trimming in the same instant: load again
-                raise LogUnavailable("the log was trimmed while the snapshot was loaded")
-            self._report(force=True)
-        except LogUnavailable:
-            self.replica.import_state({"public": [], "groups": []}, [])
-            self._position = START
-            raise
-        self._check_needed.clear()
-        self._ready.set()
-
-    def _import(self, blob: bytes) -> None:
-        """Load a snapshot into the service (the epoch must be the log's)."""
-        try:
-            saved = snapshots.decode(blob)
-        except (ValueError, KeyError, TypeError) as error:
-            log.error("the stored pubsubsse snapshot cannot be read (%s); starting from the log alone", error)
-            return
-        header = saved.header
-        if header.get("epoch") not in (None, self._epoch):
-            raise LogUnavailable("the snapshot belongs to another epoch (the log is being replaced)")
-        self.replica.import_state(saved.groups, saved.clients, int(header.get("jump", 0)))
-        milliseconds, sequence = header["position"]
-        self._position = (int(milliseconds), int(sequence))
-        self._origins = {k: int(v) for k, v in header.get("origins", {}).items()}
-
-    def _check_log(self) -> None:
-        """After a failure: is the log still the one this process applied? If not, replace or reload it."""
-        epoch = self.get_epoch()
-        head = self.head()
-        self._check_needed.clear()
-        position = self._position
-        if epoch == self._epoch and (position == START or (head is not None and head >= position)):
-            return
-        has_state = position > START or bool(self._origins)
-        replaceable = epoch is None or (epoch != self._epoch and epoch.endswith("/new") and head is None)
-        if not has_state or (not replaceable and epoch != self._epoch):
-            if epoch is None:
-                self.create_epoch(uuid.uuid4().hex + "/new")
-                epoch = self.get_epoch()
-            if epoch != self._epoch:
-                self._reload(epoch)  # another process replaced the log already, or nothing is lost here
-            return
-        if self._format() < 2:
-            log.error("the pubsubsse log lost entries, and a pubsubsse 0.1.0 process is live: not replacing it")
-            self._epoch = epoch
-            return
-        new_epoch = uuid.uuid4().hex
-        blob = b"".join(
-            snapshots.encode(
-                {"epoch": new_epoch, "position": list(START), "origins": self._origins, "jump": SEQ_JUMP},
-                self._timed_slices(),
-            )
-        )
-        if self.replace_log(epoch, new_epoch, blob):
-            self._counts["log_reseeds"] += 1
-            log.warning("the pubsubsse log lost entries; replaced it with this process's state (every stream resyncs)")
-        self._reload(self.get_epoch())
-
-    def _reload(self, epoch: str | None) -> None:
-        """Load the base snapshot of a replaced log, and settle the changes it decides."""
-        if epoch is None:
-            raise LogUnavailable("the log has no epoch yet")
-        blob = self.load_snapshot()
-        self._epoch = epoch
-        self._position = START
-        if blob is not None:
-            self._import(blob)
-        else:  # a new, empty log
-            self.replica.import_state({"public": [], "groups": []}, [], SEQ_JUMP)
-            self._origins = {}
-        with self._applied:
-            self._applied.notify_all()
-        # Changes of ours appended to the lost log: applied if the new base includes them.
-        last = self._origins.get(self._origin, 0)
-        with self._waiting_lock:
-            lost = [c for n, c in self._waiting.items() if n <= last]
-        for change in lost:
-            self._settle(change.number, None, None)
-        log.warning("loaded the replaced pubsubsse log (epoch %s); every stream resyncs", epoch[:8])
-
-    # Maintenance: reports, liveness, snapshots, trimming --------------------------------------
-
-    def _report(self, force: bool = False) -> None:
-        now = time.time()
-        if not force and now - self._reported < 1.0:
-            return
-        self.report(self._origin, self._position, now, FORMAT)
-        self._reported = now
-        reports = self.reports()
-        self._reports = reports
-        self._reports_read_at = (now, time.monotonic())
-        stale = [origin for origin, (_, wall, _) in reports.items() if now - wall > 10 * self.alive]
-        if stale:
-            self.forget(stale)
-
-    def _maintain(self) -> None:
-        """Report this process's position, now and then snapshot the state and trim the log."""
-        self._report()
-        if self._since_snapshot < self.snapshot_every:
-            return
-        self._since_snapshot = 0
-        owner = f"{self._origin}:{uuid.uuid4().hex[:8]}"
-        if not self.lock_snapshot(owner, 30.0):
-            return
-        try:
-            position = self._position
-            if self._format() < 2:
-                blob = snapshots.encode_legacy(f"{position[0]}-{position[1]}", self._timed_slices())
-            else:
-                header = {"epoch": self._epoch, "position": list(position), "origins": self._origins}
-                blob = b"".join(snapshots.encode(header, self._timed_slices()))
-            self.store_snapshot(blob, owner)
-            self._counts["log_snapshots"] += 1
-            # Reports read now, after the snapshot is stored: a process that registered before this
-            # read is counted; one that registers later reads this snapshot or a newer one.
-            oldest = position
-            now = time.time()
-            for origin, (applied, wall, _) in self.reports().items():
-                if now - wall < self.alive and origin != self._origin:
-                    oldest = min(oldest, applied)
-            self.trim(oldest)
-        finally:
-            self.unlock_snapshot(owner)
-
-    def _timed_slices(self) -> Iterator[Any]:
-        """Yield the service's state in slices, letting other threads run between them; note the longest."""
-        slices = self.replica.export_state(1000)
-        while True:
-            started = time.perf_counter()
-            part = next(slices, None)
-            self.longest_snapshot_slice = max(self.longest_snapshot_slice, time.perf_counter() - started)
-            if part is None:
-                return
-            yield part
-            time.sleep(0)

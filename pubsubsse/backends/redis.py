@@ -15,7 +15,7 @@ Keys, all starting with ``key`` (default ``pubsubsse:log``):
     (released only by its owner).
 ``key:applied``, ``key:versions``
     Per process: the last position applied and when (``"<id> <unix time>"``,
-    as pubsubsse 0.1.0 wrote it), and the newest entry format it reads.
+    in ``key:applied``), and the newest entry format it reads.
 
 Connections per process: two, however many requests the worker serves at once:
 one for the reader (``XREAD`` and maintenance) and one for the writer (the
@@ -24,11 +24,27 @@ append script, one call per batch of changes).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .log import Appended, LogBackend, LogUnavailable, Position, Record, Refused
+from pubsubsse.backends.log import (
+    Appended,
+    LogBackend,
+    LogOptions,
+    LogTransport,
+    LogUnavailable,
+    NotAppended,
+    Position,
+    Record,
+    log_options,
+)
 
-__all__ = ["RedisBackend"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["RedisBackend", "RedisTransport", "DEFAULT_KEY"]
+
+#: The default ``key``: where the log is, and the prefix of the keys beside it.
+DEFAULT_KEY = "pubsubsse:log"
 
 _APPEND = """
 local epoch = redis.call('GET', KEYS[2])
@@ -62,6 +78,42 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
+# The reports are read in the script: a process whose report lands before the trim is never
+# trimmed past. XTRIM leaves max-deleted-entry-id alone (only XDEL moves it): the script moves it
+# to the last entry it removes, so that a process that looked dead can tell that entries after
+# its position are gone.
+_TRIM = """
+local function parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local minid = ARGV[1]
+local mms, mseq = parts(minid)
+local reports = redis.call('HGETALL', KEYS[2])
+for i = 2, #reports, 2 do
+  local id, wall = string.match(reports[i], '^(%d+%-%d+) (%S+)$')
+  if id and tonumber(wall) and tonumber(wall) > tonumber(ARGV[2]) then
+    local ms, seq = parts(id)
+    if ms < mms or (ms == mms and seq < mseq) then minid, mms, mseq = id, ms, seq end
+  end
+end
+if minid == '0-0' then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)[1]
+if not last or redis.call('XTRIM', KEYS[1], 'MINID', minid) == 0 then return 0 end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local top, deleted
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then top = info[i + 1] end
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local lms, lseq = parts(last[1])
+local dms, dseq = parts(deleted)
+if lms > dms or (lms == dms and lseq > dseq) then
+  redis.call('XSETID', KEYS[1], top, 'MAXDELETEDID', last[1])
+end
+return 1
+"""
+
 _IF_OWNER_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end
 return 0
@@ -83,53 +135,41 @@ def _entry_id(position: Position) -> str:
     return f"{position[0]}-{position[1]}"
 
 
-class RedisBackend(LogBackend):
-    """A service shared through a log on Redis: ``SSEPubSubService(backend=RedisBackend(url))``.
+class RedisTransport(LogTransport):
+    """The log in Redis: a Stream at ``key`` and the keys beside it (see the module's docstring).
 
-    ``url`` is a redis-py URL (``redis://host:6379/0``, ``rediss://`` for TLS,
-    ``unix:///path``). Every process built with the same URL and ``key`` shares
-    one service. The other options are :class:`~pubsubsse.backends.log.LogBackend`'s.
-    Needs ``pip install pubsubsse[redis]``.
+    ``timeout`` is the network timeout, in seconds (the reader's is one second
+    longer: it blocks in ``XREAD`` for up to 250 ms).
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        key: str = "pubsubsse:log",
-        timeout: float = 5.0,
-        outcome_timeout: float = 60.0,
-        snapshot_every: int = 10000,
-        alive: float = 30.0,
-    ) -> None:
+    def __init__(self, url: str, *, key: str = DEFAULT_KEY, timeout: float = 5.0) -> None:
         import redis
-
-        super().__init__(timeout=timeout, outcome_timeout=outcome_timeout, snapshot_every=snapshot_every, alive=alive)
-        self.url = url
-        self.key = key
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        self.url = url
+        self.key = key
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         # Each client is used by one thread (reader or writer), so each holds one connection, made
         # on first use. RESP2: the reply shapes this module reads, whatever redis-py's default. No
         # retries inside redis-py: a re-sent append could be applied twice, and the log retries on
         # its own terms. The reader blocks in XREAD for at most 250 ms: a longer silence means
         # Redis is stuck.
-        options: dict[str, Any] = {
-            "socket_connect_timeout": self.timeout,
+        connection: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
             "protocol": 2,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._reader = redis.Redis.from_url(url, socket_timeout=self.timeout + 1, **options)
-        self._writer = redis.Redis.from_url(url, socket_timeout=self.timeout, **options)
+        self._reader = redis.Redis.from_url(url, socket_timeout=timeout + 1, **connection)
+        self._writer = redis.Redis.from_url(url, socket_timeout=timeout, **connection)
         self._append_script = self._writer.register_script(_APPEND)
         self._replace_script = self._reader.register_script(_REPLACE)
         self._if_owner_set = self._reader.register_script(_IF_OWNER_SET)
         self._if_owner_delete = self._reader.register_script(_IF_OWNER_DELETE)
+        self._trim_script = self._reader.register_script(_TRIM)
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {self.key} at {self.url.rpartition('@')[2]}>"
+        return f"<RedisTransport {self.key} at {self.url.rpartition('@')[2]}>"
 
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -148,7 +188,7 @@ class RedisBackend(LogBackend):
 
     def append(
         self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
-    ) -> Appended | Refused:
+    ) -> Appended | NotAppended:
         """Append with the script: epoch and deadline checked on Redis's clock, the batch whole or not at all."""
         # A connection the server closed (a Redis that stopped) is found and remade before anything
         # is sent: if that fails, the append certainly did not happen.
@@ -164,7 +204,7 @@ class RedisBackend(LogBackend):
                 argv += [name, value]
         reply = self._call(self._append_script, keys=[self.key, self.key + ":epoch"], args=argv, client=self._writer)
         if reply and reply[0] in (b"stale", b"expired", b"early"):
-            return Refused(reply[0].decode())
+            return NotAppended(reply[0].decode())
         return Appended([_position(entry_id) for entry_id in reply])
 
     def read(self, after: Position, block: float, count: int) -> list[Record]:
@@ -240,19 +280,23 @@ class RedisBackend(LogBackend):
         """Delete ``key:snapshot-lock`` if ``owner`` holds it."""
         self._call(self._if_owner_delete, keys=[self.key + ":snapshot-lock"], args=[owner])
 
-    def trim(self, before: Position) -> None:
-        """``XTRIM key MINID before`` (exact)."""
-        self._call(self._reader.xtrim, self.key, minid=_entry_id(before), approximate=False)
+    def trim(self, before: Position, reported_after: float) -> None:
+        """``XTRIM key MINID`` (exact) at the oldest of ``before`` and the live reports, in one script.
 
-    def report(self, origin: str, position: Position, wall: float, version: int) -> None:
-        """Record the position in ``key:applied`` (0.1.0's format) and the version in ``key:versions``."""
+        ``max-deleted-entry-id`` is moved to the last entry removed.
+        """
+        keys = [self.key, self.key + ":applied"]
+        self._call(self._trim_script, keys=keys, args=[_entry_id(before), repr(reported_after)])
+
+    def report(self, process_token: str, position: Position, wall: float, version: int) -> None:
+        """Record ``"<position> <time>"`` in ``key:applied`` and the format in ``key:versions``."""
         pipe = self._reader.pipeline(transaction=False)
-        pipe.hset(self.key + ":applied", origin, f"{_entry_id(position)} {wall}")
-        pipe.hset(self.key + ":versions", origin, str(version))
+        pipe.hset(self.key + ":applied", process_token, f"{_entry_id(position)} {wall}")
+        pipe.hset(self.key + ":versions", process_token, str(version))
         self._call(pipe.execute)
 
     def reports(self) -> dict[str, tuple[Position, float, int]]:
-        """Read ``key:applied`` and ``key:versions``; a process without a version reads format 1."""
+        """Read ``key:applied`` and ``key:versions``; a report without a format is no report."""
         pipe = self._reader.pipeline(transaction=False)
         pipe.hgetall(self.key + ":applied")
         pipe.hgetall(self.key + ":versions")
@@ -261,14 +305,44 @@ class RedisBackend(LogBackend):
         for origin, value in applied.items():
             try:
                 entry_id, _, wall = value.decode().partition(" ")
-                out[origin.decode()] = (_position(entry_id), float(wall), int(versions.get(origin, b"1")))
-            except ValueError:
+                out[origin.decode()] = (_position(entry_id), float(wall), int(versions[origin]))
+            except (ValueError, KeyError):
                 continue  # a damaged report is no report
         return out
 
-    def forget(self, origins: list[str]) -> None:
-        """Remove the reports of ``origins``."""
+    def forget(self, process_tokens: list[str]) -> None:
+        """Remove the reports of ``process_tokens``."""
         pipe = self._reader.pipeline(transaction=False)
-        pipe.hdel(self.key + ":applied", *origins)
-        pipe.hdel(self.key + ":versions", *origins)
+        pipe.hdel(self.key + ":applied", *process_tokens)
+        pipe.hdel(self.key + ":versions", *process_tokens)
         self._call(pipe.execute)
+
+
+class RedisBackend(LogBackend):
+    """A service shared through a log on Redis: ``SSEPubSubService(backend=RedisBackend(url))``.
+
+    ``url`` is a redis-py URL (``redis://host:6379/0``, ``rediss://`` for TLS,
+    ``unix:///path``). Every process built with the same URL and ``key`` shares
+    one service. ``options`` are the log's (:class:`~pubsubsse.backends.log.LogOptions`).
+    The same as ``LogBackend(RedisTransport(url, key=key), **options)``.
+    Needs ``pip install pubsubsse[redis]``.
+    """
+
+    transport: RedisTransport
+
+    def __init__(self, url: str, *, key: str = DEFAULT_KEY, **options: Unpack[LogOptions]) -> None:
+        timeout = log_options(**options).timeout
+        super().__init__(RedisTransport(url, key=key, timeout=timeout), **options)
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {self.transport.key} at {self.transport.url.rpartition('@')[2]}>"
+
+    @property
+    def url(self) -> str:
+        """The Redis URL."""
+        return self.transport.url
+
+    @property
+    def key(self) -> str:
+        """The log's key; the keys beside it start with it."""
+        return self.transport.key

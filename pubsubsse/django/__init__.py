@@ -20,11 +20,13 @@ and in a view or a task::
     publish("orders", {"id": 42})  # the public topic named "orders", T-orders on the wire
 
 ``PUBSUBSSE`` takes every option of :class:`~pubsubsse.SSEPubSubService`
-and of the endpoints (:class:`~pubsubsse.protocol.Endpoints`), by their
-Python names; an unknown key raises ``ImproperlyConfigured``. The service is
+and of the endpoints (see :func:`pubsubsse.wsgi.make_wsgi_app`), by their
+Python names, and ``redis_url`` / ``redis_key`` (a ``RedisBackend`` built in
+each process that uses the service) or ``postgres_dsn`` / ``postgres_name`` (a
+``PostgresBackend``, likewise); an unknown key raises ``ImproperlyConfigured``. The service is
 built on first use, in the process that uses it (each gunicorn worker builds
 its own). The ``authorize`` hook receives Django's ``HttpRequest`` and may
-raise ``PermissionDenied`` (403) or :class:`~pubsubsse.protocol.Refused`.
+raise ``PermissionDenied`` (403) or :class:`~pubsubsse.web.Refused`.
 The endpoints are exempt from CSRF checks: they take no cookies of their own
 (an app whose ``authorize`` hook trusts the session cookie should check the
 request's origin there, as in the authorization guide).
@@ -34,16 +36,18 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Iterable
 from typing import Any, Callable
 
-from ..model import Group, Topic
-from ..protocol import ENDPOINT_OPTIONS
-from ..service import SERVICE_OPTIONS, SSEPubSubService
+from pubsubsse.handles import Client, Group, Topic
+from pubsubsse.pages import PageStream
+from pubsubsse.service import SSEPubSubService
+from pubsubsse.web._settings import LazyService, known_options
 
-__all__ = ["get_service", "publish", "public_topic", "group", "settings_options"]
+__all__ = ["get_service", "publish", "page_stream", "public_topic", "group", "settings_options"]
 
 _lock = threading.Lock()
-_service: SSEPubSubService | None = None
+_service: LazyService | None = None
 
 
 def settings_options() -> dict[str, Any]:
@@ -52,9 +56,9 @@ def settings_options() -> dict[str, Any]:
     from django.core.exceptions import ImproperlyConfigured
 
     options = dict(getattr(settings, "PUBSUBSSE", {}))
-    unknown = set(options) - SERVICE_OPTIONS - ENDPOINT_OPTIONS
+    unknown = set(options) - known_options()
     if unknown:
-        known = ", ".join(sorted(SERVICE_OPTIONS | ENDPOINT_OPTIONS))
+        known = ", ".join(sorted(known_options()))
         raise ImproperlyConfigured(f"unknown keys {sorted(unknown)} in settings.PUBSUBSSE; the keys are {known}")
     if isinstance(options.get("authorize"), str):
         options["authorize"] = _imported_on_first_call(options["authorize"])
@@ -97,11 +101,8 @@ def get_service() -> SSEPubSubService:
     if _service is None:
         with _lock:
             if _service is None:
-                options = settings_options()
-                service = SSEPubSubService(**{k: v for k, v in options.items() if k in SERVICE_OPTIONS})
-                service._serving = _serves_http()
-                _service = service
-    return _service
+                _service = LazyService(settings_options(), serving=_serves_http())
+    return _service.get()
 
 
 def public_topic(name: str) -> Topic:
@@ -114,6 +115,42 @@ def group(name: str) -> Group:
     return get_service().group(name)
 
 
-def publish(topic: str, data: Any) -> None:
-    """Publish ``data`` to the public topic named ``topic`` or with that id (see :meth:`.SSEPubSubService.publish`)."""
-    get_service().publish(topic, data)
+def publish(topic: str, data: Any, *, using: str | None = None) -> None:
+    """Publish ``data`` to the public topic named ``topic`` or with that id (see :meth:`.SSEPubSubService.publish`).
+
+    Inside ``transaction.atomic()`` (of the database alias ``using``, the
+    default one if ``None``) it joins the transaction. With the service on
+    ``PostgresBackend`` in that database, the publish is written in it:
+    delivered if and only if the transaction commits, in commit order, also if
+    the process dies right after the commit. With another backend it is sent
+    from ``transaction.on_commit``: nothing of a rolled back transaction, and
+    nothing before the commit is visible, but a publish is lost if the process
+    dies between the commit and the publish (or the log refuses it then; logged).
+    Outside a transaction it publishes at once.
+    """
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db import transaction as db_transaction
+
+    from pubsubsse.errors import NotTransactional
+    from pubsubsse.transactions import check_publish
+
+    service = get_service()
+    alias = using or DEFAULT_DB_ALIAS
+    connection = connections[alias]
+    if not connection.in_atomic_block:
+        service.publish(topic, data)
+        return
+    try:
+        service.publish(topic, data, transaction=connection)
+        return
+    except NotTransactional:
+        pass
+    check_publish(service, topic, data)
+    db_transaction.on_commit(functools.partial(service.publish, topic, data), using=alias, robust=True)
+
+
+def page_stream(topics: Iterable[Topic | str], client: Client | None = None) -> PageStream:
+    """Subscribe a page's client before the view queries; see :func:`pubsubsse.pages.page_stream`."""
+    from pubsubsse.pages import page_stream as subscribe_page
+
+    return subscribe_page(get_service(), topics, client)

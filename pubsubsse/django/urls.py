@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .views import patterns
+from pubsubsse.django.views import patterns
 
 app_name = "pubsubsse"
 

@@ -9,9 +9,9 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.urls import URLPattern, re_path
 from django.views.decorators.csrf import csrf_exempt
 
-from ..protocol import Endpoints, FileReply, Refused, Reply, Request
-from ..wsgi import as_requested, prepare, start_stream
-from . import get_service, settings_options
+from pubsubsse.django import get_service, settings_options
+from pubsubsse.web._protocol import Endpoints, FileReply, Refused, Reply, Request
+from pubsubsse.web._wsgi import as_requested, prepare, start_stream
 
 __all__ = ["patterns", "django_errors"]
 
@@ -72,9 +72,9 @@ def patterns(**overrides: Any) -> list[URLPattern]:
 
         path("admin-sse/", include(patterns(public_topic_creation=True)))
     """
-    from ..service import SERVICE_OPTIONS
+    from pubsubsse.web._settings import endpoint_options
 
-    options = {k: v for k, v in {**settings_options(), **overrides}.items() if k not in SERVICE_OPTIONS}
+    options = endpoint_options({**settings_options(), **overrides})
     options.setdefault("translate_error", django_errors)
     endpoints = prepare(Endpoints(get_service, **options))
     return [

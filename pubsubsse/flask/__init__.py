@@ -22,8 +22,10 @@
 
 Every option of :class:`~pubsubsse.SSEPubSubService` and of
 :func:`~pubsubsse.flask.blueprint.create_blueprint` is a configuration key: ``heartbeat`` is
-``PUBSUBSSE_HEARTBEAT``, ``redis_url`` is ``PUBSUBSSE_REDIS_URL``,
-``authorize`` is ``PUBSUBSSE_AUTHORIZE``; ``PUBSUBSSE_URL_PREFIX`` (default
+``PUBSUBSSE_HEARTBEAT``, ``authorize`` is ``PUBSUBSSE_AUTHORIZE``; ``PUBSUBSSE_REDIS_URL``
+(and ``PUBSUBSSE_REDIS_KEY``, default ``"pubsubsse:log"``) shares the service through Redis, a
+``RedisBackend`` built in each process that uses the service; ``PUBSUBSSE_POSTGRES_DSN`` (and
+``PUBSUBSSE_POSTGRES_NAME``, default ``"pubsubsse"``) through PostgreSQL; ``PUBSUBSSE_URL_PREFIX`` (default
 ``"/sse"``) says where the endpoints are. Options given to :class:`PubSubSSE`
 are defaults that the app's configuration overrides. A key that is not one of
 them raises :class:`ValueError` at ``init_app``.
@@ -36,7 +38,7 @@ publishes with a :class:`~pubsubsse.Publisher`).
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import Iterable
 from typing import Any, cast
 
 try:
@@ -47,51 +49,41 @@ except ImportError as missing:  # Flask is an extra: a Django or plain WSGI app 
     raise ImportError(f"pubsubsse's Flask extension needs Flask: pip install 'pubsubsse[flask]' ({missing})") from None
 from werkzeug.local import LocalProxy
 
-from ..backends.log import LogBackend
-from ..errors import PubSubError
-from ..model import Group, Topic
-from ..protocol import ENDPOINT_OPTIONS
-from ..publisher import Publisher
-from ..servers import workers
-from ..service import SERVICE_OPTIONS, SSEPubSubService
-from .blueprint import create_blueprint
+from pubsubsse.backends.log import LogBackend
+from pubsubsse.errors import PubSubError
+from pubsubsse.flask.blueprint import create_blueprint
+from pubsubsse.handles import Client, Group, Topic
+from pubsubsse.pages import PageStream, page_stream
+from pubsubsse.publisher import Publisher
+from pubsubsse.servers import _workers as workers
+from pubsubsse.service import SSEPubSubService
+from pubsubsse.web._settings import LazyService, endpoint_options, is_shared, known_options
 
 __all__ = ["PubSubSSE", "current_service", "cli"]
 
 PREFIX = "PUBSUBSSE_"
 
 
-BLUEPRINT_OPTIONS = ENDPOINT_OPTIONS
-OPTIONS = SERVICE_OPTIONS | BLUEPRINT_OPTIONS | {"url_prefix"}
+OPTIONS = known_options(frozenset({"url_prefix"}))
 
 
-class _State:
+class _State(LazyService):
     """What the extension keeps per app, in ``app.extensions["pubsubsse"]``."""
-
-    def __init__(self, service_options: dict[str, Any]) -> None:
-        self.service_options = service_options
-        self._service: SSEPubSubService | None = None
-        self._lock = threading.Lock()
 
     @property
     def service(self) -> SSEPubSubService:
         """The app's service, built on first use."""
-        if self._service is None:
-            with self._lock:
-                if self._service is None:
-                    service = SSEPubSubService(**self.service_options)
-                    service._serving = True  # the app serves its endpoints: its publishes can reach browsers
-                    self._service = service
-        return self._service
+        return self.get()
 
     def publisher(self) -> Publisher:
         """Return a light publisher for the app's shared backend; raise ``ClickException`` if it has none."""
-        options = self.service_options
+        options = self.options
         backend = options.get("backend")
         if isinstance(backend, LogBackend):
             return Publisher(backend=backend)
-        if options.get("redis_url"):
-            return Publisher(options["redis_url"], redis_key=options.get("redis_key", "pubsubsse:log"))
+        shorthand = self.log_backend()
+        if shorthand is not None:
+            return Publisher(backend=shorthand)
         raise click.ClickException(
             "this app's service lives in its web process (no PUBSUBSSE_REDIS_URL or log backend is configured): "
             "a command in another process cannot reach its clients"
@@ -137,11 +129,9 @@ class PubSubSSE:
             keys = ", ".join(PREFIX + o.upper() for o in sorted(OPTIONS))
             raise ValueError(f"unknown configuration keys {sorted(unknown)}; pubsubsse reads {keys}")
         url_prefix = settings.pop("url_prefix", "/sse")
-        workers.warn_unless_shared(bool(settings.get("backend") or settings.get("redis_url")))
-        state = _State({k: v for k, v in settings.items() if k in SERVICE_OPTIONS})
-        blueprint = create_blueprint(
-            lambda: state.service, **{k: v for k, v in settings.items() if k in BLUEPRINT_OPTIONS}
-        )
+        workers.warn_unless_shared(is_shared(settings))
+        state = _State(settings)
+        blueprint = create_blueprint(lambda: state.service, **endpoint_options(settings))
         app.register_blueprint(blueprint, url_prefix=url_prefix)
         app.extensions["pubsubsse"] = state
         app.cli.add_command(cli)
@@ -159,9 +149,25 @@ class PubSubSSE:
         """Return the current app's group named ``name`` (see :meth:`~pubsubsse.SSEPubSubService.group`)."""
         return self.service.group(name)
 
-    def publish(self, topic: str, data: Any) -> None:
-        """Publish ``data`` to the public topic named ``topic``, or with that id: :meth:`.SSEPubSubService.publish`."""
-        self.service.publish(topic, data)
+    def publish(self, topic: str, data: Any, *, session: Any = None, transaction: Any = None) -> None:
+        """Publish ``data`` to the public topic named ``topic``, or with that id: :meth:`.SSEPubSubService.publish`.
+
+        ``session`` (a SQLAlchemy session, such as Flask-SQLAlchemy's
+        ``db.session``) publishes with its transaction: in it with the
+        PostgreSQL backend on the same database, else after it commits (see
+        :mod:`pubsubsse.transactions`). ``transaction`` is as for
+        :meth:`.Topic.pub`.
+        """
+        if session is not None:
+            from pubsubsse.transactions import publish_with_session
+
+            publish_with_session(self.service, topic, data, session)
+        else:
+            self.service.publish(topic, data, transaction=transaction)
+
+    def page_stream(self, topics: Iterable[Topic | str], client: Client | None = None) -> PageStream:
+        """Subscribe a page's client before the view queries; see :func:`pubsubsse.pages.page_stream`."""
+        return page_stream(self.service, topics, client)
 
 
 #: The current app's service, for views and helpers that do not hold the extension object.

@@ -1,6 +1,6 @@
 """The Flask adapter: the protocol's endpoints as a blueprint.
 
-A thin layer over :class:`pubsubsse.protocol.Endpoints`: each endpoint is a
+A thin layer over ``pubsubsse.web._protocol.Endpoints``: each endpoint is a
 URL rule whose view builds the protocol's request from Flask's and turns the
 answer into a Flask response.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, cast
 
-from flask import Blueprint, Response, request, send_file
+from flask import Blueprint, Response, request
 
-from ..protocol import ACTIONS, Authorize, Endpoints, FileReply, Reply
-from ..service import SSEPubSubService
-from ..wsgi import as_requested, prepare, start_stream, werkzeug_errors, werkzeug_request
+from pubsubsse.service import SSEPubSubService
+from pubsubsse.web._protocol import ACTIONS, Authorize, Endpoints
+from pubsubsse.web._wsgi import as_requested, prepare, werkzeug_errors, werkzeug_request, werkzeug_response
 
 __all__ = ["create_blueprint", "ACTIONS", "Authorize"]
 
@@ -32,7 +32,7 @@ def create_blueprint(
 
     ``name`` is the blueprint's name: give each blueprint a different one if
     you register several. ``options`` are those of
-    :class:`~pubsubsse.protocol.Endpoints` (``public_topic_creation``,
+    ``pubsubsse.web._protocol.Endpoints`` (``public_topic_creation``,
     ``authorize``, ``cors_origins``, ``tickets``, ...), where each is
     described; an unknown one raises :class:`TypeError`. The ``authorize``
     hook receives Flask's ``request`` and may raise Werkzeug's
@@ -50,14 +50,7 @@ def create_blueprint(
             # The request itself, not Flask's proxy: the authorize hook may keep it.
             native = cast(Any, request)._get_current_object()
             answer = endpoints.handle(werkzeug_request(native, as_requested(path, native.path)))
-            if isinstance(answer, Reply):
-                return Response(answer.body, status=answer.status, headers=answer.headers)
-            if isinstance(answer, FileReply):
-                response = send_file(answer.path, mimetype=answer.content_type, max_age=answer.max_age)
-                response.headers.extend(answer.headers)
-                return response
-            body = start_stream(endpoints, answer, request.environ)
-            return Response(body, status=answer.status, headers=answer.headers, direct_passthrough=True)
+            return werkzeug_response(endpoints, answer, request.environ, Response)
 
         return respond
 

@@ -1,4 +1,4 @@
-"""Settings of the Django demo: the pubsubsse app, in one process or shared through Redis."""
+"""Settings of the Django demo: the pubsubsse app, in one process or shared through Redis or PostgreSQL."""
 
 import os
 
@@ -26,3 +26,19 @@ PUBSUBSSE = {
 }
 if os.environ.get("PUBSUBSSE_REDIS_URL"):  # several workers: gunicorn -k gevent -w 4 demo.wsgi
     PUBSUBSSE["redis_url"] = os.environ["PUBSUBSSE_REDIS_URL"]
+if os.environ.get("ORDERS_DATABASE"):  # the orders pages (demo/orders.py): the data and the log in PostgreSQL
+    from urllib.parse import urlsplit
+
+    _url = urlsplit(os.environ["ORDERS_DATABASE"])
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _url.path.lstrip("/"),
+            "USER": _url.username or "",
+            "PASSWORD": _url.password or "",
+            "HOST": _url.hostname or "",
+            "PORT": str(_url.port or 5432),
+        }
+    }
+    PUBSUBSSE["postgres_dsn"] = os.environ["ORDERS_DATABASE"]
+    PUBSUBSSE["postgres_name"] = os.environ.get("ORDERS_LOG", "pubsubsse")

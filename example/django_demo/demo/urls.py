@@ -1,4 +1,6 @@
-"""The demo's URLs: its page, a view that publishes, and pubsubsse's endpoints under /sse/."""
+"""The demo's URLs: its page, a view that publishes, pubsubsse's endpoints under /sse/, and the orders."""
+
+import os
 
 from django.urls import include, path
 
@@ -9,3 +11,11 @@ urlpatterns = [
     path("say", views.say),
     path("sse/", include("pubsubsse.django.urls")),
 ]
+if os.environ.get("ORDERS_DATABASE"):  # the orders pages need PostgreSQL: demo/orders.py
+    from . import orders
+
+    urlpatterns += [
+        path("orders/", orders.page),
+        path("orders.json", orders.orders_json),
+        path("orders/<int:order_id>", orders.update),
+    ]

@@ -1,0 +1,239 @@
+"""The log backend's base: the transport interface, the options, and the state the engine's threads share."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
+
+from pubsubsse.backends._entries import START, Appended, Change, NotAppended, Position, Record
+from pubsubsse.backends.base import Backend
+from pubsubsse.core._engine import Effects
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["LogOptions", "LogTransport", "LogState", "LogSettings", "log_options"]
+
+
+class LogTransport:
+    """Where the log lives: what a :class:`~pubsubsse.backends.log.LogBackend` asks of it.
+
+    A transport (Redis, PostgreSQL, memory) is an object the engine is given;
+    it keeps no state of the engine's. Each method raises
+    :class:`~pubsubsse.backends.log.LogUnavailable` when the log cannot be
+    reached. The engine calls them from its reader, writer and upkeep threads:
+    a transport gives each thread its own connection, or locks.
+    """
+
+    def connect(self) -> None:
+        """Open the connections; raise :class:`LogUnavailable` if the log cannot be reached."""
+
+    def disconnect(self) -> None:
+        """Close the connections."""
+
+    def append(
+        self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
+    ) -> Appended | NotAppended:
+        """Append ``entries`` in one atomic step, or refuse them all.
+
+        NotAppended with ``"stale"`` if the log has no epoch or its epoch is not
+        ``epoch`` (``"*"`` accepts any, for a publisher that holds no replica), with
+        ``"expired"`` if the log's clock is past ``deadline_ms``, with
+        ``"early"`` if it is not past ``not_before_ms``. Raise
+        :class:`LogUnavailable` if the log did not answer.
+        """
+        raise NotImplementedError
+
+    def read(self, after: Position, block: float, count: int) -> list[Record]:
+        """Return up to ``count`` entries after ``after``, waiting up to ``block`` seconds for one."""
+        raise NotImplementedError
+
+    def head(self) -> Position | None:
+        """Return the position of the last entry appended in this epoch (trimmed or not); ``None``: no log."""
+        raise NotImplementedError
+
+    def trimmed_after(self, position: Position) -> bool:
+        """Return whether entries after ``position`` have been removed from the log (trimmed)."""
+        raise NotImplementedError
+
+    def now_ms(self) -> int:
+        """Return the log's clock, in milliseconds."""
+        raise NotImplementedError
+
+    def get_epoch(self) -> str | None:
+        """Return the log's epoch, or ``None`` if it has none (new, or lost)."""
+        raise NotImplementedError
+
+    def create_epoch(self, epoch: str) -> None:
+        """Give the log its first epoch, unless it has one already."""
+        raise NotImplementedError
+
+    def replace_log(self, old_epoch: str | None, new_epoch: str, snapshot: bytes) -> bool:
+        """If the epoch is still ``old_epoch``: store ``snapshot``, empty the log, set ``new_epoch``; atomically."""
+        raise NotImplementedError
+
+    def load_snapshot(self) -> bytes | None:
+        """Return the stored snapshot, or ``None``."""
+        raise NotImplementedError
+
+    def store_snapshot(self, blob: bytes, owner: str) -> None:
+        """Store ``blob`` as the snapshot, if ``owner`` still holds the snapshot lock."""
+        raise NotImplementedError
+
+    def lock_snapshot(self, owner: str, seconds: float) -> bool:
+        """Take the snapshot lock for ``seconds`` unless another process holds it."""
+        raise NotImplementedError
+
+    def unlock_snapshot(self, owner: str) -> None:
+        """Release the snapshot lock if ``owner`` holds it."""
+        raise NotImplementedError
+
+    def trim(self, before: Position, reported_after: float) -> None:
+        """Remove the entries before ``before`` that every live process has applied; atomically.
+
+        A process is live if its last report's wall time is later than
+        ``reported_after``; no entry after a live process's reported position
+        is removed. The reports are read in the same atomic step as the entries
+        are removed: a process that reported before the trim is never trimmed past.
+        """
+        raise NotImplementedError
+
+    def report(self, process_token: str, position: Position, wall: float, version: int) -> None:
+        """Record that process ``process_token`` applied the log up to ``position`` at ``wall``, reading ``version``."""
+        raise NotImplementedError
+
+    def reports(self) -> dict[str, tuple[Position, float, int]]:
+        """Return every process's last report: position, wall time and the newest format it reads."""
+        raise NotImplementedError
+
+    def forget(self, process_tokens: list[str]) -> None:
+        """Remove the reports of ``process_tokens`` (processes dead for long)."""
+        raise NotImplementedError
+
+
+class LogOptions(TypedDict, total=False):
+    """The options of every log backend (``RedisBackend(url, **options)``), all in seconds unless said otherwise.
+
+    ``timeout`` (default 5)
+        How long a change may wait to be sent, and the network timeout. A
+        change is appended only until ``timeout`` after it was sent, on the
+        log's clock.
+    ``outcome_timeout`` (default 60)
+        How long a change whose append got no answer waits for the log to
+        answer again (to learn whether it was applied) before it raises with
+        ``outcome_unknown``.
+    ``snapshot_every`` (entries, default 10000)
+        How often a snapshot is stored and the log trimmed.
+    ``alive`` (default 30)
+        A process that has neither reported its position nor written for this
+        long is dead: the streams it held are detached.
+    """
+
+    timeout: float
+    outcome_timeout: float
+    snapshot_every: int
+    alive: float
+
+
+class LogSettings(NamedTuple):
+    """The options, checked and complete with their defaults (see :class:`LogOptions`)."""
+
+    timeout: float
+    outcome_timeout: float
+    snapshot_every: int
+    alive: float
+
+
+def log_options(
+    *, timeout: float = 5.0, outcome_timeout: float = 60.0, snapshot_every: int = 10000, alive: float = 30.0
+) -> LogSettings:
+    """Return the options complete with their defaults; raise :class:`ValueError` for a bad value."""
+    for name, value in [("timeout", timeout), ("outcome_timeout", outcome_timeout), ("alive", alive)]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
+        raise ValueError(f"snapshot_every must be a positive int, got {snapshot_every!r}")
+    return LogSettings(float(timeout), float(outcome_timeout), snapshot_every, float(alive))
+
+
+class LogState(Backend):
+    """The state the log backend's threads share; its options are :class:`LogOptions`."""
+
+    shared = True
+
+    def __init__(self, transport: LogTransport, **options: Unpack[LogOptions]) -> None:
+        super().__init__()
+        settings = log_options(**options)
+        #: Where the log lives.
+        self.transport = transport
+        self.timeout = settings.timeout
+        self.outcome_timeout = settings.outcome_timeout
+        self.snapshot_every = settings.snapshot_every
+        self.alive = settings.alive
+        #: This process's token (the service's ``process_token``): the origin of the entries it writes.
+        #: An entry's origin is the token of the process that wrote it, or a Publisher's ``Q-`` id.
+        self._process_token = ""
+        self._numbers = itertools.count(1)
+        #: The origin of the changes written into applications' transactions: like a Publisher's,
+        #: never a copy of another entry, and not one the reader settles.
+        self._staging_origin = "Q-" + uuid.uuid4().hex
+        self._outbox: queue.Queue[Change | None] = queue.Queue()
+        #: Changes sent and not settled yet, by number.
+        self._waiting: dict[int, Change] = {}
+        self._waiting_lock = threading.Lock()
+        #: Events of eventual changes to fire, barriers of sync() (set when reached), None to stop.
+        self._events: queue.Queue[Effects | threading.Event | None] = queue.Queue()
+        #: Position of the last entry applied here; changed only by the reader, after applying.
+        self._position: Position = START
+        self._applied = threading.Condition()
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._check_needed = threading.Event()
+        self._load_error = "not loaded yet"
+        self._epoch: str | None = None
+        #: Per origin, the number of the last entry applied from it (carried by snapshots).
+        self._origins: dict[str, int] = {}
+        #: Per origin, when (monotonic) an entry of it was last applied here.
+        self._last_written: dict[str, float] = {}
+        self._reports: dict[str, tuple[Position, float, int]] = {}
+        #: When (wall clock, and monotonic) ``_reports`` were read from the log.
+        self._reports_read_at = (0.0, -1e9)
+        #: Since when (monotonic) this process has followed the log without a gap: only a process
+        #: silent for ``alive`` seconds of that is dead (an outage silenced every process alike).
+        self._watching_since = time.monotonic()
+        self._clock_offset = 0.0
+        self._clock_checked = -1e9
+        self._since_snapshot = 0
+        self._reported = 0.0
+        #: When (monotonic) the last report that reached the log was sent; until a trim check
+        #: after the next one, a report older than ``alive / 2`` may have looked dead to a trim.
+        self._report_sent = -1e9
+        self._trim_check_due = True
+        self._last_read = time.monotonic()
+        #: Whether the streams held here were ended because the log was out of reach (once per cut).
+        self._streams_ended = False
+        self._warned: set[str] = set()
+        self._counts = {
+            "log_entries_applied": 0,
+            "log_entries_skipped": 0,
+            "log_changes_refused": 0,
+            "log_changes_retried": 0,
+            "log_reseeds": 0,
+            "log_reloads": 0,
+            "log_snapshots": 0,
+            "log_thread_restarts": 0,
+        }
+        self.longest_snapshot_slice = 0.0
+        self._threads: list[threading.Thread] = []
+
+    # The reader's, in LogBackend; the upkeep calls them too.
+
+    def _apply_records(self, records: list[Record]) -> None:
+        raise NotImplementedError
+
+    def _settle(self, number: int, result: object, effects: Effects | None) -> None:
+        raise NotImplementedError

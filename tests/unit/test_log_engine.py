@@ -1,0 +1,223 @@
+"""The shared-log engine on its own: two replicas over a log in memory, faults switched on by the test.
+
+What Redis and PostgreSQL tests show with real servers (tests/integration/test_log_faults.py), shown
+here in milliseconds and without timing luck: the same order everywhere, a deadline that refuses,
+a lost answer settled by reading, a lost log re-seeded, an entry nobody can apply skipped alike.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from pubsubsse import SSEPubSubService
+from pubsubsse.backends.log import LogBackend, LogUnavailable
+from pubsubsse.backends.memory import MemoryTransport
+from pubsubsse.errors import BackendUnavailable
+
+from ..http_helpers import wait_for
+
+
+@pytest.fixture
+def log():
+    return MemoryTransport()
+
+
+@pytest.fixture
+def replicas(log):
+    made: list[SSEPubSubService] = []
+
+    def make(**options):
+        service = SSEPubSubService(backend=LogBackend(log, **options), client_timeout=None)
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.shutdown()
+
+
+def delivered(service: SSEPubSubService, client_id: str) -> list[tuple[int, object]]:
+    """The messages a resume from the start would give the client on this replica: (position, data)."""
+    events = service._core.since(service._core.clients[client_id], 0)
+    assert events is not None
+    return [(position, json.loads(body)["updates"][0]["data"]) for position, body in events if b'"updates":[{' in body]
+
+
+def test_two_replicas_apply_every_change_in_the_same_order(replicas):
+    a, b = replicas(), replicas()
+    client = a.new_client()
+    topic = a.public_topic("orders")
+    client.sub(topic)
+    b.sync()
+    other = b.public_topic("orders")
+
+    def publish(service, handle, start):
+        for n in range(start, 60, 2):
+            handle.pub(n)
+
+    threads = [
+        threading.Thread(target=publish, args=(a, topic, 0)),
+        threading.Thread(target=publish, args=(b, other, 1)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    a.sync()
+    b.sync()
+    in_a, in_b = delivered(a, client.id), delivered(b, client.id)
+    assert sorted(data for _, data in in_a) == list(range(60))
+    assert in_a == in_b  # the same messages at the same positions, in the same order
+
+
+def test_a_change_the_log_takes_after_its_deadline_is_refused_and_not_applied(replicas, log):
+    a = replicas(timeout=1.0)
+    a.new_client()  # the engine has learnt the log's clock
+    now = [log.clock()]
+
+    def jumping() -> int:  # every look at the log's clock finds it 10 s later: each deadline passes
+        now[0] += 10_000
+        return now[0]
+
+    log.clock = jumping
+    with pytest.raises(BackendUnavailable) as refused:
+        a.new_client()
+    assert not refused.value.outcome_unknown
+    assert len(a.get_clients()) == 1
+    assert len([r for r in log.read((0, 0), 0, 100) if b'"new_client"' in r.fields[b"e"]]) == 1
+
+
+def test_an_append_whose_answer_is_lost_is_settled_by_reading_the_log(replicas, log):
+    a = replicas()
+    log.lose_answers = 1  # appended, then answered with "no answer"
+    client = a.new_client()
+    assert a.get_client_by_id(client.id) is client
+    entries = [r for r in log.read((0, 0), 0, 100) if b'"new_client"' in r.fields[b"e"]]
+    assert len(entries) == 1  # settled by finding it, not by appending it again
+
+
+def test_a_log_lost_whole_is_seeded_again_from_a_replica_and_every_replica_follows(replicas, log):
+    a, b = replicas(), replicas()
+    client = a.new_client()
+    b.sync()
+    log.lose()  # a Redis restarted without its data: no entries, no epoch, no snapshot
+    wait_for(lambda: log.get_epoch() is not None, what="a new epoch")
+    later = wait_for(lambda: _try(a.new_client), what="a change accepted by the new epoch")
+    b.sync()
+    assert set(b.get_clients()) == {client.id, later.id}
+    assert a.stats()["log_reseeds"] + b.stats()["log_reseeds"] == 1
+
+
+def _try(change):
+    try:
+        return change()
+    except BackendUnavailable:
+        return None
+
+
+def test_an_entry_no_replica_can_apply_is_skipped_alike_everywhere(replicas, log):
+    a, b = replicas(), replicas()
+    a.public_topic("orders")
+    poison = [
+        {"v": b"2", "e": b"[" * 100_000 + b"]" * 100_000},  # RecursionError in the decoder
+        {"v": b"2", "e": json.dumps(["Q-hand", 1, "pub", ["T-orders"]]).encode(), "b": b"not json"},
+    ]
+    log.append(poison, "*", 1 << 62, 0)
+    client = b.new_client()
+    client.sub(b.public_topic("orders"))
+    a.sync()
+    assert a.get_public_topic_by_id("T-orders").get_clients().keys() == {client.id}
+    for service in (a, b):
+        stats = service.stats()
+        assert (stats["log_entries_skipped"], stats["log_thread_restarts"]) == (2, 0), stats
+
+
+class _OwnView:
+    """One replica's way to the shared memory log, with faults of its own (the others see none)."""
+
+    def __init__(self, log: MemoryTransport) -> None:
+        self._log = log
+        self.reports_fail = False
+        self.cut_off = False
+        self.reads = threading.Event()
+        self.reads.set()
+        self.reading = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+    def report(self, *args):
+        if self.reports_fail:
+            raise LogUnavailable("this replica's reports fail (a test's fault)")
+        return self._log.report(*args)
+
+    def read(self, *args):
+        self.reading.set()
+        assert self.reads.wait(10)
+        if self.cut_off:
+            raise LogUnavailable("this replica is cut off from the log (a test's fault)")
+        return self._log.read(*args)
+
+
+def test_a_replica_the_others_think_dead_while_it_reads_on_reloads_what_they_trimmed(replicas, log):
+    """b reads without a gap but its reports stop (they fail; or it came back and a trim came before
+    its first report): after ``alive`` a trims past b's position, and b's next read starts after
+    the hole. It must notice and load the snapshot: it read on and lost the messages in the hole."""
+    a = replicas(snapshot_every=5, alive=1.0)
+    view = _OwnView(log)
+    b = SSEPubSubService(backend=LogBackend(view, alive=1.0), client_timeout=None)  # type: ignore[arg-type]
+    try:
+        topic = a.public_topic("orders")
+        client = a.new_client()
+        client.sub(topic)
+        b.sync()
+        token = b.backend._process_token
+        view.reports_fail = True
+        wait_for(lambda: time.time() - log.reports()[token][1] > 1.5, what="b's last report older than alive")
+        view.reads.clear()
+        view.reading.clear()
+        assert view.reading.wait(5)  # b's reader waits at the gate, at its position
+        snapshots = a.stats()["log_snapshots"]
+        for n in range(12):
+            topic.pub(n)
+        a.sync()
+        # a's maintenance thread snapshots and trims on its own tick, after the entries applied.
+        wait_for(lambda: a.stats()["log_snapshots"] > snapshots, what="a snapshot by a")
+        wait_for(lambda: log.trimmed_after(b.backend._position), what="a trim past b")  # the premise
+        view.reads.set()
+        topic.pub("after the hole")
+        b.sync()
+        assert delivered(b, client.id) == delivered(a, client.id)
+        assert b.stats()["log_reloads"] >= 1  # more if a trimmed past b (still silent) once more meanwhile
+    finally:
+        b.shutdown()
+
+
+def test_a_replica_cut_off_from_the_log_for_alive_ends_its_streams_so_they_resume_elsewhere(replicas, log):
+    """Its streams would get heartbeats and nothing else for as long as the cut lasts: ended, their
+    browsers reconnect, to a process that follows the log."""
+    a = replicas(alive=1.0)
+    view = _OwnView(log)
+    b = SSEPubSubService(backend=LogBackend(view, alive=1.0), client_timeout=None)  # type: ignore[arg-type]
+    try:
+        topic = a.public_topic("orders")
+        held_by_a, held_by_b = a.new_client(), a.new_client()
+        b.sync()
+        streams = {"a": a.get_client_by_id(held_by_a.id).stream(), "b": b.get_client_by_id(held_by_b.id).stream()}
+        for stream in streams.values():
+            stream.read(timeout=0)
+        view.cut_off = True  # b cannot read the log (it still answers its clients)
+        topic.pub("while b is cut off")
+        deadline = time.monotonic() + 10
+        while not streams["b"].ended and time.monotonic() < deadline:
+            streams["b"].read(timeout=0.2)
+        assert streams["b"].ended  # within alive (1 s) and a read: not at the 10 s bound
+        assert not streams["a"].ended
+        view.cut_off = False
+        wait_for(lambda: b.get_client_by_id(held_by_b.id).status.value == "waiting", what="b's detach applied")
+    finally:
+        b.shutdown()

@@ -1,0 +1,86 @@
+"""The protocol layer on its own: requests in, replies out, no server and no framework."""
+
+from __future__ import annotations
+
+import json
+
+from pubsubsse import SSEPubSubService
+from pubsubsse.web._protocol import Endpoints, FileReply, Refused, Reply, Request, StreamReply
+
+
+def ask(endpoints: Endpoints, path: str, method: str = "GET", query: str = "", **fields) -> Reply:
+    answer = endpoints.handle(Request(method, path, query.encode(), **fields))
+    assert isinstance(answer, Reply)
+    return answer
+
+
+def test_an_app_of_a_few_lines_needs_nothing_but_the_protocol():
+    service = SSEPubSubService(client_timeout=None)
+    endpoints = Endpoints(service, public_topic_creation=True)
+    client = ask(endpoints, "/add/user").json()["client_id"]
+    topic = ask(endpoints, "/add/topic/public/", query="name=news").json()["topic_id"]
+    assert topic == "T-news"
+    body = json.dumps({"client_id": client, "topic": topic}).encode()
+    subscribed = ask(
+        endpoints,
+        "/sub",
+        "POST",
+        content_type="application/json",
+        content_length=len(body),
+        read_body=lambda size: body[:size],
+    )
+    assert (subscribed.status, subscribed.json()) == (200, {"ok": "true"})
+    answer = endpoints.handle(Request("GET", "/event", f"client_id={client}".encode()))
+    assert isinstance(answer, StreamReply)
+    assert ("Content-Type", "text/event-stream; charset=utf-8") in answer.headers
+    first = next(answer.stream)
+    assert b'{"type":"subscribed","list":[{"id":"T-news"}]}' in first
+    service.public_topic("news").pub("hello")
+    assert b'"data":"hello"' in next(answer.stream)
+    answer.stream.close()
+    service.shutdown()
+
+
+def test_refusals_are_json_with_the_status_the_protocol_gives():
+    endpoints = Endpoints(SSEPubSubService(client_timeout=None))
+    assert ask(endpoints, "/nowhere").status == 404
+    head = ask(endpoints, "/sub", "HEAD")
+    assert head.status == 405 and ("Allow", "GET, POST") in head.headers
+    assert ask(endpoints, "/add/topic/public/").json() == {
+        "ok": "false",
+        "error": "forbidden",
+        "hint": "this endpoint is off by default: turn it on with public_topic_creation=True",
+    }
+    assert ask(endpoints, "/stats").status == 404  # not served unless stats_endpoint=True
+    assert ask(endpoints, "/sub", query="client_id=C-nobody&topic=T-x").json()["error"] == "client not found"
+    assert ask(endpoints, "/sub", query="x" * 3000).status == 414
+    garbage = ask(endpoints, "/sub", "POST", content_type="application/json", read_body=lambda size: b"[[[")
+    assert (garbage.status, garbage.json()["error"]) == (400, "invalid JSON body")
+    assert isinstance(endpoints.handle(Request("GET", "/pubsubsse.js")), FileReply)
+
+
+def test_the_hook_gets_the_native_request_and_may_choose_the_answer():
+    seen = []
+
+    def authorize(request, action, client, topic):
+        seen.append((request, action, client))
+        if request == "mallory":
+            raise Refused(401, "who are you")
+        return request == "alice"
+
+    endpoints = Endpoints(SSEPubSubService(client_timeout=None), authorize=authorize)
+    assert ask(endpoints, "/add/user", native="alice").status == 200
+    assert ask(endpoints, "/add/user", native="bob").json() == {"ok": "false", "error": "forbidden"}
+    refused = ask(endpoints, "/add/user", native="mallory")
+    assert (refused.status, refused.json()["error"]) == (401, "who are you")
+    assert seen == [("alice", "add_user", None), ("bob", "add_user", None), ("mallory", "add_user", None)]
+
+
+def test_cors_preflight_and_answers():
+    endpoints = Endpoints(SSEPubSubService(client_timeout=None), cors_origins=["https://app.example"])
+    preflight = endpoints.handle(Request("OPTIONS", "/event", headers={"Origin": "https://app.example"}))
+    headers = dict(preflight.headers)
+    assert preflight.status == 200 and headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Last-Event-ID" in headers["Access-Control-Allow-Headers"]
+    foreign = ask(endpoints, "/add/user", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in dict(foreign.headers)

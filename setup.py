@@ -1,7 +1,8 @@
 """Packaging for pubsubsse.
 
-The browser client has one source, ``static/pubsubsse.js``; the build copies it
-into the package (``pubsubsse/static/``), where the HTTP layer serves it from.
+The browser scripts have one source each, ``static/pubsubsse.js`` (the client) and
+``static/pubsubsse-html.js`` (the live HTML helper for htmx and Turbo); the build copies them into the package
+(``pubsubsse/static/``), where the HTTP layer serves them from.
 """
 
 import shutil
@@ -19,14 +20,15 @@ version = next(
 
 
 class BuildWithClient(build_py):
-    """Copy the browser client into the built package."""
+    """Copy the browser client and the live HTML helper into the built package."""
 
     def run(self):
         """Build the package, then put the browser client into it."""
         super().run()
         target = Path(self.build_lib) / "pubsubsse" / "static"
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(here / "static" / "pubsubsse.js", target / "pubsubsse.js")
+        for script in ("pubsubsse.js", "pubsubsse-html.js"):
+            shutil.copyfile(here / "static" / script, target / script)
 
 
 setup(
@@ -69,6 +71,7 @@ setup(
             "django>=4.2",
             "sqlalchemy>=2.0",
             "Flask-SQLAlchemy>=3.1",
+            "websocket-client>=1.6",
             "waitress>=3.0",
             "pyuwsgi>=2.0.28; sys_platform == 'linux'",
         ],

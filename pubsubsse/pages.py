@@ -57,14 +57,20 @@ class PageStream:
         """The client's id, for the stream URL (or a ticket: :class:`~pubsubsse.web.StreamTickets`)."""
         return self.client.id
 
-    def stream_url(self, prefix: str = "/sse", tickets: StreamTickets | None = None) -> str:
+    def stream_url(self, prefix: str = "/sse", tickets: StreamTickets | None = None, format: str = "json") -> str:
         """Return the URL of the page's stream, starting after the position: for a plain ``EventSource``.
 
         ``prefix`` is where the endpoints are mounted; with ``tickets``, the
-        URL carries a signed ticket instead of the client id.
+        URL carries a signed ticket instead of the client id. ``format`` is
+        ``"json"`` (messages), ``"html"`` (fragments as named events, for htmx's
+        SSE extension) or ``"turbo"`` (for ``<turbo-stream-source>``): see
+        :mod:`pubsubsse.html`. Raises :class:`ValueError` for another format.
         """
+        if format not in ("json", "html", "turbo"):
+            raise ValueError(f"format must be 'json', 'html' or 'turbo', got {format!r}")
         who = f"ticket={quote(tickets.issue(self.client))}" if tickets else f"client_id={quote(self.client.id)}"
-        return f"{prefix.rstrip('/')}/event?{who}&last_event_id={self.last_event_id}"
+        url = f"{prefix.rstrip('/')}/event?{who}&last_event_id={self.last_event_id}"
+        return url if format == "json" else f"{url}&format={format}"
 
     def as_dict(self) -> dict[str, object]:
         """``{"client_id": …, "last_event_id": …, "topics": [...]}``: the options of ``new PubSubSSE({...})``.

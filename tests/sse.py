@@ -107,3 +107,39 @@ def is_init(message: dict[str, Any]) -> bool:
 def is_reset(message: dict[str, Any]) -> bool:
     """An init message that says messages may have been missed (a resume that could not be served)."""
     return is_init(message) and message["sys"][-1]["type"] == "reset"
+
+
+@dataclass
+class Dispatched:
+    """What an EventSource does with a stream: the events it fires, and its last event id at the end."""
+
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, data, lastEventId)
+    last_event_id: str = ""
+
+
+def dispatch(raw: bytes) -> Dispatched:
+    """Interpret SSE bytes as the HTML standard's EventSource does (fields, bare ids, multi-line data)."""
+    out = Dispatched()
+    kind, data, last_id = "", [], ""
+    text = raw.decode("utf-8")
+    assert text == "" or text.endswith("\n"), "incomplete line"
+    for line in text.replace("\r\n", "\n").split("\n")[:-1]:
+        if line == "":  # dispatch: the id is taken even when no event fires
+            out.last_event_id = last_id
+            if data:
+                out.events.append((kind or "message", "\n".join(data), last_id))
+            kind, data = "", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                last_id = value
+            else:
+                assert name == "retry", line
+    return out

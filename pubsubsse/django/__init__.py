@@ -40,11 +40,12 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from pubsubsse.handles import Client, Group, Topic
+from pubsubsse.html import Broadcast, dom_id
 from pubsubsse.pages import PageStream
 from pubsubsse.service import SSEPubSubService
 from pubsubsse.web._settings import LazyService, known_options
 
-__all__ = ["get_service", "publish", "page_stream", "public_topic", "group", "settings_options"]
+__all__ = ["broadcasts", "get_service", "publish", "page_stream", "public_topic", "group", "settings_options"]
 
 _lock = threading.Lock()
 _service: LazyService | None = None
@@ -154,3 +155,63 @@ def page_stream(topics: Iterable[Topic | str], client: Client | None = None) -> 
     from pubsubsse.pages import page_stream as subscribe_page
 
     return subscribe_page(get_service(), topics, client)
+
+
+def broadcasts(
+    model: type,
+    topic: str,
+    template: str | None = None,
+    *,
+    style: str = "turbo",
+    target: str | None = None,
+    key: Callable[[Any], str] = dom_id,
+    interval: float = 0.5,
+) -> Callable[[], None]:
+    """Push every saved or deleted row of ``model`` to ``topic`` as HTML: Rails' ``broadcasts_to``.
+
+    ``template`` (a Django template name) renders one row, with ``object`` and
+    the model's name in lower case (``todo``) in its context, once per change.
+    ``style``, ``target``, ``key`` and ``interval`` are as for
+    :class:`pubsubsse.html.Broadcast`: ``"turbo"`` appends, replaces and
+    removes rows, ``"htmx"`` sends fragments for ``sse-swap``, ``"refresh"``
+    sends one debounced Turbo refresh per burst. The fragments are published
+    with the change's transaction (:func:`publish` with the signal's database):
+    a rolled back save sends nothing. Call it once, in ``AppConfig.ready()``;
+    the function it returns disconnects it. Raises :class:`ValueError` as
+    :class:`~pubsubsse.html.Broadcast` does.
+    """
+    from django.db import transaction as db_transaction
+    from django.db.models.signals import post_delete, post_save
+    from django.template.loader import render_to_string
+
+    def render(context: Any) -> str:
+        return render_to_string(template or "", dict(context))
+
+    broadcast = Broadcast(
+        model, topic, render if template else None, style=style, target=target, key=key, interval=interval
+    )
+    refresh = broadcast.refresher(lambda value: publish(topic, value))
+
+    def changed(instance: Any, change: str, using: str) -> None:
+        if broadcast.style == "refresh":
+            db_transaction.on_commit(refresh, using=using, robust=True)  # at once outside a transaction
+            return
+        for value in broadcast.fragments(instance, change):
+            publish(topic, value, using=using)
+
+    def saved(sender: Any, instance: Any, created: bool, using: str, **kwargs: Any) -> None:
+        changed(instance, "created" if created else "updated", using)
+
+    def deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+        changed(instance, "deleted", using)
+
+    uid = f"pubsubsse.broadcasts:{model.__module__}.{model.__qualname__}:{topic}"
+    post_save.connect(saved, sender=model, weak=False, dispatch_uid=uid)
+    post_delete.connect(deleted, sender=model, weak=False, dispatch_uid=uid)
+
+    def stop() -> None:
+        post_save.disconnect(sender=model, dispatch_uid=uid)
+        post_delete.disconnect(sender=model, dispatch_uid=uid)
+        refresh.flush()
+
+    return stop

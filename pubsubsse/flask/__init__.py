@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 try:
     import click
@@ -53,6 +53,7 @@ from pubsubsse.backends.log import LogBackend
 from pubsubsse.errors import PubSubError
 from pubsubsse.flask.blueprint import create_blueprint
 from pubsubsse.handles import Client, Group, Topic
+from pubsubsse.html import Broadcast, dom_id, sqlalchemy_broadcasts
 from pubsubsse.pages import PageStream, page_stream
 from pubsubsse.publisher import Publisher
 from pubsubsse.servers import _workers as workers
@@ -164,6 +165,40 @@ class PubSubSSE:
             publish_with_session(self.service, topic, data, session)
         else:
             self.service.publish(topic, data, transaction=transaction)
+
+    def broadcasts(
+        self,
+        model: type,
+        topic: str,
+        template: str | None = None,
+        *,
+        style: str = "turbo",
+        target: str | None = None,
+        key: Callable[[Any], str] = dom_id,
+        interval: float = 0.5,
+        session: Any = None,
+    ) -> Callable[[], None]:
+        """Push every change of the SQLAlchemy ``model`` to ``topic`` as HTML: Rails' ``broadcasts_to``.
+
+        ``template`` (a Jinja template name) renders one row, with ``object``
+        and the model's name in lower case in its context, once per change, at
+        the flush that writes it (in the app context the flush runs in).
+        ``style``, ``target``, ``key`` and ``interval`` are as for
+        :class:`pubsubsse.html.Broadcast`; ``session`` is the sessions to
+        watch (Flask-SQLAlchemy's ``db.session``; every ``Session`` if
+        ``None``). Published with the transaction, as
+        :meth:`publish` with ``session``. Call it after :meth:`init_app`; the
+        function it returns stops it.
+        """
+        from flask import render_template
+
+        def render(context: Any) -> str:
+            return render_template(template or "", **context)
+
+        broadcast = Broadcast(
+            model, topic, render if template else None, style=style, target=target, key=key, interval=interval
+        )
+        return sqlalchemy_broadcasts(self.service, broadcast, session)
 
     def page_stream(self, topics: Iterable[Topic | str], client: Client | None = None) -> PageStream:
         """Subscribe a page's client before the view queries; see :func:`pubsubsse.pages.page_stream`."""

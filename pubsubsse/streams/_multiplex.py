@@ -46,17 +46,23 @@ class MultiplexStream(Chunks):
     client that could not be attached (announced at once with reason
     ``"client not found"``). A stream that ends later is announced with reason
     ``"removed"`` if its client was removed, else ``"closed"`` (taken over by
-    another connection, or closed by the server). Iterate it for the chunks; :meth:`close` ends every stream and is
+    another connection, or closed by the server). ``reframe(chunk, index)``
+    turns a stream's chunk into what the connection sends (by default, each
+    event tagged ``event: c<index>``). Iterate it for the chunks; :meth:`close` ends every stream and is
     safe from any thread, any number of times.
     """
 
-    __slots__ = ("_streams", "_live", "_ready", "_rung", "_first", "on_ready")
+    __slots__ = ("_streams", "_live", "_ready", "_rung", "_first", "_reframe", "on_ready")
 
     def __init__(
         self,
         streams: Sequence[Stream | None],
+        reframe: Callable[[bytes, int], bytes] = tagged,
     ) -> None:
         self._streams = list(streams)
+        # How a stream's chunk is sent on this connection: tagged with its client's index, or (one
+        # client's HTML stream) re-framed as HTML events.
+        self._reframe = reframe
         #: Called (never blocking, perhaps with the service lock held) when something gets ready
         #: to read: how a body that holds no greenlet learns it has something to write.
         self.on_ready: Callable[[], None] | None = None
@@ -117,7 +123,7 @@ class MultiplexStream(Chunks):
             if chunk == HEARTBEAT:
                 heartbeat = True
             elif chunk:
-                pieces.append(tagged(chunk, index))
+                pieces.append(self._reframe(chunk, index))
             if chunk is None or stream.ended:
                 del self._live[stream]
                 stream.notify = None

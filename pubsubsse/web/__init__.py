@@ -11,7 +11,8 @@ its API.
 from __future__ import annotations
 
 from pubsubsse.web._http import FileReply, Headers, Refused, Reply, Request, StreamReply
-from pubsubsse.web._protocol import ACTIONS, ENDPOINT_OPTIONS, PATHS, Authorize, Endpoints, client_script
+from pubsubsse.web._protocol import ACTIONS, ENDPOINT_OPTIONS, PATHS, Authorize, Endpoints
+from pubsubsse.web._scripts import client_script
 from pubsubsse.web._tickets import BadTicket, StreamTickets
 
 __all__ = [

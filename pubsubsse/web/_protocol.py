@@ -25,13 +25,13 @@ import inspect
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pubsubsse.errors import BackendUnavailable, ClientNotFound, LimitReached, NotSubscribed, PubSubError, TopicNotFound
 from pubsubsse.handles import Client, Topic, check_name, short_id
 from pubsubsse.servers import _workers as workers
 from pubsubsse.service import SSEPubSubService
+from pubsubsse.streams._html import FORMATS, html_stream
 from pubsubsse.streams._multiplex import MultiplexStream
 from pubsubsse.streams._stream import Stream
 from pubsubsse.web._http import (
@@ -54,6 +54,7 @@ from pubsubsse.web._http import (
     shared_clients,
 )
 from pubsubsse.web._ratelimit import RateLimiter
+from pubsubsse.web._scripts import SCRIPTS, client_script_reply
 from pubsubsse.web._tickets import BadTicket, StreamTickets
 
 __all__ = [
@@ -68,7 +69,6 @@ __all__ = [
     "Reply",
     "Request",
     "StreamReply",
-    "client_script",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,6 @@ _SWITCHES = {
     "remove_private_topic": ("private_topics", "True"),
     "remove_user": ("client_removal", "True"),
 }
-
-
-def client_script() -> Path:
-    """Where the browser client is: in the installed package, or (a source checkout) in ``static/``."""
-    package = Path(__file__).resolve().parent.parent
-    built = package / "static" / "pubsubsse.js"
-    return built if built.exists() else package.parent / "static" / "pubsubsse.js"
 
 
 def _same(service: SSEPubSubService) -> SSEPubSubService:
@@ -184,13 +177,6 @@ def request_params(request: Request, max_query_length: int, max_body_size: int) 
     if request.method != "POST":
         return query
     return {**parse_body(request, max_body_size), **query}
-
-
-def client_script_reply(request: Request) -> Answer:
-    """Answer a request for the browser client."""
-    if request.method not in ("GET", "HEAD"):
-        return error_reply(405, "method not allowed", {"Allow": "GET, HEAD"})
-    return FileReply(client_script(), "text/javascript", 300, [])
 
 
 class Endpoints:
@@ -341,7 +327,8 @@ class Endpoints:
         served = {"stats": stats_endpoint, "shared_event": shared_streams}
         self._paths = {path: action for path, action in PATHS.items() if served.get(action, True)}
         if serve_client:
-            self._paths["/pubsubsse.js"] = "client_script"
+            for action, script in SCRIPTS.items():
+                self._paths["/" + script] = action
         # The other form of each path (slash added or removed), redirected to the served one.
         self._other_forms = {(path.rstrip("/") if path.endswith("/") else path + "/"): path for path in self._paths}
         self._views: dict[str, Callable[[Request, dict[str, str]], Answer]] = {
@@ -363,7 +350,7 @@ class Endpoints:
         return self._get_service()
 
     def paths(self) -> dict[str, str]:
-        """Return the paths served below the mount point, each with its action (``"client_script"`` for the script)."""
+        """Return the paths served below the mount point, each with its action (or the script's, for a script)."""
         return dict(self._paths)
 
     def action_for(self, path: str) -> str | None:
@@ -383,7 +370,7 @@ class Endpoints:
         if action is None:
             canonical = self.canonical_path(request.path)
             answer = error_reply(404, "not found") if canonical is None else redirect(request, canonical)
-        elif action == "client_script":
+        elif action in SCRIPTS:
             answer = client_script_reply(request)
         else:
             answer = self._endpoint(action, request)
@@ -530,6 +517,9 @@ class Endpoints:
         return ok()
 
     def _event(self, request: Request, params: dict[str, str]) -> Answer:
+        form = params.get("format", "json")
+        if form not in FORMATS:
+            raise Refused(400, f"invalid parameter format: expected one of {', '.join(sorted(FORMATS))}")
         ticket = params.get("ticket")
         if ticket is None:
             client = self._checked_client(request, "event", params)
@@ -541,12 +531,11 @@ class Endpoints:
             except BadTicket as bad:
                 raise Refused(400, str(bad)) from None
             client = self._checked_client(request, "event", {"client_id": client_id})
-        last_event_id = request.headers.get("Last-Event-ID")
-        if last_event_id is None:
-            last_event_id = params.get("last_event_id")
-        stream = client.stream(last_event_id)
+        header = request.headers.get("Last-Event-ID")  # wins over the parameter, even empty
+        stream = client.stream(params.get("last_event_id") if header is None else header)
         log.debug("stream opened for client %s", short_id(client.id))
-        return StreamReply(list(STREAM_HEADERS), stream, self.service, self.end_streams_on_sigterm)
+        framed = stream if form == "json" else html_stream(stream, turbo=form == "turbo")
+        return StreamReply(list(STREAM_HEADERS), framed, self.service, self.end_streams_on_sigterm)
 
     def _shared_event(self, request: Request, params: dict[str, str]) -> Answer:
         entries = shared_clients(params.get("clients", ""))

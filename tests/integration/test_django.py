@@ -227,3 +227,66 @@ def test_the_backend_shorthands_are_settings_of_the_service_not_of_the_endpoints
     result = run_django(code, f'PUBSUBSSE={{"{shorthand}": "{url}"}}')  # nobody there: the service starts unready
     expected = {"redis_url": "RedisBackend", "postgres_dsn": "PostgresBackend"}[shorthand]
     assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_broadcasts_push_saved_and_deleted_rows_with_the_transaction():
+    """``broadcasts``: a row's template rendered once per change; a rolled back save sends nothing."""
+    import uuid
+
+    table = f"todos_{uuid.uuid4().hex[:10]}"
+    code = (
+        _RECEIVED
+        + f"""
+    from django.db import connection, models
+    from pubsubsse.django import broadcasts
+    from pubsubsse.html import turbo
+
+    class Todo(models.Model):
+        title = models.CharField(max_length=50)
+
+        class Meta:
+            app_label = "pubsubsse"
+            db_table = {table!r}
+            managed = False
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE {table} (id serial PRIMARY KEY, title varchar(50) NOT NULL)")
+    try:
+        stop = broadcasts(Todo, "orders", "row.html")
+        with transaction.atomic():
+            todo = Todo.objects.create(title="milk")
+            assert received() == []  # not before the commit
+        try:
+            with transaction.atomic():
+                Todo.objects.create(title="rolled back")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        todo.title = "oat milk"
+        todo.save()  # outside a transaction: at once
+        todo_id = todo.pk
+        todo.delete()
+        row = '<li id="todo_%d">%s</li>'
+        wait([
+            turbo("append", "todos", row % (todo_id, "milk")),
+            turbo("replace", "todo_%d" % todo_id, row % (todo_id, "oat milk")),
+            turbo("remove", "todo_%d" % todo_id),
+        ])
+        stop()
+        Todo.objects.create(title="after stop")
+        time.sleep(0.2)
+        assert len(received()) == 3
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE {table}")
+    print("ok")
+    """
+    )
+    templates = (
+        "TEMPLATES=[{'BACKEND': 'django.template.backends.django.DjangoTemplates', 'OPTIONS': {'loaders': "
+        "[('django.template.loaders.locmem.Loader', "
+        "{'row.html': '<li id=\"todo_{{ todo.pk }}\">{{ object.title }}</li>'})]}}]"
+    )
+    result = run_django(code, _databases() + ", PUBSUBSSE={'client_timeout': None}, " + templates)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

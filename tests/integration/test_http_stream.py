@@ -328,3 +328,36 @@ def test_a_closed_tab_is_noticed_at_once_even_after_its_peer_sent_a_byte(kind):
         assert time.monotonic() - started < 3
     finally:
         srv.stop()
+
+
+def fired(reader, n):
+    """The next ``n`` events an EventSource would fire: a bare ``id:`` (some libraries yield it) fires none."""
+    events = []
+    while len(events) < n:
+        event = reader.next()
+        if event.data or event.event != "message":
+            events.append(event)
+    return events
+
+
+def test_an_html_stream_sends_fragments_as_named_events_and_resumes_after_them(server, library):
+    """``format=html``: what htmx's SSE extension reads, under every server (released under gevent)."""
+    client, topic = subscribed_client(server)
+    reader = SSEReader(library, server.url(f"/event?client_id={client}&format=html"))
+    try:
+        publish(server, topic, {"event": "todo-1", "html": "<li>one</li>\n<li>two</li>"}, {"not": "html"})
+        publish(server, topic, {"event": "todo-2", "html": "<li>three</li>"})
+        first, second = fired(reader, 2)
+        assert (first.event, first.data) == ("todo-1", "<li>one</li>\n<li>two</li>")
+        assert (second.event, second.data) == ("todo-2", "<li>three</li>")
+        assert int(second.id) > int(first.id) + 1  # the JSON-only message between: not sent, its id passed
+    finally:
+        reader.close()
+    publish(server, topic, {"event": "todo-3", "html": "<li>four</li>"})
+    again = SSEReader(library, server.url(f"/event?client_id={client}&format=html&last_event_id={second.id}"))
+    try:
+        assert [(e.event, e.data) for e in fired(again, 1)] == [("todo-3", "<li>four</li>")]
+    finally:
+        again.close()
+    bad = api(server, "/event", client_id=client, format="xml")
+    assert bad.status_code == 400 and "format" in bad.json()["error"]

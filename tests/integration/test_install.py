@@ -74,6 +74,7 @@ def check_serving(base: str) -> None:
     """A client subscribes to T-orders, opens its stream and gets what the app publishes."""
     with httpx.Client(base_url=base, timeout=10) as http:
         assert "PubSubSSE" in http.get("/sse/pubsubsse.js").text  # the browser client, from the wheel
+        assert "pubsubsse-stream-source" in http.get("/sse/pubsubsse-html.js").text  # the live HTML helper too
         client = http.get("/sse/add/user").json()["client_id"]
         assert http.get("/sse/sub", params={"client_id": client, "topic": "T-orders"}).json() == {"ok": "true"}
         with http.stream("GET", "/sse/event", params={"client_id": client}) as stream:

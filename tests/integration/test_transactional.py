@@ -251,3 +251,72 @@ def test_a_process_killed_right_after_its_commit_loses_nothing(make, name):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == -9, result.stderr
     wait_for(lambda: received(service, client.id) == ["committed, then killed"], timeout=10, what="the publish")
+
+
+@pytest.mark.parametrize("backend", ["postgres", "local"])
+def test_sqlalchemy_broadcasts_push_each_flushed_change_with_the_transaction(make, backend):
+    """A row's template rendered once per change at the flush; the fragments written in the transaction
+    (PostgreSQL) or published after it commits (another backend); nothing of a rollback."""
+    from sqlalchemy import Column, Integer, String, text
+    from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+    from pubsubsse.html import Broadcast, fragment, htmx_oob, sqlalchemy_broadcasts
+
+    table = f"todos_{uuid.uuid4().hex[:10]}"
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Todo(Base):
+        __tablename__ = table
+        id = Column(Integer, primary_key=True)
+        title = Column(String(50), nullable=False)
+
+    engine = _engine()
+    Base.metadata.create_all(engine)
+    service = make() if backend == "postgres" else SSEPubSubService(client_timeout=None)
+    client = service.new_client()
+    client.sub(service.public_topic("todos"))
+    renders = []
+
+    def render(context):
+        renders.append(context["todo"].title)
+        return f'<li id="todo_{context["object"].id}">{context["todo"].title}</li>'
+
+    sessions = sessionmaker(engine)
+    stop = sqlalchemy_broadcasts(service, Broadcast(Todo, "todos", render, style="htmx"), sessions)
+    try:
+        with sessions() as session:
+            todo = Todo(title="milk")
+            session.add(todo)
+            session.flush()
+            todo_id = todo.id
+            session.commit()
+            session.add(Todo(title="rolled back"))
+            session.flush()
+            session.rollback()
+            todo = session.get(Todo, todo_id)
+            todo.title = "oat milk"
+            session.commit()
+            session.execute(text("SELECT 1"))
+            session.commit()  # nothing changed: nothing sent
+            session.delete(todo)
+            session.commit()
+        row = '<li id="todo_%d">%s</li>'
+        expected = [
+            fragment(htmx_oob("beforeend", "todos", row % (todo_id, "milk")), "todos"),
+            fragment(htmx_oob("outerHTML", f"todo_{todo_id}", row % (todo_id, "oat milk")), "todos"),
+            fragment(htmx_oob("delete", f"todo_{todo_id}"), "todos"),
+        ]
+        wait_for(lambda: received(service, client.id) == expected, timeout=10, what="the three changes")
+        assert renders == ["milk", "rolled back", "oat milk"]  # once per change; the rollback sends nothing
+        stop()
+        with sessions() as session:
+            session.add(Todo(title="after stop"))
+            session.commit()
+        assert received(service, client.id) == expected
+    finally:
+        if backend == "local":
+            service.shutdown()
+        Base.metadata.drop_all(engine)
+        engine.dispose()

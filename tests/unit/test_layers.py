@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pubsubsse"
 
 #: Bottom first: a module's layer is the first whose prefix it starts with (the longest prefix wins).
 LAYERS = [
-    ["pubsubsse.errors", "pubsubsse.events"],
+    ["pubsubsse.errors", "pubsubsse.events", "pubsubsse.html._fragments"],
     ["pubsubsse.core"],
     ["pubsubsse.streams"],
     ["pubsubsse.handles", "pubsubsse.service", "pubsubsse._attachments", "pubsubsse.backends", "pubsubsse.publisher"],

@@ -15,4 +15,11 @@ class DemoConfig(AppConfig):
         # a page can subscribe to T-news before anything has been published to it.
         public_topic("news")
         if os.environ.get("ORDERS_DATABASE"):
+            from pubsubsse.django import broadcasts
+
+            from .todos import Todo
+
             public_topic("orders")
+            public_topic("todos")
+            # Every saved or deleted Todo, rendered with demo/_todo.html, to the pages on "todos".
+            broadcasts(Todo, "todos", "demo/_todo.html")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from pubsubsse.handles import Client, Topic
+from pubsubsse.streams._html import FORMATS
 
 if TYPE_CHECKING:
     from pubsubsse.service import SSEPubSubService
@@ -66,8 +67,8 @@ class PageStream:
         SSE extension) or ``"turbo"`` (for ``<turbo-stream-source>``): see
         :mod:`pubsubsse.html`. Raises :class:`ValueError` for another format.
         """
-        if format not in ("json", "html", "turbo"):
-            raise ValueError(f"format must be 'json', 'html' or 'turbo', got {format!r}")
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
         who = f"ticket={quote(tickets.issue(self.client))}" if tickets else f"client_id={quote(self.client.id)}"
         url = f"{prefix.rstrip('/')}/event?{who}&last_event_id={self.last_event_id}"
         return url if format == "json" else f"{url}&format={format}"

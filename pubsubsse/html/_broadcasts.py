@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pubsubsse.html._fragments import Refresher, fragment, htmx_oob, turbo
+from pubsubsse.html._fragments import Refresher, fragment, htmx_oob, markup, turbo
 
 if TYPE_CHECKING:
     from pubsubsse.service import SSEPubSubService
@@ -73,7 +73,7 @@ class Broadcast:
         """Render ``instance`` with the model's template (once per change: every page gets the same text)."""
         assert self._render is not None
         out = self._render({"object": instance, self._name: instance})
-        return str(out.__html__() if hasattr(out, "__html__") else out)
+        return str(markup(out))
 
     def fragments(self, instance: Any, change: str) -> list[dict[str, str]]:
         """Return what to publish for a change of ``instance`` (``created``, ``updated`` or ``deleted``).

@@ -15,6 +15,7 @@ __all__ = [
     "fragment",
     "htmx_oob",
     "is_fragment",
+    "markup",
     "turbo",
     "turbo_stream",
 ]
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 
 #: The Turbo Stream actions :func:`turbo_stream` makes. ``remove`` and ``refresh`` carry no HTML.
 TURBO_ACTIONS = frozenset({"append", "prepend", "replace", "update", "remove", "before", "after", "refresh"})
+
+
+def markup(html: Any) -> Any:
+    """Return the text of rendered HTML: markupsafe's ``Markup`` (anything with ``__html__``) as its HTML."""
+    return html.__html__() if hasattr(html, "__html__") else html
 
 
 def _check_event_name(event: str) -> None:
@@ -41,7 +47,7 @@ def fragment(html: Any, event: str = "message") -> dict[str, str]:
     :class:`TypeError` if ``html`` is not text.
     """
     _check_event_name(event)
-    text = html.__html__() if hasattr(html, "__html__") else html
+    text = markup(html)
     if not isinstance(text, str):
         raise TypeError(f"a fragment's html must be text, got {type(html).__name__}")
     return {"event": event, "html": text}
@@ -74,7 +80,7 @@ def turbo_stream(action: str, target: str | None = None, html: Any = "", *, targ
     where = f'target="{_html.escape(target)}"' if target is not None else f'targets="{_html.escape(targets or "")}"'
     if action == "remove":
         return f'<turbo-stream action="remove" {where}></turbo-stream>'
-    text = html.__html__() if hasattr(html, "__html__") else str(html)
+    text = str(markup(html))
     return f'<turbo-stream action="{action}" {where}><template>{text}</template></turbo-stream>'
 
 
@@ -95,7 +101,7 @@ def htmx_oob(swap: str, target: str, html: Any = "") -> str:
     whose ``html`` does not start with an element.
     """
     selector = "#" + _html.escape(target)
-    text = html.__html__() if hasattr(html, "__html__") else str(html)
+    text = str(markup(html))
     if swap == "delete":
         return f'<div hx-swap-oob="delete:{selector}"></div>'
     if swap == "outerHTML":

@@ -57,6 +57,7 @@ def _event(name: bytes, data: bytes) -> bytes:
 #: Every subscriber's stream holds the same body: decoded and framed once, not once per subscriber.
 _FRAMED: dict[tuple[bytes, bool], bytes | None] = {}
 _FRAMED_MAX = 256
+_PUBLISHED = b'{"sys":null,'  # how the body of a published value starts: the same bytes for every subscriber
 _UNKNOWN = b"unknown"  # a sentinel: never the framing of a body (which ends with a line break, or is empty)
 
 
@@ -74,9 +75,10 @@ def _framed(data: bytes, turbo: bool) -> bytes | None:
         framed = b"\n".join(_event(name, body) for name, body in _events(message, turbo))
     else:
         framed = None
-    if len(_FRAMED) >= _FRAMED_MAX:
-        _FRAMED.clear()  # bounded; the bodies of the last few publishes are what streams read
-    _FRAMED[key] = framed
+    if data.startswith(_PUBLISHED):  # a system message is one client's: kept, it would only push out the others
+        if len(_FRAMED) >= _FRAMED_MAX:
+            _FRAMED.clear()  # bounded; the bodies of the last few publishes are what streams read
+        _FRAMED[key] = framed
     return framed
 
 

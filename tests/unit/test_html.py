@@ -163,3 +163,30 @@ def test_a_broadcast_renders_once_per_change_in_each_style():
         Broadcast(Todo, "todos", style="turbo")
     with pytest.raises(ValueError, match="style must be"):
         Broadcast(Todo, "todos", render, style="morse")
+
+
+def test_rendered_markup_is_taken_as_its_html():
+    from markupsafe import Markup
+
+    row = Markup("<li id='todo_7'>{}</li>").format("<milk>")
+    assert fragment(row, "todos")["html"] == "<li id='todo_7'>&lt;milk&gt;</li>"
+    assert turbo_stream("replace", "todo_7", row).endswith(
+        "<template><li id='todo_7'>&lt;milk&gt;</li></template></turbo-stream>"
+    )
+    assert htmx_oob("outerHTML", "todo_7", row).startswith("<li hx-swap-oob=")
+
+
+def test_only_published_bodies_are_framed_once_for_every_stream_not_system_messages(service):
+    from pubsubsse.streams import _html
+
+    topic = service.public_topic("todos")
+    streams = [opened(page_stream(service, [topic]).client) for _ in range(2)]
+    _html._FRAMED.clear()
+    for stream in streams:
+        dispatch(ready(stream))  # the init messages: each one client's alone
+    assert _html._FRAMED == {}
+    topic.pub(fragment("<li>a</li>", "todos"))
+    service.sync()
+    for stream in streams:
+        assert [data for _, data, _ in dispatch(ready(stream)).events] == ["<li>a</li>"]
+    assert len(_html._FRAMED) == 1  # decoded and framed once, for both

@@ -80,7 +80,7 @@ class Attachments:
         self.backend.execute_eventually("detach", (stream.record.id, stream.token))
 
     def tick(self, now: float) -> None:
-        """Queue heartbeats, detach streams of dead processes, propose expiry of long-waiting clients.
+        """Queue heartbeats, detach streams of dead processes, propose expiries and presence reports.
 
         It walks this process's streams only, without the lock, yielding every 1,000, and asks
         once per other process whether it is alive: a client whose stream is held elsewhere
@@ -92,6 +92,8 @@ class Attachments:
         with self.lock:
             clients = list(self.core.holders.get(own, {}).values())
             processes = [process for process in self.core.holders if process != own]
+            # Every process proposes the reports: the first applied says what changed, the rest find nothing.
+            presence = list(self.core.presence_dirty)
             if self.client_timeout is not None:
                 for client in self.core.waiting.values():
                     if now - client.waiting_since < self.client_timeout:
@@ -118,3 +120,5 @@ class Attachments:
                         backend.execute_eventually("detach", (client_id, token))
         for client_id, detaches in expired:
             backend.execute_eventually("expire_client", (client_id, detaches))
+        for topic_id in presence:
+            backend.execute_eventually("presence_flush", (topic_id,))

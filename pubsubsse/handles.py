@@ -13,7 +13,9 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
+from pubsubsse.core import _presence
 from pubsubsse.core._records import ClientRecord, GroupRecord, Status, TopicInGroup, TopicRecord, TopicType, short_id
+from pubsubsse.errors import BackendUnavailable
 from pubsubsse.events import EventAttribute
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ __all__ = [
     "new_id",
     "check_name",
     "NAME_RULE",
+    "MAX_USER_LENGTH",
     "short_id",
 ]
 
@@ -62,6 +65,17 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"invalid name {name!r}: a name is {NAME_RULE}")
     return name
+
+
+#: The longest :attr:`Client.user` accepted.
+MAX_USER_LENGTH = 256
+
+
+def check_user(user: object) -> str | None:
+    """Return ``user`` if it is ``None`` or a valid user name (1 to :data:`MAX_USER_LENGTH` characters)."""
+    if user is not None and not (isinstance(user, str) and 0 < len(user) <= MAX_USER_LENGTH):
+        raise ValueError(f"invalid user {user!r}: a user is a string of 1 to {MAX_USER_LENGTH} characters, or None")
+    return user
 
 
 def named_id(prefix: str, name: str) -> str:
@@ -148,6 +162,34 @@ class Topic:
         with self._service._lock:
             return self._record.subscribers.get(client.id) is client._record
 
+    def subscriber_count(self) -> int:
+        """Return how many clients are subscribed (connected or not): exact, in any process, O(1).
+
+        With a shared backend, it counts the changes this process has applied;
+        :meth:`~pubsubsse.SSEPubSubService.sync` first to include those just made elsewhere.
+        """
+        return len(self._record.subscribers)
+
+    def subscribers(self) -> list[Client]:
+        """Return the subscribed clients, in subscription order."""
+        with self._service._lock:
+            return [client.view for client in self._record.subscribers.values()]
+
+    def present_users(self) -> list[str]:
+        """Return the users (:attr:`Client.user`) with a subscriber connected now, sorted, each once.
+
+        A subscriber is connected while a stream of it is attached, in any
+        process. Three tabs of one user count once; clients without a user
+        are not counted. O(users) with live presence, O(subscribers) without.
+        """
+        with self._service._lock:
+            return _presence.present_users(self._record)
+
+    @property
+    def has_presence(self) -> bool:
+        """Whether live presence is on: subscribers are told who comes and goes (see ``presence=`` of the factories)."""
+        return self._record.presence is not None
+
     def pub(self, data: Any, *, transaction: Any = None) -> None:
         """Publish ``data`` (any JSON-serialisable value) to every subscriber.
 
@@ -217,25 +259,31 @@ class Group:
         """Return the member with this id, or ``None``."""
         return self._service._lookup(lambda: _view(self._record.members.get(client_id)))
 
-    def new_topic(self) -> Topic:
+    def new_topic(self, *, presence: bool = False) -> Topic:
         """Create a topic that every member (present and future) can see.
 
-        Raises :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
+        ``presence=True`` turns its live presence on (as
+        :meth:`~pubsubsse.SSEPubSubService.public_topic`). Raises
+        :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
-        return cast(Topic, self._service._execute("new_group_topic", self._record.id, new_id("T")))
+        return set_presence(
+            cast(Topic, self._service._execute("new_group_topic", self._record.id, new_id("T"))), presence or None
+        )
 
-    def topic(self, name: str) -> Topic:
+    def topic(self, name: str, *, presence: bool | None = None) -> Topic:
         """Return the group's topic named ``name``, creating it if absent.
 
         Its id is ``T-<group>/<name>`` (``T-room-42/chat`` in group
         ``G-room-42``): the same in every process that shares the service, and
         after a restart. Two processes asking at once get one topic, and its
-        creation events fire once. Raises :class:`ValueError` for an invalid
+        creation events fire once. ``presence`` as for
+        :meth:`~pubsubsse.SSEPubSubService.public_topic`. Raises :class:`ValueError` for an invalid
         name (see :data:`~pubsubsse.handles.NAME_RULE`) and
         :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
         group_id = self._record.id
-        return cast(Topic, self._service._ensure_named("group_topic", group_topic_id(group_id, name), group_id))
+        topic = cast(Topic, self._service._ensure_named("group_topic", group_topic_id(group_id, name), group_id))
+        return set_presence(topic, presence)
 
     def remove_topic(self, topic: Topic) -> None:
         """Remove a topic of this group; members subscribed to it are unsubscribed.
@@ -326,6 +374,11 @@ class Client:
     def id(self) -> str:
         """The client's id, ``C-…``. It is the client's credential: keep it secret."""
         return self._record.id
+
+    @property
+    def user(self) -> str | None:
+        """Who the client is for, as given to :meth:`~pubsubsse.SSEPubSubService.new_client` (or ``None``)."""
+        return self._record.user
 
     @property
     def status(self) -> Status:
@@ -428,6 +481,20 @@ class Client:
         client was removed.
         """
         return self._service._attach(self, last_event_id)
+
+
+def set_presence(topic: Topic, presence: bool | None) -> Topic:
+    """Turn a topic's live presence on or off unless it is so already (``None``: leave it); return the topic."""
+    if presence is None or topic.has_presence is bool(presence):
+        return topic
+    service = topic._service
+    try:
+        service._execute("set_presence", topic.id, bool(presence))
+    except BackendUnavailable:  # a topic declared while the shared log is down: turned on once it answers
+        if not service.backend.shared:
+            raise
+        service.backend.execute_eventually("set_presence", (topic.id, bool(presence)))
+    return topic
 
 
 def make_handle(service: SSEPubSubService, record: ClientRecord | TopicRecord | GroupRecord) -> Client | Topic | Group:

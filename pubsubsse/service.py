@@ -66,13 +66,25 @@ from typing import Any, TypeVar, cast
 from pubsubsse._attachments import Attachments
 from pubsubsse.backends.base import Backend, InProcessBackend, StateItem
 from pubsubsse.core import _state
-from pubsubsse.core._engine import Core, Effects, count_clients, parse_event_id
+from pubsubsse.core._engine import Core, Effects, count_clients, numbers, parse_event_id
 from pubsubsse.core._messages import JsonDumps, encode_update
 from pubsubsse.core._operations import apply as apply_operation
 from pubsubsse.core._records import AttachPlan
 from pubsubsse.errors import BackendUnavailable, TopicNotFound
 from pubsubsse.events import EventAttribute, emit
-from pubsubsse.handles import Client, Group, Topic, _view, _views, make_handle, named_id, new_id, present
+from pubsubsse.handles import (
+    Client,
+    Group,
+    Topic,
+    _view,
+    _views,
+    check_user,
+    make_handle,
+    named_id,
+    new_id,
+    present,
+    set_presence,
+)
 from pubsubsse.streams._stream import Stream, Timer
 
 __all__ = ["SSEPubSubService"]
@@ -240,9 +252,13 @@ class SSEPubSubService:
 
     # Public API: changes -------------------------------------------------
 
-    def new_client(self) -> Client:
-        """Create a client. It is ``WAITING`` until a stream is attached."""
-        return cast(Client, self._execute("new_client", new_id("C")))
+    def new_client(self, *, user: str | None = None) -> Client:
+        """Create a client. It is ``WAITING`` until a stream is attached.
+
+        ``user`` (at most 256 characters) names whom it is for: presence counts users, not tabs, and
+        shows them to the topic's other subscribers (see the presence guide).
+        """
+        return cast(Client, self._execute("new_client", new_id("C"), check_user(user)))
 
     def remove_client(self, client: Client) -> bool:
         """Remove a client: it is unsubscribed from everything and leaves its groups.
@@ -255,11 +271,11 @@ class SSEPubSubService:
         """
         return bool(self._execute("remove_client", client.id))
 
-    def new_public_topic(self) -> Topic:
-        """Create a topic every client can see."""
-        return cast(Topic, self._execute("new_public_topic", new_id("T")))
+    def new_public_topic(self, *, presence: bool = False) -> Topic:
+        """Create a topic every client can see; ``presence=True`` turns live presence on (see :meth:`public_topic`)."""
+        return set_presence(cast(Topic, self._execute("new_public_topic", new_id("T"))), presence or None)
 
-    def public_topic(self, name: str) -> Topic:
+    def public_topic(self, name: str, *, presence: bool | None = None) -> Topic:
         """Return the public topic named ``name``, creating it if absent.
 
         Its id is ``"T-" + name`` (``public_topic("orders").id == "T-orders"``):
@@ -269,8 +285,11 @@ class SSEPubSubService:
         one topic, and its creation events fire once, where it was created.
         Raises :class:`ValueError` for an invalid name (see
         :data:`~pubsubsse.handles.NAME_RULE`).
+
+        ``presence=True`` turns on live presence (subscribers are told who comes and goes, about
+        once a second), ``False`` off, ``None`` leaves it as it is (see the presence guide).
         """
-        return cast(Topic, self._ensure_named("public", named_id("T", name)))
+        return set_presence(cast(Topic, self._ensure_named("public", named_id("T", name))), presence)
 
     def publish(self, topic: str, data: Any, *, transaction: Any = None) -> None:
         """Publish ``data`` to the topic with the id ``topic``, or to the public topic named ``topic``.
@@ -349,7 +368,7 @@ class SSEPubSubService:
         20 ms more at that size, so scrape every few seconds, not per request.
         """
         with self._lock:
-            result, clients = self._core.numbers()
+            result, clients = numbers(self._core)
         result.update(count_clients(clients))
         result.update(self._backend.stats())
         return result

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
+from pubsubsse.core import _presence
 from pubsubsse.core._messages import RESET_ITEM, encode_sys, id_list_item, topics_item
 from pubsubsse.core._records import (
     AttachedStream,
@@ -41,7 +42,7 @@ from pubsubsse.core._records import (
 from pubsubsse.errors import ClientNotFound, GroupNotFound
 from pubsubsse.events import emit
 
-__all__ = ["Core", "Effects", "Counters", "parse_event_id", "count_clients"]
+__all__ = ["Core", "Effects", "Counters", "parse_event_id", "numbers", "count_clients"]
 
 log = logging.getLogger(__name__)
 
@@ -152,27 +153,12 @@ class Core:
         #: The clients with a stream attached, by the process that holds it (the prefix of the
         #: stream's token): liveness is checked per process, and heartbeats only walk our own.
         self.holders: dict[str, dict[str, ClientRecord]] = {}
+        #: Topics with live presence whose connected subscribers changed since their last report.
+        self.presence_dirty: dict[str, TopicRecord] = {}
         #: Recently encoded system messages, to share identical bodies (see sys_body).
         self._recent_bodies: dict[bytes, bytes] = {}
 
     # Lookups (callers hold the lock) --------------------------------------------------------------
-
-    def numbers(self) -> tuple[dict[str, int], list[ClientRecord]]:
-        """Return the sizes and counters of :meth:`~pubsubsse.SSEPubSubService.stats`, and the clients to count."""
-        counters = self.counters
-        result = {
-            "clients": len(self.clients),
-            "public_topics": len(self.public),
-            "topics": len(self.topics),
-            "groups": len(self.groups),
-            "messages_published": counters.published,
-            "messages_delivered": counters.delivered,
-            "streams_opened": counters.streams_opened,
-            "resumes": counters.resumes,
-            "resyncs": counters.resyncs,
-            "queue_overflows": counters.queue_overflows,
-        }
-        return result, list(self.clients.values())
 
     def can_see(self, client: ClientRecord, topic: TopicRecord) -> bool:
         """Return whether ``client`` can see ``topic``: public, its own private one, or its groups'."""
@@ -219,6 +205,7 @@ class Core:
         behind), so what it shows must be fetched again.
         """
         items = [topics_item(self.visible_topics(client)), id_list_item("subscribed", client.subs.values())]
+        items += _presence.full_items(client.subs.values())
         if reset:
             items.append(RESET_ITEM)
         return self.position, self.sys_body(items)
@@ -360,8 +347,8 @@ class Core:
             raise GroupNotFound(f"group {group_id} does not exist (removed or never created)")
         return group
 
-    def new_client_record(self, client_id: str) -> ClientRecord:
-        return self.made(ClientRecord(client_id, self.now()))
+    def new_client_record(self, client_id: str, user: str | None = None) -> ClientRecord:
+        return self.made(ClientRecord(client_id, self.now(), user))
 
     def made(self, record: _R) -> _R:
         """Give a new record its handle (made by the service); return the record."""
@@ -417,6 +404,8 @@ class Core:
         topic.subscribers[client.id] = client
         if client.stream is not None:
             topic.local[client.id] = client.stream
+        if client.status is Status.RECEIVING:
+            _presence.connect(self.presence_dirty, topic, client)
         fx.add(client, "on_sub_to_topic", topic)
         fx.add(topic, "on_new_sub_of_client", client)
 
@@ -424,27 +413,21 @@ class Core:
         del client.subs[topic.id]
         del topic.subscribers[client.id]
         topic.local.pop(client.id, None)
+        if client.status is Status.RECEIVING:
+            _presence.disconnect(self.presence_dirty, topic, client)
         fx.add(client, "on_unsub_from_topic", topic)
         fx.add(topic, "on_unsub_of_client", client)
-
-    @staticmethod
-    def typed(client: ClientRecord, topic: TopicRecord, change: str) -> tuple[ClientRecord, str, Any]:
-        """Return the typed client event of ``change`` ("new" or "remove") for ``topic``."""
-        if topic.type is TopicType.GROUP:
-            assert topic.group is not None
-            return client, f"on_{change}_group_topic", TopicInGroup(topic, topic.group)
-        return client, f"on_{change}_{topic.type.value}_topic", topic
 
     def gain_topic(self, fx: Effects, client: ClientRecord, topic: TopicRecord) -> None:
         """Fire the events of ``client`` starting to see ``topic``."""
         fx.add(client, "on_new_topic", topic)
-        fx.add(*self.typed(client, topic, "new"))
+        fx.add(*_typed(client, topic, "new"))
         fx.add(topic, "on_new_client", client)
 
     def lose_topic(self, fx: Effects, client: ClientRecord, topic: TopicRecord) -> None:
         """Fire the events of ``client`` no longer seeing ``topic``."""
         fx.add(client, "on_remove_topic", topic)
-        fx.add(*self.typed(client, topic, "remove"))
+        fx.add(*_typed(client, topic, "remove"))
         fx.add(topic, "on_remove_client", client)
 
     def drop_topic(self, fx: Effects, topic: TopicRecord, affected: dict[ClientRecord, list[TopicRecord]]) -> None:
@@ -457,6 +440,7 @@ class Core:
         subscribers = list(topic.subscribers.values())
         for client in subscribers:
             self.unsubscribe(fx, client, topic)
+        self.presence_dirty.pop(topic.id, None)
         viewers: Iterator[ClientRecord] | list[ClientRecord]
         if topic.type is TopicType.PUBLIC:
             viewers = iter(self.clients.values())
@@ -488,11 +472,45 @@ class Core:
         fx.add(client, "on_remove_group", group)
         fx.add(group, "on_remove_client", client)
 
+    def set_receiving(self, client: ClientRecord) -> None:
+        """Mark the client as having a stream attached (somewhere): it is present in its topics."""
+        client.status = Status.RECEIVING
+        self.waiting.pop(client.id, None)
+        _presence.connect_client(self.presence_dirty, client)
+
     def set_waiting(self, client: ClientRecord) -> None:
+        if client.status is Status.RECEIVING:
+            _presence.disconnect_client(self.presence_dirty, client)
         client.status = Status.WAITING
         client.waiting_since = self.now()
         self.waiting.pop(client.id, None)  # to the end: the waiting list stays in waiting order
         self.waiting[client.id] = client
+
+
+def _typed(client: ClientRecord, topic: TopicRecord, change: str) -> tuple[ClientRecord, str, Any]:
+    """Return the typed client event of ``change`` ("new" or "remove") for ``topic``."""
+    if topic.type is TopicType.GROUP:
+        assert topic.group is not None
+        return client, f"on_{change}_group_topic", TopicInGroup(topic, topic.group)
+    return client, f"on_{change}_{topic.type.value}_topic", topic
+
+
+def numbers(core: Core) -> tuple[dict[str, int], list[ClientRecord]]:
+    """Return the sizes and counters of :meth:`~pubsubsse.SSEPubSubService.stats`, and the clients to count."""
+    counters = core.counters
+    result = {
+        "clients": len(core.clients),
+        "public_topics": len(core.public),
+        "topics": len(core.topics),
+        "groups": len(core.groups),
+        "messages_published": counters.published,
+        "messages_delivered": counters.delivered,
+        "streams_opened": counters.streams_opened,
+        "resumes": counters.resumes,
+        "resyncs": counters.resyncs,
+        "queue_overflows": counters.queue_overflows,
+    }
+    return result, list(core.clients.values())
 
 
 def _position_of(event: tuple[int, bytes]) -> int:

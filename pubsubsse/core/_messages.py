@@ -29,6 +29,7 @@ __all__ = [
     "RESET_ITEM",
     "topics_item",
     "id_list_item",
+    "presence_item",
 ]
 
 
@@ -108,6 +109,22 @@ RESET_ITEM: dict[str, Any] = {"type": "reset"}
 def id_list_item(kind: str, topics: Iterable[TopicRecord]) -> dict[str, Any]:
     """Return a ``subscribed`` or ``unsubscribed`` sys element for ``topics``."""
     return {"type": kind, "list": [{"id": t.id} for t in topics]}
+
+
+def presence_item(
+    topic_id: str,
+    connections: int,
+    *,
+    users: list[str] | None = None,
+    joined: Sequence[str] = (),
+    left: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Return a ``presence`` sys element: who is in a topic (``users``), or who came and went (``joined``, ``left``)."""
+    if users is not None:
+        return {"type": "presence", "topic": topic_id, "connections": connections, "users": users}
+    item: dict[str, Any] = {"type": "presence", "topic": topic_id, "connections": connections}
+    item.update(joined=list(joined), left=list(left))
+    return item
 
 
 def encode_sys(items: Sequence[dict[str, Any]]) -> bytes:

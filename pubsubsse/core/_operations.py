@@ -11,6 +11,7 @@ import itertools
 import logging
 from typing import Any, Callable
 
+from pubsubsse.core import _presence
 from pubsubsse.core._engine import Core, Effects
 from pubsubsse.core._messages import id_list_item, topics_item
 from pubsubsse.core._records import (
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 #: Every operation :func:`apply` knows, with the types of its arguments (checked before a
 #: change is applied, so that an entry of a shared log with the wrong shape changes nothing).
 OPERATIONS: dict[str, tuple[type | tuple[type, ...], ...]] = {
-    "new_client": (str,),
+    "new_client": (str, (str, type(None))),
     "remove_client": (str,),
     "expire_client": (str, int),
     "new_public_topic": (str,),
@@ -55,6 +56,8 @@ OPERATIONS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "ensure_group": (str,),
     "ensure_group_topic": (str, str),
     "pub_named": (str, bytes),
+    "set_presence": (str, bool),
+    "presence_flush": (str,),
 }
 
 
@@ -65,13 +68,13 @@ def noop(core: Core, fx: Effects) -> None:
     """Change nothing (a marker in a shared log)."""
 
 
-def new_client(core: Core, fx: Effects, client_id: str) -> ClientRecord:
+def new_client(core: Core, fx: Effects, client_id: str, user: str | None) -> ClientRecord:
     if len(core.clients) >= core.max_clients:
         log.warning("max_clients (%d) reached; refusing a new client", core.max_clients)
         raise LimitReached(f"max_clients: {core.max_clients} clients exist")
     if client_id in core.clients:
         raise PubSubError(f"client {short_id(client_id)} exists already")
-    client = core.new_client_record(client_id)
+    client = core.new_client_record(client_id, user)
     core.clients[client_id] = client
     core.waiting[client_id] = client
     fx.add(core.owner, "on_new_client", client)
@@ -283,7 +286,7 @@ def sub(core: Core, fx: Effects, client_id: str, topic_id: str) -> None:
     if topic_id not in client.subs:
         core.subscribe(fx, client, topic)
         changes = topic.change(True)
-    core.tell(client, core.sys_body([id_list_item("subscribed", (topic,))]), changes)
+    core.tell(client, core.sys_body([id_list_item("subscribed", (topic,)), *_presence.full_items((topic,))]), changes)
 
 
 def unsub(core: Core, fx: Effects, client_id: str, topic_id: str) -> None:
@@ -330,8 +333,7 @@ def attach(core: Core, fx: Effects, client_id: str, token: str, last_event_id: s
         previous.end(superseded=True)
     core.set_token(client, token)
     if client.status is not Status.RECEIVING:
-        client.status = Status.RECEIVING
-        core.waiting.pop(client_id, None)
+        core.set_receiving(client)
         fx.add(client, "on_status_change", Status.RECEIVING)
     if not token.startswith(core.process_token + ":"):
         return None  # the stream is held by another process
@@ -362,6 +364,34 @@ def detach(core: Core, fx: Effects, client_id: str, token: str) -> None:
     fx.add(client, "on_status_change", Status.WAITING)
 
 
+def set_presence(core: Core, fx: Effects, topic_id: str, on: bool) -> None:
+    """Turn live presence of a topic on or off (on: everyone connected is reported as joined)."""
+    topic = core.topics.get(topic_id)
+    if topic is None:
+        raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
+    if on:
+        _presence.enable(core.presence_dirty, topic)
+    else:
+        _presence.disable(core.presence_dirty, topic)
+
+
+def presence_flush(core: Core, fx: Effects, topic_id: str) -> None:
+    """Tell a topic's subscribers who came and went since the last report, if anyone did (a topic message)."""
+    topic = core.presence_dirty.pop(topic_id, None)
+    if topic is None:
+        topic = core.topics.get(topic_id)  # a replica that loaded a snapshot may not know it is dirty
+        if topic is None:
+            return
+    item = _presence.report(topic)
+    if item is None:
+        return
+    position = core.next_position()
+    body = core.sys_body([item])
+    topic.keep(position, body, core.replay_size)
+    for stream in topic.local.values():
+        stream.offer(position, body)
+
+
 #: Each operation's function (the shapes of their arguments are in OPERATIONS).
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "new_client": new_client,
@@ -387,6 +417,8 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ensure_group": ensure_group,
     "ensure_group_topic": ensure_group_topic,
     "pub_named": pub_named,
+    "set_presence": set_presence,
+    "presence_flush": presence_flush,
 }
 
 

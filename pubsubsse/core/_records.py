@@ -27,6 +27,7 @@ __all__ = [
     "ClientRecord",
     "TopicRecord",
     "GroupRecord",
+    "Presence",
     "TopicInGroup",
     "AttachPlan",
     "AttachedStream",
@@ -87,6 +88,7 @@ class TopicRecord:
     ``history_size``, trimmed in steps), ``evicted`` the position of the last
     message dropped from them (0: none). ``local`` are the streams held in this
     process of its subscribers, by client id: the only ones a publish is offered to.
+    ``presence`` is set for a topic with live presence (see ``core/_presence``).
     """
 
     __slots__ = (
@@ -100,6 +102,7 @@ class TopicRecord:
         "bodies",
         "evicted",
         "removed",
+        "presence",
         "view",
         "_changes",
     )
@@ -122,6 +125,8 @@ class TopicRecord:
         self.bodies: list[bytes] = []
         self.evicted = 0
         self.removed = False
+        #: Who is connected among its subscribers, kept only for a topic with live presence.
+        self.presence: Presence | None = None
         #: The handle users hold (set by the service when the record is made).
         self.view: Any = None
         self._changes: tuple[tuple[Change, ...], tuple[Change, ...]] | None = None
@@ -162,6 +167,31 @@ class TopicRecord:
         self.positions = []
         self.bodies = []
         self.evicted = max(self.evicted, floor)
+
+
+class Presence:
+    """Who is connected among a topic's subscribers, and what changed since it was last reported.
+
+    A subscriber is *connected* while a stream of it is attached (its status is
+    ``RECEIVING``), in whichever process. ``users`` counts the connected
+    subscribers of each user, ``connections`` all of them (with a user or
+    not). ``changed`` holds each user whose presence changed since the last
+    report, with whether it was present then; ``reported`` is the number of
+    connections then.
+    """
+
+    __slots__ = ("users", "connections", "changed", "reported")
+
+    def __init__(self) -> None:
+        self.users: dict[str, int] = {}
+        self.connections = 0
+        self.changed: dict[str, bool] = {}
+        self.reported = 0
+
+    def reported_users(self) -> list[str]:
+        """Return the users present at the last report, sorted."""
+        changed = self.changed
+        return sorted([u for u in self.users if u not in changed] + [u for u, was in changed.items() if was])
 
 
 class GroupRecord:
@@ -217,6 +247,7 @@ class ClientRecord:
 
     __slots__ = (
         "id",
+        "user",
         "status",
         "private",
         "groups",
@@ -231,8 +262,10 @@ class ClientRecord:
         "view",
     )
 
-    def __init__(self, client_id: str, now: float) -> None:
+    def __init__(self, client_id: str, now: float, user: str | None = None) -> None:
         self.id = client_id
+        #: Who the client is for (one person may have several tabs, so several clients): presence counts users.
+        self.user = user
         self.status = Status.WAITING
         self.private: dict[str, TopicRecord] = {}
         self.groups: dict[str, GroupRecord] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pubsubsse.core import _presence
 from pubsubsse.core._engine import Core
 from pubsubsse.core._records import (
     AttachedStream,
@@ -38,12 +39,15 @@ def export_groups(core: Core) -> dict[str, Any]:
 
 
 def export_topics(core: Core, topics: list[TopicRecord]) -> list[Item]:
-    """Return the history of each of ``topics`` that has one, as items."""
-    return [
-        ({"topic": t.id, "positions": list(t.positions), "evicted": t.evicted}, list(t.bodies))
-        for t in topics
-        if t.positions or t.evicted
-    ]
+    """Return the history (and the live presence) of each of ``topics`` that has one, as items."""
+    out: list[Item] = []
+    for t in topics:
+        if t.positions or t.evicted or t.presence is not None:
+            data: dict[str, Any] = {"topic": t.id, "positions": list(t.positions), "evicted": t.evicted}
+            if t.presence is not None:  # the counts follow from the clients; what was last reported does not
+                data["presence"] = {"changed": list(t.presence.changed.items()), "reported": t.presence.reported}
+            out.append((data, list(t.bodies)))
+    return out
 
 
 def export_clients(core: Core, clients: list[ClientRecord]) -> list[Item]:
@@ -54,6 +58,7 @@ def export_clients(core: Core, clients: list[ClientRecord]) -> list[Item]:
         journal = [[position, [[topic.id, joined] for topic, joined in changes]] for position, _, changes in entries]
         data = {
             "id": c.id,
+            "user": c.user,
             "receiving": c.status is Status.RECEIVING,
             "token": c.stream_token,
             "detaches": c.detaches,
@@ -113,7 +118,7 @@ def import_state(core: Core, groups: dict[str, Any], items: list[Item], seq_offs
     for data, _ in clients:
         client = old_clients.get(data["id"])
         if client is None:
-            client = core.new_client_record(data["id"])
+            client = core.new_client_record(data["id"], data.get("user"))
         core.clients[client.id] = client
         client.status = Status.RECEIVING if data["receiving"] else Status.WAITING
         if not data["receiving"]:
@@ -142,11 +147,13 @@ def import_state(core: Core, groups: dict[str, Any], items: list[Item], seq_offs
         for t in client.subs.values():
             t.subscribers[client.id] = client
         core.set_stream(client, client.stream)
+    core.presence_dirty = {}
     for t in core.topics.values():
         data, bodies = histories.get(t.id, ({"positions": [], "evicted": 0}, []))
         t.positions, t.bodies, t.evicted = list(data["positions"]), list(bodies), data["evicted"]
         if seq_offset:
             t.forget_history(position)
+        _import_presence(core, t, data.get("presence"))
     for data, bodies in clients:
         client = core.clients[data["id"]]
         if seq_offset:
@@ -169,6 +176,20 @@ def import_state(core: Core, groups: dict[str, Any], items: list[Item], seq_offs
         if gone_group.id not in core.groups:
             gone_group.removed = True
     return resync
+
+
+def _import_presence(core: Core, topic: TopicRecord, described: dict[str, Any] | None) -> None:
+    """Rebuild a topic's live presence: its counts from the clients, what was last reported from the snapshot."""
+    topic.presence = None
+    if described is None:
+        return
+    _presence.enable(core.presence_dirty, topic)
+    presence = topic.presence
+    assert presence is not None
+    presence.changed = {user: bool(was) for user, was in described["changed"]}
+    presence.reported = described["reported"]
+    if not presence.changed and presence.reported == presence.connections:
+        del core.presence_dirty[topic.id]
 
 
 def _changes(core: Core, described: list[list[Any]], position: int) -> tuple[Change, ...]:

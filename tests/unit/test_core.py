@@ -69,7 +69,7 @@ def test_every_operation_has_a_function_and_a_shape() -> None:
 
 def test_records_get_their_view_and_events_name_records() -> None:
     core = make_core()
-    client, events = run(core, "new_client", "C-1")
+    client, events = run(core, "new_client", "C-1", None)
     assert isinstance(client, ClientRecord) and client.view == ("view", "C-1")
     assert events == [("the service", "on_new_client")]
     topic, events = run(core, "new_public_topic", "T-1")
@@ -79,8 +79,8 @@ def test_records_get_their_view_and_events_name_records() -> None:
 
 def test_a_publish_reaches_subscribers_records_and_their_streams() -> None:
     core = make_core()
-    run(core, "new_client", "C-1")
-    run(core, "new_client", "C-2")
+    run(core, "new_client", "C-1", None)
+    run(core, "new_client", "C-2", None)
     run(core, "new_public_topic", "T-1")
     run(core, "sub", "C-1", "T-1")
     stream, events = attach(core, "C-1", "P-here:1")
@@ -100,7 +100,7 @@ def test_a_publish_costs_nothing_per_subscriber_whose_stream_is_elsewhere() -> N
     core = make_core()
     run(core, "new_public_topic", "T-1")
     for n in range(100):
-        run(core, "new_client", f"C-{n}")
+        run(core, "new_client", f"C-{n}", None)
         run(core, "sub", f"C-{n}", "T-1")
         attach(core, f"C-{n}", "P-other:1")
     here, _ = attach(core, "C-7", "P-here:1")  # one stream held here (it takes over C-7's)
@@ -112,7 +112,7 @@ def test_a_publish_costs_nothing_per_subscriber_whose_stream_is_elsewhere() -> N
 
 def test_a_resume_follows_the_subscriptions_over_time_and_says_when_history_is_gone() -> None:
     core = make_core(replay_size=3)
-    run(core, "new_client", "C-1")
+    run(core, "new_client", "C-1", None)
     run(core, "new_public_topic", "T-a")
     run(core, "new_public_topic", "T-b")
     start = core.position
@@ -139,7 +139,7 @@ def test_a_resume_follows_the_subscriptions_over_time_and_says_when_history_is_g
 
 def test_a_stream_held_elsewhere_opens_nothing_here_and_a_detach_ends_ours() -> None:
     core = make_core()
-    run(core, "new_client", "C-1")
+    run(core, "new_client", "C-1", None)
     assert attach(core, "C-1", "P-other:1")[0] is None and core.clients["C-1"].stream is None
     stream, _ = attach(core, "C-1", "P-here:2")
     assert stream is not None
@@ -149,8 +149,8 @@ def test_a_stream_held_elsewhere_opens_nothing_here_and_a_detach_ends_ours() -> 
 
 def test_refusals_are_results_and_change_nothing() -> None:
     core = make_core(max_clients=1)
-    run(core, "new_client", "C-1")
-    refused, events = run(core, "new_client", "C-2")
+    run(core, "new_client", "C-1", None)
+    refused, events = run(core, "new_client", "C-2", None)
     assert isinstance(refused, LimitReached) and events == [] and list(core.clients) == ["C-1"]
     assert isinstance(run(core, "sub", "C-1", "T-none")[0], TopicNotFound)
     with pytest.raises(ValueError, match="shape"):
@@ -159,7 +159,7 @@ def test_refusals_are_results_and_change_nothing() -> None:
 
 def test_group_topic_events_carry_the_pair_and_the_state_round_trips() -> None:
     core = make_core()
-    run(core, "new_client", "C-1")
+    run(core, "new_client", "C-1", None)
     run(core, "new_group", "G-1")
     run(core, "add_group_client", "G-1", "C-1")
     _, effects = apply(core, "new_group_topic", ("G-1", "T-g"))
@@ -179,7 +179,7 @@ def test_streams_are_indexed_by_the_process_that_holds_them() -> None:
     """The timer asks once per process whether it is alive, and walks only this process's streams."""
     core = make_core()
     for n in range(3):
-        run(core, "new_client", f"C-{n}")
+        run(core, "new_client", f"C-{n}", None)
     attach(core, "C-0", "P-here:1")
     attach(core, "C-1", "P-other:1")
     attach(core, "C-2", "P-other:2")

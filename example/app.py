@@ -12,6 +12,9 @@ The ticker, the announcements and the lobby's chat are named topics (``T-ticker`
 a restarted server finds them again. ``PUBSUBSSE_REDIS_URL`` in the environment shares the demo
 among several workers (``-w 4``); the ticker then runs in every worker, which shows as several
 ticks a second.
+
+The chat has live presence: each browser gets a guest name in a cookie, ``identify`` gives it to
+the clients its tabs register, and the page shows who is in the chat (people, not tabs).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import os
 import random
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -35,7 +39,16 @@ TICK_SECONDS = float(os.environ.get("DEMO_TICK_SECONDS", "1"))
 MAX_NAME = 40
 MAX_TEXT = 500
 
-pubsub = PubSubSSE(public_topic_creation=True, client_timeout=120, url_prefix="")
+GUEST_COOKIE = "demo_guest"
+
+
+def guest_of(request) -> str | None:
+    """The guest name in the browser's cookie (set by the page): the user of the clients its tabs register."""
+    name = request.cookies.get(GUEST_COOKIE, "")
+    return name if re.fullmatch(r"guest-[0-9a-f]{4}", name) else None
+
+
+pubsub = PubSubSSE(public_topic_creation=True, client_timeout=120, url_prefix="", identify=guest_of)
 
 
 def display_name(topic_id: str) -> str:
@@ -59,7 +72,7 @@ def create_app() -> Flask:
         service = pubsub.service
     # Declared at startup: every worker has them before a page subscribes (named topics are made on first use).
     ticker = service.public_topic("ticker")
-    chat = service.public_topic("chat")
+    chat = service.public_topic("chat", presence=True)  # subscribers are told who comes and goes
     service.public_topic("announcements")
     lobby = service.group("lobby")
     lobby.topic("chat")
@@ -107,8 +120,13 @@ def create_app() -> Flask:
                 {"id": t, "type": "public", "subscribed": t in subscribed, "name": names.get(t) or display_name(t)}
                 for t in service.get_public_topics()
             ]
-        initial = {"topics": topics, "ticks": list(recent_ticks)}
-        return render_template("index.html", ticker_id=ticker.id, chat_id=chat.id, initial=initial)
+        initial = {"topics": topics, "ticks": list(recent_ticks), "in_chat": chat.present_users()}
+        guest = guest_of(request) or f"guest-{secrets.token_hex(2)}"
+        page = app.make_response(
+            render_template("index.html", ticker_id=ticker.id, chat_id=chat.id, initial=initial, guest=guest)
+        )
+        page.set_cookie(GUEST_COOKIE, guest, max_age=30 * 86400, samesite="Lax", httponly=True)
+        return page
 
     @app.get("/demo/names")
     def topic_names():
@@ -179,7 +197,7 @@ def create_app() -> Flask:
         text = params.get("text", "").strip()[:MAX_TEXT]
         if not text:
             return error("empty message")
-        topic.pub({"from": client.id[2:8], "text": text, "at": time.time()})
+        topic.pub({"from": client.user or "someone", "text": text, "at": time.time()})
         return jsonify({"ok": "true"})
 
     return app

@@ -6,6 +6,8 @@
  *   ps.on("status", (status) => badge(status));          // connecting | open | reconnecting | closed | failed
  *   ps.on("sharing", (tabs) => note(tabs));              // how many tabs share this tab's connection
  *   ps.on("reset", () => refetch());                     // messages may have been missed: fetch the state
+ *   ps.on("presence", (topicId, p) => who(p.users));     // topics with live presence: {users, connections,
+ *                                                        //   joined, left}; ps.presence.get(topicId) too
  *   await ps.start();
  *   await ps.subscribe(topicId);
  *
@@ -70,6 +72,8 @@
     this.lastEventId = options.lastEventId != null ? String(options.lastEventId) : null;
     /** Map of topic id -> {id, type, subscribed}; in the server's order (public, group, private). */
     this.topics = new Map();
+    /** Map of topic id -> {users: [sorted names], connections}, for subscribed topics with live presence. */
+    this.presence = new Map();
     this._wanted = new Set(options.topics || []); // topics the app asked for, restored after re-registration
     this._listeners = {};
     this._source = null;
@@ -410,9 +414,12 @@
     var isInit = kinds.indexOf("topics") >= 0 && kinds.indexOf("subscribed") >= 0;
     var reset = kinds.indexOf("reset") >= 0;
     var restore = [];
+    if (isInit) this.presence = new Map(); // the init message lists the presence of every subscribed topic
     sys.forEach(function (item) {
       var list = item.list || [];
-      if (item.type === "topics") {
+      if (item.type === "presence") {
+        self._presence(item);
+      } else if (item.type === "topics") {
         var next = new Map();
         list.forEach(function (t) {
           var old = self.topics.get(t.id);
@@ -429,6 +436,7 @@
           // An "unsubscribed" for a topic that vanished (removed topic or client) keeps the wish.
           if (on) self._wanted.add(t.id);
           else if (topic) self._wanted.delete(t.id);
+          if (!on) self.presence.delete(t.id);
         });
         self._emit(item.type, list.map(function (t) { return t.id; }));
         self._emit("topics", self.topics);
@@ -447,6 +455,19 @@
       self._emit("update", update.topic, update.data);
     });
     this._emit("message", message);
+  };
+
+  // A full list (on subscription, in an init message) replaces what the page knew; a report applies changes.
+  PubSubSSE.prototype._presence = function (item) {
+    var known = this.presence.get(item.topic);
+    var users = new Set(item.users || (known ? known.users : []));
+    (item.joined || []).forEach(function (user) { users.add(user); });
+    (item.left || []).forEach(function (user) { users.delete(user); });
+    var state = { users: Array.from(users).sort(), connections: item.connections };
+    this.presence.set(item.topic, state);
+    this._emit("presence", item.topic, {
+      users: state.users, connections: state.connections, joined: item.joined || [], left: item.left || [],
+    });
   };
 
   // ---- One connection for every tab ---------------------------------------------------------------------

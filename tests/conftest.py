@@ -60,6 +60,37 @@ def make_service(request):
         drop_postgres_tables(svc.backend.name)
 
 
+def make_pair(request):
+    """Two replicas of one service: in-process (the same service twice), or two backends over one log."""
+    import uuid
+
+    if request.param == "local":
+        svc = SSEPubSubService(client_timeout=None)
+        yield svc, svc
+        svc.shutdown()
+        return
+    if request.param == "memory":
+        from pubsubsse.backends.log import LogBackend
+        from pubsubsse.backends.memory import MemoryTransport
+
+        transport = MemoryTransport()
+        backends = [LogBackend(transport), LogBackend(transport)]
+    elif request.param == "redis":
+        url, key = request.getfixturevalue("redis_server").url, f"test:{uuid.uuid4()}"
+        backends = [RedisBackend(url, key=key), RedisBackend(url, key=key)]
+    else:
+        from pubsubsse.backends.postgres import PostgresBackend
+
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        backends = [PostgresBackend(POSTGRES_DSN, name=name), PostgresBackend(POSTGRES_DSN, name=name)]
+    pair = [SSEPubSubService(backend=backend, client_timeout=None) for backend in backends]
+    yield pair[0], pair[1]
+    for svc in pair:
+        svc.shutdown()
+    if request.param == "postgres":
+        drop_postgres_tables(name)
+
+
 def drop_postgres_tables(name: str) -> None:
     import psycopg
 

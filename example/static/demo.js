@@ -151,6 +151,11 @@
     topics.forEach(function (t) { if (!(t.id in names)) unknown = true; });
     if (unknown) refreshNames(); else render();
   });
+  ps.on("presence", function (topicId, presence) {
+    if (topicId !== chatId) return;
+    $("in-chat").textContent = presence.users.join(", ") || "nobody yet";
+    $("chat-tabs").textContent = "(" + presence.connections + (presence.connections === 1 ? " tab)" : " tabs)");
+  });
   ps.on("message", function () { events += 1; $("event-count").textContent = events; });
   ps.on("update", function (topicId, data) {
     if (topicId === tickerId && data && typeof data.value === "number") { showTicker(data); return; }

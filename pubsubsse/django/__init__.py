@@ -7,6 +7,7 @@ In ``settings.py``::
         "redis_url": "redis://127.0.0.1:6379/0",  # leave it out for one process
         "public_topic_creation": False,
         "authorize": "myproject.sse.authorize",  # a callable, or its dotted path
+        "identify": "myproject.sse.identify",  # the user of a client /add/user makes
     }
 
 In ``urls.py``::
@@ -52,7 +53,7 @@ _service: LazyService | None = None
 
 
 def settings_options() -> dict[str, Any]:
-    """Return ``settings.PUBSUBSSE``, checked, with an ``authorize`` dotted path resolved."""
+    """Return ``settings.PUBSUBSSE``, checked, with the dotted paths of ``authorize`` and ``identify`` resolved."""
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
@@ -61,8 +62,9 @@ def settings_options() -> dict[str, Any]:
     if unknown:
         known = ", ".join(sorted(known_options()))
         raise ImproperlyConfigured(f"unknown keys {sorted(unknown)} in settings.PUBSUBSSE; the keys are {known}")
-    if isinstance(options.get("authorize"), str):
-        options["authorize"] = _imported_on_first_call(options["authorize"])
+    for hook in ("authorize", "identify"):
+        if isinstance(options.get(hook), str):
+            options[hook] = _imported_on_first_call(options[hook])
     return options
 
 

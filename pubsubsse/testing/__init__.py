@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,22 @@ class Received:
         """Return the ``sys`` elements, in order; only those of type ``kind`` (``"reset"``, …) if given."""
         return [item for m in self.messages for item in m.sys if kind is None or item.get("type") == kind]
 
+    def present_users(self, topic: str) -> list[str] | None:
+        """Return who a page that applies the stream's presence messages believes is in ``topic`` (an id).
+
+        Sorted; ``None`` if no presence message of the topic arrived (its live
+        presence is off, or the client is not subscribed).
+        """
+        users: set[str] | None = None
+        for item in self.sys("presence"):
+            if item.get("topic") != topic:
+                continue
+            if "users" in item:
+                users = set(item["users"])
+            elif users is not None:
+                users = (users | set(item.get("joined", ()))) - set(item.get("left", ()))
+        return None if users is None else sorted(users)
+
     @property
     def reset(self) -> bool:
         """Whether the stream said that messages were missed (an init message with a ``reset`` element)."""
@@ -138,6 +154,7 @@ def read_stream(
     seconds: float = 5.0,
     last_event_id: str | None = None,
     headers: dict[str, str] | None = None,
+    until: Callable[[Received], bool] | None = None,
 ) -> Received:
     """Read a stream until ``messages`` messages (or ``updates`` published values) arrived, or ``seconds`` passed.
 
@@ -152,6 +169,10 @@ def read_stream(
     ``last_event_id`` resumes after that id. ``headers`` go with an HTTP
     request. With ``messages`` or ``updates``, an :class:`AssertionError`
     says so if fewer arrived within ``seconds``; without, it reads for ``seconds``.
+    ``until`` reads until it returns true for what arrived (checked after each
+    chunk), and fails the same way if it never does::
+
+        read_stream(client, until=lambda r: r.present_users("T-room") == ["alice", "bob"])
     """
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds!r}")
@@ -160,9 +181,11 @@ def read_stream(
     deadline = time.monotonic() + seconds
 
     def enough() -> bool:
+        if until is not None and not until(received):
+            return False
         if updates is not None:
             return len(received.updates()) >= updates
-        return messages is not None and len(received.messages) >= messages
+        return (messages is not None and len(received.messages) >= messages) or (until is not None and messages is None)
 
     if isinstance(source, str):
         _read_url(source, parser, deadline, enough, last_event_id, headers)
@@ -189,6 +212,9 @@ def read_stream(
         if updates is not None
         else (messages, len(received.messages), "message(s)")
     )
+    if until is not None and not until(received):
+        shown = [m.data for m in received.messages]
+        raise AssertionError(f"until(...) still false after {seconds} s; got: {shown!r:.2000}")
     if wanted is not None and got < wanted:
         shown = [m.data for m in received.messages]
         raise AssertionError(f"expected {wanted} {what} within {seconds} s, got {got}: {shown!r:.2000}")

@@ -202,6 +202,13 @@ class Endpoints:
         Anything but ``True`` refuses the call with 403 ``forbidden``; raise
         :class:`Refused` (or the framework's own 401/403 exception) with a
         message to choose the answer.
+    ``identify``
+        ``identify(request) -> str | None``, called by ``/add/user`` with the
+        framework's request: the user of the new client (:attr:`~pubsubsse.Client.user`),
+        so that presence counts people, not tabs, and ``authorize`` can check
+        that a client is the caller's (``client.user == …``). ``None`` makes a
+        client without a user; anything but ``None`` or a string of 1 to 256
+        characters is a bug of the hook (500).
     ``cors_origins``
         Origins allowed to call the endpoints from other sites: ``"*"`` or a
         list such as ``["https://app.example.com"]``. Preflight requests are
@@ -269,6 +276,7 @@ class Endpoints:
         private_topics: bool = True,
         client_removal: bool = True,
         authorize: Authorize | None = None,
+        identify: Callable[[Any], str | None] | None = None,
         cors_origins: str | Iterable[str] | None = None,
         max_query_length: int = 2048,
         max_body_size: int = 16384,
@@ -296,8 +304,11 @@ class Endpoints:
             raise TypeError(f"service must be an SSEPubSubService or a function returning one, got {service!r}")
         if authorize is not None and not callable(authorize):
             raise TypeError("authorize must be a callable(request, action, client, topic) -> bool")
+        if identify is not None and not callable(identify):
+            raise TypeError("identify must be a callable(request) -> str | None")
         self._get_service = get_service
         self.authorize = authorize
+        self.identify = identify
         self.enabled = {
             "add_public_topic": public_topic_creation,
             "add_private_topic": private_topics,
@@ -480,7 +491,8 @@ class Endpoints:
     def _add_user(self, request: Request, params: dict[str, str]) -> Answer:
         self._check(request, "add_user", None)
         self._limit_new_clients(request)
-        return ok(client_id=self.service.new_client().id)
+        user = None if self.identify is None else self.identify(request.native)
+        return ok(client_id=self.service.new_client(user=user).id)
 
     def _add_public_topic(self, request: Request, params: dict[str, str]) -> Answer:
         self._check(request, "add_public_topic", None)

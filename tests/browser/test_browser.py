@@ -425,3 +425,30 @@ def test_the_demo_is_worth_a_look_from_its_first_frame(browser, demo):
         page.wait_for_selector('[data-testid="feed-item"] .text:text-matches(": first words$")')
     finally:
         context.close()
+
+
+def test_the_chat_shows_who_is_in_it_people_not_tabs(browser, demo):
+    """Two browsers (two guests), one with two tabs: every page lists both guests; when the second browser
+    closes, the first one's pages see that guest leave."""
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        pages = [new_page(first), new_page(first), new_page(second)]
+        for page in pages:
+            page.goto(demo.url("/"))
+            page.wait_for_selector('[data-testid="status"]:text("open")')
+        one, two = (page.inner_text('[data-testid="guest"]') for page in (pages[0], pages[2]))
+        assert one != two and pages[1].inner_text('[data-testid="guest"]') == one  # a cookie per browser
+        shows = "(names) => names.every(n => document.querySelector('[data-testid=in-chat]')"
+        shows += ".textContent.split(', ').includes(n))"
+        for page in pages:
+            page.wait_for_function(shows, arg=[one, two], timeout=15000)
+        second.close()
+        pages[0].wait_for_function(
+            "(gone) => !document.querySelector('[data-testid=in-chat]').textContent.split(', ').includes(gone)",
+            arg=two,
+            timeout=15000,
+        )
+        assert one in pages[1].inner_text('[data-testid="in-chat"]').split(", ")
+    finally:
+        first.close()
+        second.close()

@@ -76,6 +76,26 @@ def test_the_hook_gets_the_native_request_and_may_choose_the_answer():
     assert seen == [("alice", "add_user", None), ("bob", "add_user", None), ("mallory", "add_user", None)]
 
 
+def test_identify_gives_http_clients_their_user_and_authorize_can_check_it():
+    def identify(request):
+        return None if request == "anonymous" else request
+
+    def authorize(request, action, client, topic):
+        return client is None or client.user == request  # a client id works for its own user only
+
+    service = SSEPubSubService(client_timeout=None)
+    endpoints = Endpoints(service, identify=identify, authorize=authorize)
+    alice = ask(endpoints, "/add/user", native="alice").json()["client_id"]
+    anonymous = ask(endpoints, "/add/user", native="anonymous").json()["client_id"]
+    assert service.get_client_by_id(alice).user == "alice"
+    assert service.get_client_by_id(anonymous).user is None
+    assert ask(endpoints, "/remove/user", query=f"client_id={alice}", native="mallory").status == 403
+    assert ask(endpoints, "/remove/user", query=f"client_id={alice}", native="alice").status == 200
+    broken = Endpoints(service, identify=lambda request: 42)
+    assert ask(broken, "/add/user").status == 500  # a hook's bug, not the caller's
+    service.shutdown()
+
+
 def test_cors_preflight_and_answers():
     endpoints = Endpoints(SSEPubSubService(client_timeout=None), cors_origins=["https://app.example"])
     preflight = endpoints.handle(Request("OPTIONS", "/event", headers={"Origin": "https://app.example"}))

@@ -23,7 +23,6 @@ import functools
 import hmac
 import inspect
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
@@ -53,7 +52,7 @@ from pubsubsse.web._http import (
     redirect,
     shared_clients,
 )
-from pubsubsse.web._ratelimit import RateLimiter
+from pubsubsse.web._ratelimit import NewClientLimit
 from pubsubsse.web._scripts import SCRIPTS, client_script_reply
 from pubsubsse.web._tickets import BadTicket, StreamTickets
 
@@ -328,10 +327,9 @@ class Endpoints:
             raise ValueError(f"write_timeout must be a positive number of seconds or None, got {write_timeout!r}")
         self.write_timeout = write_timeout
         self.tickets = tickets
-        self._new_client_limit = None
+        self._new_clients = None
         if new_clients_per_second is not None:
-            self._new_client_limit = RateLimiter(new_clients_per_second, new_clients_burst)
-        self._limited_addresses: set[str] = set()
+            self._new_clients = NewClientLimit(new_clients_per_second, new_clients_burst)
         self._translate_error = translate_error
         # Each served path, with and without its trailing slash, to its action: built once, looked up
         # per request.
@@ -473,24 +471,12 @@ class Endpoints:
             raise TopicNotFound(topic_id)
         return client, topic
 
-    def _limit_new_clients(self, request: Request) -> None:
-        if self._new_client_limit is None:
-            return
-        address = request.remote_addr or "unknown"
-        wait = self._new_client_limit.acquire(address)
-        if not wait:
-            self._limited_addresses.discard(address)
-            return
-        if address not in self._limited_addresses and len(self._limited_addresses) < 1000:
-            self._limited_addresses.add(address)  # one log line per address and episode, not per request
-            log.warning("pubsubsse: new clients from %s are rate limited (new_clients_per_second)", address)
-        raise Refused(429, "too many new clients", {"Retry-After": str(math.ceil(wait))})
-
     # -- the endpoints ----------------------------------------------------------------------
 
     def _add_user(self, request: Request, params: dict[str, str]) -> Answer:
         self._check(request, "add_user", None)
-        self._limit_new_clients(request)
+        if self._new_clients is not None:
+            self._new_clients.check(request.remote_addr or "unknown")
         user = None if self.identify is None else self.identify(request.native)
         return ok(client_id=self.service.new_client(user=user).id)
 

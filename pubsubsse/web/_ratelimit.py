@@ -1,11 +1,17 @@
-"""Token buckets per key (a remote address), for the blueprint's limit on new clients."""
+"""Token buckets per key (a remote address), for the endpoints' limit on new clients."""
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 
-__all__ = ["RateLimiter"]
+from pubsubsse.web._http import Refused
+
+__all__ = ["NewClientLimit", "RateLimiter"]
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -46,3 +52,22 @@ class RateLimiter:
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
         if len(self._buckets) >= self._max_keys:
             self._buckets.clear()
+
+
+class NewClientLimit:
+    """How many clients ``/add/user`` makes per remote address: 429 with ``Retry-After`` beyond it."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._limiter = RateLimiter(rate, burst)
+        self._limited: set[str] = set()
+
+    def check(self, address: str) -> None:
+        """Count a new client for ``address``; raise :class:`Refused` (429) if it has made too many."""
+        wait = self._limiter.acquire(address)
+        if not wait:
+            self._limited.discard(address)
+            return
+        if address not in self._limited and len(self._limited) < 1000:
+            self._limited.add(address)  # one log line per address and episode, not per request
+            log.warning("pubsubsse: new clients from %s are rate limited (new_clients_per_second)", address)
+        raise Refused(429, "too many new clients", {"Retry-After": str(math.ceil(wait))})

@@ -11,6 +11,7 @@ import threading
 import time
 
 from pubsubsse.backends.base import Backend
+from pubsubsse.core import _history
 from pubsubsse.core._engine import Core
 from pubsubsse.core._records import AttachPlan
 from pubsubsse.streams._sse import frames, retry_field
@@ -80,7 +81,7 @@ class Attachments:
         self.backend.execute_eventually("detach", (stream.record.id, stream.token))
 
     def tick(self, now: float) -> None:
-        """Queue heartbeats, detach streams of dead processes, propose expiries and presence reports.
+        """Queue heartbeats, detach streams of dead processes, propose expiries, presence reports and trims.
 
         It walks this process's streams only, without the lock, yielding every 1,000, and asks
         once per other process whether it is alive: a client whose stream is held elsewhere
@@ -94,6 +95,8 @@ class Attachments:
             processes = [process for process in self.core.holders if process != own]
             # Every process proposes the reports: the first applied says what changed, the rest find nothing.
             presence = list(self.core.presence_dirty)
+            trims = _history.due_trims(self.core.ttl_topics.values(), now)
+            removals = _history.due_removals(self.core.closed, now)
             if self.client_timeout is not None:
                 for client in self.core.waiting.values():
                     if now - client.waiting_since < self.client_timeout:
@@ -122,3 +125,7 @@ class Attachments:
             backend.execute_eventually("expire_client", (client_id, detaches))
         for topic_id in presence:
             backend.execute_eventually("presence_flush", (topic_id,))
+        for topic_id, upto in trims:
+            backend.execute_eventually("trim_history", (topic_id, upto))
+        for topic_id in removals:
+            backend.execute_eventually("remove_closed_topic", (topic_id,))

@@ -11,6 +11,7 @@ __all__ = [
     "PubSubError",
     "ClientNotFound",
     "TopicNotFound",
+    "TopicClosed",
     "GroupNotFound",
     "NotSubscribed",
     "BackendUnavailable",
@@ -35,6 +36,10 @@ class TopicNotFound(PubSubError):
     of the groups it is a member of. Any other topic is "not found" for it, so
     that a client never learns whether another client's private topic exists.
     """
+
+
+class TopicClosed(PubSubError):
+    """The topic was closed (:meth:`~pubsubsse.Topic.close`): it takes no more messages."""
 
 
 class GroupNotFound(PubSubError):

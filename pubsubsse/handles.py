@@ -13,9 +13,9 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
-from pubsubsse.core import _presence
+from pubsubsse.core import _history, _presence
 from pubsubsse.core._records import ClientRecord, GroupRecord, Status, TopicInGroup, TopicRecord, TopicType, short_id
-from pubsubsse.errors import BackendUnavailable
+from pubsubsse.errors import BackendUnavailable, TopicNotFound
 from pubsubsse.events import EventAttribute
 
 if TYPE_CHECKING:
@@ -186,6 +186,31 @@ class Topic:
             return _presence.present_users(self._record)
 
     @property
+    def history(self) -> int | None:
+        """How many messages the topic keeps (``None``: the service's ``replay_size``)."""
+        return self._record.history_size
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds the topic keeps a message, and lasts once closed (``None``: no limit)."""
+        return self._record.ttl
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ended the topic."""
+        return bool(self._record.closed)
+
+    def close(self) -> None:
+        """End the topic: subscribers get a ``closed`` message, publishes raise :class:`~pubsubsse.errors.TopicClosed`.
+
+        What the topic keeps stays, so a subscription from the start still
+        gets all of it, then the ``closed`` element; with a ``ttl``, the topic
+        is removed that many seconds later. Closing twice is a no-op. Raises
+        :class:`~pubsubsse.errors.TopicNotFound` if the topic was removed.
+        """
+        self._service._execute("close_topic", self._record.id)
+
+    @property
     def has_presence(self) -> bool:
         """Whether live presence is on: subscribers are told who comes and goes (see ``presence=`` of the factories)."""
         return self._record.presence is not None
@@ -196,7 +221,8 @@ class Topic:
         The value is encoded once, before anything is sent: a value JSON cannot
         represent raises :class:`TypeError` or :class:`ValueError` and nothing is
         sent. Never blocks on a slow or disconnected subscriber. Raises
-        :class:`~pubsubsse.errors.TopicNotFound` if the topic was removed.
+        :class:`~pubsubsse.errors.TopicNotFound` if the topic was removed and
+        :class:`~pubsubsse.errors.TopicClosed` if it was closed.
 
         ``transaction`` (a psycopg 3 connection or cursor, or Django's
         ``connection``) writes the publish into that database transaction: it
@@ -259,31 +285,34 @@ class Group:
         """Return the member with this id, or ``None``."""
         return self._service._lookup(lambda: _view(self._record.members.get(client_id)))
 
-    def new_topic(self, *, presence: bool = False) -> Topic:
+    def new_topic(self, *, presence: bool = False, history: int | None = None, ttl: float | None = None) -> Topic:
         """Create a topic that every member (present and future) can see.
 
-        ``presence=True`` turns its live presence on (as
-        :meth:`~pubsubsse.SSEPubSubService.public_topic`). Raises
+        ``presence``, ``history`` and ``ttl`` as for
+        :meth:`~pubsubsse.SSEPubSubService.public_topic`. Raises
         :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
-        return set_presence(
-            cast(Topic, self._service._execute("new_group_topic", self._record.id, new_id("T"))), presence or None
-        )
+        check_history(history, ttl)
+        topic = cast(Topic, self._service._execute("new_group_topic", self._record.id, new_id("T")))
+        return configure(topic, presence or None, history, ttl)
 
-    def topic(self, name: str, *, presence: bool | None = None) -> Topic:
+    def topic(
+        self, name: str, *, presence: bool | None = None, history: int | None = None, ttl: float | None = None
+    ) -> Topic:
         """Return the group's topic named ``name``, creating it if absent.
 
         Its id is ``T-<group>/<name>`` (``T-room-42/chat`` in group
         ``G-room-42``): the same in every process that shares the service, and
         after a restart. Two processes asking at once get one topic, and its
-        creation events fire once. ``presence`` as for
+        creation events fire once. ``presence``, ``history`` and ``ttl`` as for
         :meth:`~pubsubsse.SSEPubSubService.public_topic`. Raises :class:`ValueError` for an invalid
         name (see :data:`~pubsubsse.handles.NAME_RULE`) and
         :class:`~pubsubsse.errors.GroupNotFound` if the group was removed.
         """
+        check_history(history, ttl)
         group_id = self._record.id
         topic = cast(Topic, self._service._ensure_named("group_topic", group_topic_id(group_id, name), group_id))
-        return set_presence(topic, presence)
+        return configure(topic, presence, history, ttl)
 
     def remove_topic(self, topic: Topic) -> None:
         """Remove a topic of this group; members subscribed to it are unsubscribed.
@@ -445,15 +474,22 @@ class Client:
         """
         return bool(self._service._execute("remove_private_topic", self._record.id, topic.id))
 
-    def sub(self, topic: Topic) -> None:
+    def sub(self, topic: Topic, *, since: str | None = None) -> None:
         """Subscribe to ``topic``; the client then receives what is published to it.
 
-        Subscribing twice is allowed: the client is told again that it is
-        subscribed, and no event fires. Raises
+        ``since="start"`` also sends every value the topic still keeps (its
+        history, see ``history=`` of the factories), in order, in the message
+        that says the client is subscribed: a job's output so far, then the
+        rest as it comes, each value once. Subscribing twice is allowed: the
+        client is told again that it is subscribed (with the history again, for
+        ``since="start"``), and no event fires. Raises
         :class:`~pubsubsse.errors.TopicNotFound` if the client cannot see the
-        topic and :class:`~pubsubsse.errors.ClientNotFound` if it was removed.
+        topic, :class:`~pubsubsse.errors.ClientNotFound` if it was removed and
+        :class:`ValueError` for another ``since``.
         """
-        self._service._execute("sub", self._record.id, topic.id)
+        if since not in (None, "start"):
+            raise ValueError(f'since must be None or "start", got {since!r}')
+        self._service._execute("sub" if since is None else "sub_start", self._record.id, topic.id)
 
     def unsub(self, topic: Topic) -> None:
         """Unsubscribe from ``topic``.
@@ -483,18 +519,53 @@ class Client:
         return self._service._attach(self, last_event_id)
 
 
-def set_presence(topic: Topic, presence: bool | None) -> Topic:
-    """Turn a topic's live presence on or off unless it is so already (``None``: leave it); return the topic."""
-    if presence is None or topic.has_presence is bool(presence):
-        return topic
+def check_history(history: int | None, ttl: float | None) -> None:
+    """Raise :class:`ValueError` unless ``history`` and ``ttl`` are valid topic history settings (or ``None``)."""
+    if history is not None and (
+        isinstance(history, bool) or not isinstance(history, int) or not 0 <= history <= _history.MAX_HISTORY
+    ):
+        raise ValueError(f"history must be a number of messages from 0 to {_history.MAX_HISTORY}, got {history!r}")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 <= ttl < 1e12):
+        raise ValueError(f"ttl must be a number of seconds (0: no limit) or None, got {ttl!r}")
+
+
+def configure(
+    topic: Topic, presence: bool | None = None, history: int | None = None, ttl: float | None = None
+) -> Topic:
+    """Give a topic these settings where they differ (``None``: leave it as it is); return the topic."""
+    check_history(history, ttl)
+    record = topic._record
+    size = record.history_size if history is None else history
+    seconds = record.ttl if ttl is None else (float(ttl) or None)
+    if (size, seconds) != (record.history_size, record.ttl):
+        _change_setting(topic, "set_history", (topic.id, -1 if size is None else size, seconds or 0))
+        if seconds:
+            topic._service._timer.ensure_running()  # it proposes the trims
+    if presence is not None and topic.has_presence is not bool(presence):
+        _change_setting(topic, "set_presence", (topic.id, bool(presence)))
+    return topic
+
+
+def topic_named(service: SSEPubSubService, topic: str) -> Topic:
+    """Return the topic with the id ``topic``, or the public topic named ``topic`` (made if absent)."""
+    # Found by its id first: creating it is a round trip to a shared log, taken only if absent.
+    topic_id = topic if "/" in topic else named_id("T", topic)
+    existing = service._lookup(lambda: _view(service._core.topics.get(topic_id)))
+    if existing is None:
+        if "/" in topic:
+            raise TopicNotFound(f"topic {topic} does not exist (removed or never created)")
+        existing = service.public_topic(topic_id)
+    return cast(Topic, existing)
+
+
+def _change_setting(topic: Topic, operation: str, args: tuple[Any, ...]) -> None:
     service = topic._service
     try:
-        service._execute("set_presence", topic.id, bool(presence))
-    except BackendUnavailable:  # a topic declared while the shared log is down: turned on once it answers
+        service._execute(operation, *args)
+    except BackendUnavailable:  # a topic declared while the shared log is down: set once it answers
         if not service.backend.shared:
             raise
-        service.backend.execute_eventually("set_presence", (topic.id, bool(presence)))
-    return topic
+        service.backend.execute_eventually(operation, args)
 
 
 def make_handle(service: SSEPubSubService, record: ClientRecord | TopicRecord | GroupRecord) -> Client | Topic | Group:

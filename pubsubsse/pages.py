@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from pubsubsse.handles import Client, Topic
+from pubsubsse.handles import Client, Topic, topic_named
 from pubsubsse.streams._html import FORMATS
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def page_stream(service: SSEPubSubService, topics: Iterable[Topic | str], client
     Raises :class:`~pubsubsse.errors.TopicNotFound` for the id of a group's topic
     that does not exist, and what :meth:`~pubsubsse.Client.sub` raises.
     """
-    handles = [topic if isinstance(topic, Topic) else service._topic(topic) for topic in topics]
+    handles = [topic if isinstance(topic, Topic) else topic_named(service, topic) for topic in topics]
     if client is None:
         client = service.new_client()
     for topic in handles:

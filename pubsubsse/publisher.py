@@ -104,7 +104,7 @@ class Publisher:
         batch is one request to the log, and one entry of its reply each.
         ``transaction`` is as for :meth:`publish`.
         """
-        entries = []
+        entries: list[dict[str, bytes]] = []
         for topic, data in messages:
             named = not topic.startswith("T-")
             topic_id = named_id("T", topic) if named else topic
@@ -113,8 +113,20 @@ class Publisher:
             entries.append(encode_entry(self._origin, next(self._numbers), operation, (topic_id, body), 2))
             if len(entries) > MAX_BATCH:
                 raise ValueError(f"at most {MAX_BATCH} messages per publish_many() call")
-        if not entries:
-            return
+        if entries:
+            self._append(entries, transaction)
+
+    def close_topic(self, topic: str) -> None:
+        """Close the public topic named ``topic`` (or the topic with that id), as :meth:`.Topic.close` does.
+
+        Its subscribers get a ``closed`` message; later publishes to it are
+        refused where the log is applied (a publisher keeps no replica to tell
+        you: close a topic after its last publish). Errors as for :meth:`publish`.
+        """
+        topic_id = topic if topic.startswith("T-") else named_id("T", topic)
+        self._append([encode_entry(self._origin, next(self._numbers), "close_topic", (topic_id,), 2)], None)
+
+    def _append(self, entries: list[dict[str, bytes]], transaction: Any) -> None:
         if transaction is not None:
             stage = getattr(self._log.transport, "stage", None)
             if stage is None:

@@ -70,7 +70,7 @@ from pubsubsse.core._engine import Core, Effects, count_clients, numbers, parse_
 from pubsubsse.core._messages import JsonDumps, encode_update
 from pubsubsse.core._operations import apply as apply_operation
 from pubsubsse.core._records import AttachPlan
-from pubsubsse.errors import BackendUnavailable, TopicNotFound
+from pubsubsse.errors import BackendUnavailable, TopicClosed, TopicNotFound
 from pubsubsse.events import EventAttribute, emit
 from pubsubsse.handles import (
     Client,
@@ -78,12 +78,14 @@ from pubsubsse.handles import (
     Topic,
     _view,
     _views,
+    check_history,
     check_user,
+    configure,
     make_handle,
     named_id,
     new_id,
     present,
-    set_presence,
+    topic_named,
 )
 from pubsubsse.streams._stream import Stream, Timer
 
@@ -271,11 +273,16 @@ class SSEPubSubService:
         """
         return bool(self._execute("remove_client", client.id))
 
-    def new_public_topic(self, *, presence: bool = False) -> Topic:
-        """Create a topic every client can see; ``presence=True`` turns live presence on (see :meth:`public_topic`)."""
-        return set_presence(cast(Topic, self._execute("new_public_topic", new_id("T"))), presence or None)
+    def new_public_topic(
+        self, *, presence: bool = False, history: int | None = None, ttl: float | None = None
+    ) -> Topic:
+        """Create a topic every client can see; ``presence``, ``history`` and ``ttl`` as for :meth:`public_topic`."""
+        check_history(history, ttl)
+        return configure(cast(Topic, self._execute("new_public_topic", new_id("T"))), presence or None, history, ttl)
 
-    def public_topic(self, name: str, *, presence: bool | None = None) -> Topic:
+    def public_topic(
+        self, name: str, *, presence: bool | None = None, history: int | None = None, ttl: float | None = None
+    ) -> Topic:
         """Return the public topic named ``name``, creating it if absent.
 
         Its id is ``"T-" + name`` (``public_topic("orders").id == "T-orders"``):
@@ -286,10 +293,14 @@ class SSEPubSubService:
         Raises :class:`ValueError` for an invalid name (see
         :data:`~pubsubsse.handles.NAME_RULE`).
 
-        ``presence=True`` turns on live presence (subscribers are told who comes and goes, about
-        once a second), ``False`` off, ``None`` leaves it as it is (see the presence guide).
+        ``presence=True`` turns on live presence (who comes and goes, about once a second);
+        ``history``: messages the topic keeps (instead of ``replay_size``; up to 100,000)
+        for resumes and ``client.sub(topic, since="start")``; ``ttl``: seconds it keeps
+        them (``0``: no limit), and lasts after :meth:`.Topic.close`. ``None``
+        leaves a setting as it is (see the guides on presence and history).
         """
-        return set_presence(cast(Topic, self._ensure_named("public", named_id("T", name))), presence)
+        check_history(history, ttl)
+        return configure(cast(Topic, self._ensure_named("public", named_id("T", name))), presence, history, ttl)
 
     def publish(self, topic: str, data: Any, *, transaction: Any = None) -> None:
         """Publish ``data`` to the topic with the id ``topic``, or to the public topic named ``topic``.
@@ -301,7 +312,7 @@ class SSEPubSubService:
         (:class:`~pubsubsse.errors.TopicNotFound` otherwise). Otherwise as
         :meth:`.Topic.pub`, ``transaction`` included.
         """
-        self._topic(topic).pub(data, transaction=transaction)
+        topic_named(self, topic).pub(data, transaction=transaction)
 
     def group(self, name: str) -> Group:
         """Return the group named ``name`` (id ``"G-" + name``), creating it if absent; see :meth:`public_topic`."""
@@ -351,21 +362,17 @@ class SSEPubSubService:
     def stats(self) -> dict[str, int]:
         """Return numbers for monitoring, as a new dict of ints.
 
-        Sizes (of the whole service, as this process sees it): ``clients``,
-        ``clients_receiving``, ``clients_waiting``, ``public_topics``,
-        ``topics`` (of every type), ``groups``; ``streams``: streams attached
-        in this process. Counters since this process started:
-        ``messages_published`` (publishes applied here), ``messages_delivered``
-        (messages offered by them to the streams held in this process),
-        ``streams_opened``, ``resumes`` (streams that started from the
-        topics' histories), ``resyncs`` (streams that asked to resume, or fell
-        behind, and got a fresh init message instead), ``queue_overflows``
-        (deliveries that found a stream's queue full; see
-        ``pubsubsse.streams._stream``), and the backend's own counters (for a log
-        backend: ``log_entries_skipped`` and friends, see
-        :mod:`pubsubsse.backends.log`). The lock is held only to copy the
-        client list (about 1 ms at 100,000 clients); counting them takes about
-        20 ms more at that size, so scrape every few seconds, not per request.
+        Sizes, of the whole service as this process sees it: ``clients``,
+        ``clients_receiving``, ``clients_waiting``, ``public_topics``, ``topics``
+        (every type), ``groups``, ``history_messages`` and ``history_bytes``
+        (what the topics keep, in this process); ``streams`` attached here.
+        Counters since this process started: ``messages_published`` (applied
+        here), ``messages_delivered`` (offered to streams held here),
+        ``streams_opened``, ``resumes``, ``resyncs`` (streams that got a fresh
+        init message instead of resuming), ``queue_overflows`` (a stream's
+        queue was full), and the backend's own (:mod:`pubsubsse.backends.log`).
+        The lock is held to copy the client list and sum the topics (about 1
+        ms at 100,000 each); scrape every few seconds, not per request.
         """
         with self._lock:
             result, clients = numbers(self._core)
@@ -480,17 +487,6 @@ class SSEPubSubService:
                 found = find()
         return found
 
-    def _topic(self, topic: str) -> Topic:
-        """Return the topic with the id ``topic``, or the public topic named ``topic`` (made if absent)."""
-        # Found by its id first: creating it is a round trip to a shared log, taken only if absent.
-        topic_id = topic if "/" in topic else named_id("T", topic)
-        existing = self._lookup(lambda: _view(self._core.topics.get(topic_id)))
-        if existing is None:
-            if "/" in topic:
-                raise TopicNotFound(f"topic {topic} does not exist (removed or never created)")
-            existing = self.public_topic(topic_id)
-        return cast(Topic, existing)
-
     def _publish(self, topic: Topic, data: Any, transaction: Any = None) -> None:
         body = encode_update(topic.id, data, self._json_dumps, self._max_payload_bytes)
         if transaction is not None:
@@ -504,9 +500,9 @@ class SSEPubSubService:
             # so a topic this replica knows removed is refused here.
             self._backend.check_ready()
             with self._lock:
-                known = topic.id in self._core.topics
-            if not known:
-                raise TopicNotFound(f"topic {topic.id} does not exist (removed or never created)")
+                known = self._core.topics.get(topic.id)
+            if known is None or known.closed:
+                raise TopicNotFound(f"topic {topic.id} was removed") if known is None else TopicClosed(topic.id)
         self._execute("pub", topic.id, body)
         emit(topic, "on_pub", data)
 

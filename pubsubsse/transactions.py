@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pubsubsse.errors import NotTransactional, PubSubError
+from pubsubsse.handles import topic_named
 
 if TYPE_CHECKING:
     from pubsubsse.service import SSEPubSubService
@@ -54,7 +55,7 @@ def check_publish(service: SSEPubSubService, topic: str, data: Any) -> None:
     """Raise now what publishing ``data`` to ``topic`` later would raise: an unknown id, a value JSON cannot encode."""
     from pubsubsse.core._messages import encode_update
 
-    encode_update(service._topic(topic).id, data, service._json_dumps, service._max_payload_bytes)
+    encode_update(topic_named(service, topic).id, data, service._json_dumps, service._max_payload_bytes)
 
 
 def _pending(session: Any) -> list[tuple[str, Any, SSEPubSubService]]:

@@ -10,6 +10,9 @@
  *                                                        //   joined, left}; ps.presence.get(topicId) too
  *   await ps.start();
  *   await ps.subscribe(topicId);
+ *   await ps.subscribe(jobTopic, { since: "start" });    // with what the topic keeps: a job's output so far
+ *   ps.on("history", (topicId, h) => clear(topicId));    // its values follow, as "update"s ({messages, complete})
+ *   ps.on("closed", (topicId) => done(topicId));         // Topic.close(): the topic takes no more messages
  *
  * It registers a client (/add/user) once per tab, opens the EventSource, keeps the topic catalog and the
  * subscription state from the `sys` messages, resumes after network drops (EventSource sends Last-Event-ID),
@@ -75,6 +78,9 @@
     /** Map of topic id -> {users: [sorted names], connections}, for subscribed topics with live presence. */
     this.presence = new Map();
     this._wanted = new Set(options.topics || []); // topics the app asked for, restored after re-registration
+    this._fromStart = new Set(); // topics subscribed with {since: "start"} whose history has not come yet
+    this._startTopics = new Set(); // every topic subscribed with {since: "start"}: asked again after a reset
+    this._openWaiters = [];
     this._listeners = {};
     this._source = null;
     this._stopped = true;
@@ -118,6 +124,14 @@
       this.status = status;
       this._emit("status", status);
     }
+    if (status === STATUS.OPEN) this._openWaiters.splice(0).forEach(function (resolve) { resolve(); });
+  };
+
+  // Resolves once a stream is open: what the server sends from then on reaches this page.
+  PubSubSSE.prototype._whenOpen = function () {
+    var self = this;
+    if (this.status === STATUS.OPEN) return Promise.resolve();
+    return new Promise(function (resolve) { self._openWaiters.push(resolve); });
   };
 
   /**
@@ -187,13 +201,27 @@
     this._setStatus(status);
   };
 
-  PubSubSSE.prototype.subscribe = function (topicId) {
+  PubSubSSE.prototype.subscribe = function (topicId, options) {
+    var self = this;
     this._wanted.add(topicId);
-    return this._withClient("/sub", { topic: topicId });
+    if (!(options && options.since === "start")) return this._withClient("/sub", { topic: topicId });
+    // The message that confirms the subscription holds every value the topic keeps; until it
+    // comes, the topic's live values are among them, so they are not emitted twice. It is asked
+    // for once a stream is open, which it must reach (a stream opened later starts after it).
+    this._fromStart.add(topicId);
+    this._startTopics.add(topicId);
+    return this._whenOpen().then(function () {
+      return self._withClient("/sub", { topic: topicId, since: "start" });
+    }).catch(function (error) {
+      self._fromStart.delete(topicId);
+      throw error;
+    });
   };
 
   PubSubSSE.prototype.unsubscribe = function (topicId) {
     this._wanted.delete(topicId);
+    this._startTopics.delete(topicId);
+    this._fromStart.delete(topicId);
     return this._withClient("/unsub", { topic: topicId });
   };
 
@@ -414,11 +442,17 @@
     var isInit = kinds.indexOf("topics") >= 0 && kinds.indexOf("subscribed") >= 0;
     var reset = kinds.indexOf("reset") >= 0;
     var restore = [];
+    var closed = [];
     if (isInit) this.presence = new Map(); // the init message lists the presence of every subscribed topic
     sys.forEach(function (item) {
       var list = item.list || [];
       if (item.type === "presence") {
         self._presence(item);
+      } else if (item.type === "history") {
+        self._fromStart.delete(item.topic);
+        self._emit("history", item.topic, { messages: item.messages, complete: item.complete });
+      } else if (item.type === "closed") {
+        closed.push(item.topic); // after this message's values: a history ends with its closing
       } else if (item.type === "topics") {
         var next = new Map();
         list.forEach(function (t) {
@@ -450,10 +484,17 @@
       });
       restore.forEach(function (id) { self.subscribe(id).catch(function (e) { self._emit("error", e); }); });
     }
-    if (reset) this._emit("reset");
+    if (reset) {
+      // Messages may have been missed: the topics read from the start are read from the start again.
+      this._startTopics.forEach(function (id) {
+        if (self.topics.has(id)) self.subscribe(id, { since: "start" }).catch(function (e) { self._emit("error", e); });
+      });
+      this._emit("reset");
+    }
     (message.updates || []).forEach(function (update) {
-      self._emit("update", update.topic, update.data);
+      if (!self._fromStart.has(update.topic)) self._emit("update", update.topic, update.data);
     });
+    closed.forEach(function (id) { self._emit("closed", id); });
     this._emit("message", message);
   };
 

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
-from pubsubsse.core import _presence
+from pubsubsse.core import _history, _presence
 from pubsubsse.core._messages import RESET_ITEM, encode_sys, id_list_item, topics_item
 from pubsubsse.core._records import (
     AttachedStream,
@@ -155,6 +155,9 @@ class Core:
         self.holders: dict[str, dict[str, ClientRecord]] = {}
         #: Topics with live presence whose connected subscribers changed since their last report.
         self.presence_dirty: dict[str, TopicRecord] = {}
+        #: Topics with a ttl, and closed topics with when this process closed them (see ``core/_history``).
+        self.ttl_topics: dict[str, TopicRecord] = {}
+        self.closed: dict[str, tuple[TopicRecord, float]] = {}
         #: Recently encoded system messages, to share identical bodies (see sys_body).
         self._recent_bodies: dict[bytes, bytes] = {}
 
@@ -248,7 +251,7 @@ class Core:
         spans: list[tuple[TopicRecord, int, int]] = []
         events: list[tuple[int, bytes]] = []
         for position, body, changes in later:
-            events.append((position, body))
+            events.append((position, _history.expand(self.topics, body, self.replay_size)))
             for topic, joined in changes:
                 if joined:
                     subscribed[topic.id] = topic
@@ -257,7 +260,7 @@ class Core:
                     spans.append((subscribed.pop(topic.id), since.pop(topic.id), position))
         spans.extend((topic, since[topic_id], self.position) for topic_id, topic in subscribed.items())
         for topic, after, upto in spans:
-            kept = topic.between(after, upto, self.replay_size)
+            kept = topic.between(after, upto, topic.size(self.replay_size))
             if kept is None:
                 return None
             events += kept
@@ -273,7 +276,10 @@ class Core:
         Many clients hold the same init or topic-list message in their replay
         buffers; sharing the bytes keeps an idle client's memory small.
         """
-        body = encode_sys(items)
+        return self.share(encode_sys(items))
+
+    def share(self, body: bytes) -> bytes:
+        """Return the bytes object already held for a body equal to ``body`` (snapshots store it once), or ``body``."""
         shared = self._recent_bodies.get(body)
         if shared is not None:
             return shared
@@ -289,9 +295,9 @@ class Core:
             self.position += 1
         return self.position
 
-    def tell(self, client: ClientRecord, body: bytes, changes: tuple[Change, ...] = ()) -> None:
-        """Send the client a system message (with the subscription changes it announces)."""
-        client.note(self.next_position(), body, changes)
+    def tell(self, client: ClientRecord, body: bytes, changes: tuple[Change, ...] = (), sent: Any = None) -> None:
+        """Send the client a system message (with the subscription changes it announces; ``sent``: see ``note``)."""
+        client.note(self.next_position(), body, changes, sent)
 
     def send_topics(self, client: ClientRecord, unsubscribed: list[TopicRecord] | None = None) -> None:
         """Send the client its topic list, followed by what it was unsubscribed from, in one message."""
@@ -441,6 +447,8 @@ class Core:
         for client in subscribers:
             self.unsubscribe(fx, client, topic)
         self.presence_dirty.pop(topic.id, None)
+        self.ttl_topics.pop(topic.id, None)
+        self.closed.pop(topic.id, None)
         viewers: Iterator[ClientRecord] | list[ClientRecord]
         if topic.type is TopicType.PUBLIC:
             viewers = iter(self.clients.values())
@@ -509,6 +517,8 @@ def numbers(core: Core) -> tuple[dict[str, int], list[ClientRecord]]:
         "resumes": counters.resumes,
         "resyncs": counters.resyncs,
         "queue_overflows": counters.queue_overflows,
+        "history_messages": sum(len(t.positions) for t in core.topics.values()),
+        "history_bytes": sum(t.kept_bytes for t in core.topics.values()),
     }
     return result, list(core.clients.values())
 

@@ -11,7 +11,7 @@ import itertools
 import logging
 from typing import Any, Callable
 
-from pubsubsse.core import _presence
+from pubsubsse.core import _history, _presence
 from pubsubsse.core._engine import Core, Effects
 from pubsubsse.core._messages import id_list_item, topics_item
 from pubsubsse.core._records import (
@@ -24,7 +24,7 @@ from pubsubsse.core._records import (
     TopicType,
     short_id,
 )
-from pubsubsse.errors import LimitReached, NotSubscribed, PubSubError, TopicNotFound
+from pubsubsse.errors import LimitReached, NotSubscribed, PubSubError, TopicClosed, TopicNotFound
 
 __all__ = ["OPERATIONS", "apply"]
 
@@ -58,7 +58,21 @@ OPERATIONS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "pub_named": (str, bytes),
     "set_presence": (str, bool),
     "presence_flush": (str,),
+    "sub_start": (str, str),
+    "set_history": (str, int, (int, float)),
+    "trim_history": (str, int),
+    "close_topic": (str,),
+    "remove_closed_topic": (str,),
 }
+
+
+def _keep(core: Core, topic: TopicRecord, position: int, body: bytes) -> None:
+    """Add a message of ``topic`` to its history, and offer it to the streams held here."""
+    topic.keep(position, body, topic.size(core.replay_size))
+    if topic.marks is not None:
+        _history.note_time(topic, position, core.now())
+    for stream in topic.local.values():
+        stream.offer(position, body)
 
 
 # One function per kind of change -----------------------------------------------------------
@@ -277,7 +291,7 @@ def remove_group_client(core: Core, fx: Effects, group_id: str, client_id: str) 
     core.notify(affected)
 
 
-def sub(core: Core, fx: Effects, client_id: str, topic_id: str) -> None:
+def sub(core: Core, fx: Effects, client_id: str, topic_id: str, from_start: bool = False) -> None:
     client = core.require_client(client_id)
     topic = core.find_visible(client, topic_id)
     if topic is None:
@@ -286,7 +300,18 @@ def sub(core: Core, fx: Effects, client_id: str, topic_id: str) -> None:
     if topic_id not in client.subs:
         core.subscribe(fx, client, topic)
         changes = topic.change(True)
-    core.tell(client, core.sys_body([id_list_item("subscribed", (topic,)), *_presence.full_items((topic,))]), changes)
+    items = [id_list_item("subscribed", (topic,)), *_presence.full_items((topic,))]
+    if from_start:  # the values kept so far, in this message: at its position, never twice
+        upto, size = core.position, topic.size(core.replay_size)
+        sent = _history.start_body(topic, size, items, upto, topic_id)
+        core.tell(client, _history.reference(topic_id, upto, items), changes, sent)
+    else:
+        core.tell(client, core.sys_body(items), changes)
+
+
+def sub_start(core: Core, fx: Effects, client_id: str, topic_id: str) -> None:
+    """Subscribe, with every value the topic keeps in the message that says so (``since="start"``)."""
+    sub(core, fx, client_id, topic_id, True)
 
 
 def unsub(core: Core, fx: Effects, client_id: str, topic_id: str) -> None:
@@ -304,14 +329,12 @@ def pub(core: Core, fx: Effects, topic_id: str, body: bytes) -> None:
     topic = core.topics.get(topic_id)
     if topic is None:
         raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
-    position = core.next_position()
-    topic.keep(position, body, core.replay_size)
+    if topic.closed:
+        raise TopicClosed(f"topic {topic_id} is closed: it takes no more messages")
     # Only the streams held here: a subscriber whose stream is elsewhere costs this process nothing.
-    local = topic.local
-    for stream in local.values():
-        stream.offer(position, body)
+    _keep(core, topic, core.next_position(), body)
     core.counters.published += 1
-    core.counters.delivered += len(local)
+    core.counters.delivered += len(topic.local)
 
 
 def pub_named(core: Core, fx: Effects, topic_id: str, body: bytes) -> None:
@@ -385,11 +408,55 @@ def presence_flush(core: Core, fx: Effects, topic_id: str) -> None:
     item = _presence.report(topic)
     if item is None:
         return
-    position = core.next_position()
-    body = core.sys_body([item])
-    topic.keep(position, body, core.replay_size)
-    for stream in topic.local.values():
-        stream.offer(position, body)
+    _keep(core, topic, core.next_position(), core.sys_body([item]))
+
+
+def set_history(core: Core, fx: Effects, topic_id: str, size: int, ttl: float) -> None:
+    """Set what a topic keeps: ``size`` messages (-1: the service's ``replay_size``), ``ttl`` seconds (0: no limit)."""
+    topic = core.topics.get(topic_id)
+    if topic is None:
+        raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
+    if not -1 <= size <= _history.MAX_HISTORY or not ttl >= 0:
+        raise PubSubError(f"invalid history settings {size!r}, {ttl!r}")
+    _history.configure(topic, None if size < 0 else size, float(ttl) or None, core.now())
+    if topic.ttl is None:
+        core.ttl_topics.pop(topic_id, None)
+    else:
+        core.ttl_topics[topic_id] = topic
+    if topic.history_size is not None and len(topic.positions) > topic.history_size:
+        topic.keep_only(topic.history_size)
+
+
+def trim_history(core: Core, fx: Effects, topic_id: str, upto: int) -> None:
+    """Drop a topic's messages up to position ``upto`` (proposed when their ttl has passed)."""
+    topic = core.topics.get(topic_id)
+    if topic is not None:
+        _history.trimmed(topic, upto)
+
+
+def close_topic(core: Core, fx: Effects, topic_id: str) -> None:
+    """End a topic: it takes no more messages, and its subscribers are told (a topic message)."""
+    topic = core.topics.get(topic_id)
+    if topic is None:
+        raise TopicNotFound(f"topic {topic_id} does not exist (removed or never created)")
+    if topic.closed:
+        return
+    topic.closed = position = core.next_position()
+    core.closed[topic_id] = (topic, core.now())
+    _keep(core, topic, position, core.sys_body([_history.closed_item(topic_id)]))
+
+
+def remove_closed_topic(core: Core, fx: Effects, topic_id: str) -> None:
+    """Remove a closed topic, whatever its kind (proposed when its ttl has passed since it was closed)."""
+    topic = core.topics.get(topic_id)
+    if topic is None or not topic.closed:
+        return
+    if topic.type is TopicType.PUBLIC:
+        remove_public_topic(core, fx, topic_id)
+    elif topic.type is TopicType.GROUP and topic.group is not None:
+        remove_group_topic(core, fx, topic.group.id, topic_id)
+    elif topic.owner is not None:
+        remove_private_topic(core, fx, topic.owner.id, topic_id)
 
 
 #: Each operation's function (the shapes of their arguments are in OPERATIONS).
@@ -419,6 +486,11 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "pub_named": pub_named,
     "set_presence": set_presence,
     "presence_flush": presence_flush,
+    "sub_start": sub_start,
+    "set_history": set_history,
+    "trim_history": trim_history,
+    "close_topic": close_topic,
+    "remove_closed_topic": remove_closed_topic,
 }
 
 

@@ -89,6 +89,10 @@ class TopicRecord:
     message dropped from them (0: none). ``local`` are the streams held in this
     process of its subscribers, by client id: the only ones a publish is offered to.
     ``presence`` is set for a topic with live presence (see ``core/_presence``).
+    ``history_size`` and ``ttl`` are its own history settings (``None``: the
+    service's ``replay_size``, kept until pushed out), ``closed`` the position at
+    which :meth:`~pubsubsse.Topic.close` ended it, ``kept_bytes`` the size of its
+    bodies (see ``core/_history``).
     """
 
     __slots__ = (
@@ -103,6 +107,11 @@ class TopicRecord:
         "evicted",
         "removed",
         "presence",
+        "history_size",
+        "ttl",
+        "closed",
+        "kept_bytes",
+        "marks",
         "view",
         "_changes",
     )
@@ -127,6 +136,14 @@ class TopicRecord:
         self.removed = False
         #: Who is connected among its subscribers, kept only for a topic with live presence.
         self.presence: Presence | None = None
+        self.history_size: int | None = None
+        self.ttl: float | None = None
+        #: The position of the topic's closing (0: open).
+        self.closed = 0
+        self.kept_bytes = 0
+        #: For a topic with a ttl: ``[local time, last position kept by then]``, about one per
+        #: second of publishing; this process's own clock, to propose trims (see ``core/_history``).
+        self.marks: list[list[float]] | None = None
         #: The handle users hold (set by the service when the record is made).
         self.view: Any = None
         self._changes: tuple[tuple[Change, ...], tuple[Change, ...]] | None = None
@@ -138,16 +155,34 @@ class TopicRecord:
             changes = self._changes = (((self, True),), ((self, False),))
         return changes[0] if joined else changes[1]
 
+    def size(self, default: int) -> int:
+        """Return how many messages the topic keeps: its own ``history_size``, or ``default``."""
+        return default if self.history_size is None else self.history_size
+
     def keep(self, position: int, body: bytes, history_size: int) -> None:
         """Add a message to the history; drop the oldest beyond ``history_size`` (in steps)."""
         positions = self.positions
         positions.append(position)
         self.bodies.append(body)
+        self.kept_bytes += len(body)
         if len(positions) > history_size + (history_size >> 3):
-            cut = len(positions) - history_size
-            self.evicted = positions[cut - 1]
-            del positions[:cut]
-            del self.bodies[:cut]
+            self._cut(len(positions) - history_size)
+
+    def keep_only(self, size: int) -> None:
+        """Drop the oldest messages beyond the last ``size``."""
+        self._cut(len(self.positions) - size)
+
+    def trim(self, upto: int) -> None:
+        """Drop the messages with positions up to ``upto`` (their time is up)."""
+        self._cut(bisect.bisect_right(self.positions, upto))
+
+    def _cut(self, cut: int) -> None:
+        if cut <= 0:
+            return
+        self.evicted = max(self.evicted, self.positions[cut - 1])
+        self.kept_bytes -= sum(map(len, self.bodies[:cut]))
+        del self.positions[:cut]
+        del self.bodies[:cut]
 
     def between(self, after: int, upto: int, history_size: int) -> list[tuple[int, bytes]] | None:
         """Return the messages with positions in ``(after, upto]``; ``None`` if some are not kept.
@@ -166,6 +201,7 @@ class TopicRecord:
         """Drop the whole history: what came before ``floor`` is not known here."""
         self.positions = []
         self.bodies = []
+        self.kept_bytes = 0
         self.evicted = max(self.evicted, floor)
 
 
@@ -283,8 +319,11 @@ class ClientRecord:
         self.stream: AttachedStream | None = None
         self.view: Any = None
 
-    def note(self, position: int, body: bytes, changes: tuple[Change, ...]) -> None:
-        """Keep a system message of the client and hand it to the attached stream. Never blocks."""
+    def note(self, position: int, body: bytes, changes: tuple[Change, ...], sent: bytes | None = None) -> None:
+        """Keep a system message of the client and hand it (or ``sent``, what it stands for) to the attached stream.
+
+        Never blocks.
+        """
         journal = self.journal
         journal += (position, body, changes)
         if len(journal) > 3 * (JOURNAL_SIZE + (JOURNAL_SIZE >> 3)):
@@ -292,7 +331,7 @@ class ClientRecord:
             self.journal_floor = journal[cut - 3]
             del journal[:cut]
         if self.stream is not None:
-            self.stream.offer(position, body)
+            self.stream.offer(position, body if sent is None else sent)
 
     def entries(self) -> list[tuple[int, bytes, tuple[Change, ...]]]:
         """Return the journal as ``(position, body, changes)`` triples, oldest first."""

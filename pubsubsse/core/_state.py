@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pubsubsse.core import _presence
+from pubsubsse.core import _history, _presence
 from pubsubsse.core._engine import Core
 from pubsubsse.core._records import (
     AttachedStream,
@@ -42,10 +42,12 @@ def export_topics(core: Core, topics: list[TopicRecord]) -> list[Item]:
     """Return the history (and the live presence) of each of ``topics`` that has one, as items."""
     out: list[Item] = []
     for t in topics:
-        if t.positions or t.evicted or t.presence is not None:
+        if t.positions or t.evicted or t.presence is not None or t.closed or t.history_size is not None or t.ttl:
             data: dict[str, Any] = {"topic": t.id, "positions": list(t.positions), "evicted": t.evicted}
             if t.presence is not None:  # the counts follow from the clients; what was last reported does not
                 data["presence"] = {"changed": list(t.presence.changed.items()), "reported": t.presence.reported}
+            if t.history_size is not None or t.ttl is not None or t.closed:
+                data["history"] = {"size": t.history_size, "ttl": t.ttl, "closed": t.closed}
             out.append((data, list(t.bodies)))
     return out
 
@@ -147,13 +149,15 @@ def import_state(core: Core, groups: dict[str, Any], items: list[Item], seq_offs
         for t in client.subs.values():
             t.subscribers[client.id] = client
         core.set_stream(client, client.stream)
-    core.presence_dirty = {}
+    core.presence_dirty, core.ttl_topics, core.closed = {}, {}, {}
     for t in core.topics.values():
         data, bodies = histories.get(t.id, ({"positions": [], "evicted": 0}, []))
         t.positions, t.bodies, t.evicted = list(data["positions"]), list(bodies), data["evicted"]
+        t.kept_bytes = sum(map(len, t.bodies))
         if seq_offset:
             t.forget_history(position)
         _import_presence(core, t, data.get("presence"))
+        _import_history(core, t, data.get("history"), now)
     for data, bodies in clients:
         client = core.clients[data["id"]]
         if seq_offset:
@@ -190,6 +194,18 @@ def _import_presence(core: Core, topic: TopicRecord, described: dict[str, Any] |
     presence.reported = described["reported"]
     if not presence.changed and presence.reported == presence.connections:
         del core.presence_dirty[topic.id]
+
+
+def _import_history(core: Core, topic: TopicRecord, described: dict[str, Any] | None, now: float) -> None:
+    """Restore a topic's own history settings and whether it is closed (its ttls count from now, here)."""
+    described = described or {}
+    topic.marks = None
+    _history.configure(topic, described.get("size"), described.get("ttl"), now)
+    if topic.ttl is not None:
+        core.ttl_topics[topic.id] = topic
+    topic.closed = int(described.get("closed") or 0)
+    if topic.closed:
+        core.closed[topic.id] = (topic, now)
 
 
 def _changes(core: Core, described: list[list[Any]], position: int) -> tuple[Change, ...]:

@@ -496,9 +496,10 @@ class Endpoints:
         return ok(topic_id=client.new_private_topic().id)
 
     def _subscription(
-        self, action: str, change: Callable[[Client, Topic], None], request: Request, params: dict[str, str]
+        self, action: str, change: Callable[..., None], request: Request, params: dict[str, str]
     ) -> Answer:
-        change(*self._client_and_topic(request, action, params))
+        client, topic = self._client_and_topic(request, action, params)
+        change(client, topic, **_since(action, params))
         return ok()
 
     def _remove_user(self, request: Request, params: dict[str, str]) -> Answer:
@@ -576,6 +577,16 @@ class Endpoints:
     def _stats(self, request: Request, params: dict[str, str]) -> Answer:
         self._check(request, "stats", None)
         return json_reply(200, {"ok": "true", **self.service.stats()})
+
+
+def _since(action: str, params: Mapping[str, str]) -> dict[str, str]:
+    """Return the ``since`` of a ``/sub`` (``start``: with every value the topic keeps), as keyword arguments."""
+    since = params.get("since")
+    if since is None:
+        return {}
+    if since == "start" and action == "sub":
+        return {"since": since}
+    raise Refused(400, "invalid since", hint="/sub takes since=start, or no since")
 
 
 #: The options :class:`Endpoints` takes, which every adapter takes too.

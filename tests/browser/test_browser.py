@@ -162,7 +162,9 @@ def test_a_client_written_for_the_go_server_works_unchanged(browser, demo):
         log = page.evaluate("window.log")
         assert log[0]["sys"] == "topics" and log[0]["n"] >= 3  # Ticker, Chat, Announcements, and any created since
         assert log[1] == {"sys": "subscribed", "n": 2}  # the Ticker, as in the Go example, and the Chat
-        assert all("topic" in e for e in log[2:])
+        # Then the chat's presence (a topic with live presence: an element the Go server never sent) and updates.
+        assert log[2] == {"sys": "presence", "n": 0}
+        assert all("topic" in e or e.get("sys") == "presence" for e in log[3:])
     finally:
         page.close()
 

@@ -96,6 +96,24 @@ def test_identify_gives_http_clients_their_user_and_authorize_can_check_it():
     service.shutdown()
 
 
+def test_sub_since_start_sends_the_history_and_another_since_is_refused():
+    service = SSEPubSubService(client_timeout=None)
+    job = service.public_topic("job", history=10)
+    job.pub("first")
+    endpoints = Endpoints(service)
+    client = ask(endpoints, "/add/user").json()["client_id"]
+    bad = ask(endpoints, "/sub", query=f"client_id={client}&topic=T-job&since=yesterday")
+    assert (bad.status, bad.json()["error"]) == (400, "invalid since")
+    assert ask(endpoints, "/unsub", query=f"client_id={client}&topic=T-job&since=start").status == 400
+    assert ask(endpoints, "/sub", query=f"client_id={client}&topic=T-job&since=start").json() == {"ok": "true"}
+    answer = endpoints.handle(Request("GET", "/event", f"client_id={client}&last_event_id=0".encode()))
+    assert isinstance(answer, StreamReply)
+    first = next(answer.stream)
+    assert b'"type":"history"' in first and b'"data":"first"' in first
+    answer.stream.close()
+    service.shutdown()
+
+
 def test_cors_preflight_and_answers():
     endpoints = Endpoints(SSEPubSubService(client_timeout=None), cors_origins=["https://app.example"])
     preflight = endpoints.handle(Request("OPTIONS", "/event", headers={"Origin": "https://app.example"}))

@@ -17,14 +17,10 @@ import argparse
 import json
 import time
 
+from bench import steal
 from pubsubsse import SSEPubSubService
 from pubsubsse.html import fragment
 from pubsubsse.streams._html import html_stream
-
-
-def steal() -> int:
-    with open("/proc/stat") as stat:
-        return int(stat.readline().split()[8])
 
 
 def drain(stream) -> int:

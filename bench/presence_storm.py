@@ -21,13 +21,8 @@ import argparse
 import json
 import time
 
+from bench import steal
 from pubsubsse import SSEPubSubService
-
-
-def steal() -> int:
-    with open("/proc/stat") as stat:
-        return int(stat.readline().split()[8])
-
 
 #: The last event id each stream sent, by client index: where its reconnection resumes.
 LAST_IDS: dict[int, str] = {}

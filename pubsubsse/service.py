@@ -489,6 +489,8 @@ class SSEPubSubService:
 
     def _publish(self, topic: Topic, data: Any, transaction: Any = None) -> None:
         body = encode_update(topic.id, data, self._json_dumps, self._max_payload_bytes)
+        if topic.closed:  # refused when applied too; a transaction's publish would be dropped after its commit
+            raise TopicClosed(f"topic {topic.id} is closed: it takes no more messages")
         if transaction is not None:
             self._backend.stage(transaction, "pub", (topic.id, body))
             return

@@ -185,6 +185,14 @@ class Topic:
         with self._service._lock:
             return _presence.present_users(self._record)
 
+    def connected_count(self) -> int:
+        """Return how many subscribers have a stream attached now, in any process (tabs, with a user or not).
+
+        O(1) with live presence, O(subscribers) without.
+        """
+        with self._service._lock:
+            return _presence.connected_count(self._record)
+
     @property
     def history(self) -> int | None:
         """How many messages the topic keeps (``None``: the service's ``replay_size``)."""

@@ -303,7 +303,8 @@ def sub(core: Core, fx: Effects, client_id: str, topic_id: str, from_start: bool
     items = [id_list_item("subscribed", (topic,)), *_presence.full_items((topic,))]
     if from_start:  # the values kept so far, in this message: at its position, never twice
         upto, size = core.position, topic.size(core.replay_size)
-        sent = _history.start_body(topic, size, items, upto, topic_id)
+        # Built only where the client's stream is: every other process keeps the reference alone.
+        sent = _history.start_body(topic, size, items, upto, topic_id) if client.stream is not None else None
         core.tell(client, _history.reference(topic_id, upto, items), changes, sent)
     else:
         core.tell(client, core.sys_body(items), changes)

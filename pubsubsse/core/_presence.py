@@ -35,6 +35,7 @@ __all__ = [
     "report",
     "full_item",
     "full_items",
+    "connected_count",
     "present_users",
 ]
 
@@ -126,6 +127,13 @@ def full_item(topic: TopicRecord) -> dict[str, object] | None:
 def full_items(topics: Iterable[TopicRecord]) -> list[dict[str, object]]:
     """Return who is in each of ``topics`` that has live presence (as of its last report)."""
     return [item for item in map(full_item, topics) if item is not None]
+
+
+def connected_count(topic: TopicRecord) -> int:
+    """Return how many subscribers of ``topic`` are connected (live presence or not)."""
+    if topic.presence is not None:
+        return topic.presence.connections
+    return sum(1 for c in topic.subscribers.values() if c.status is Status.RECEIVING)
 
 
 def present_users(topic: TopicRecord) -> list[str]:

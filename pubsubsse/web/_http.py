@@ -34,6 +34,7 @@ __all__ = [
     "parse_body",
     "parse_urlencoded",
     "shared_clients",
+    "since_option",
     "MAX_ID_LENGTH",
     "ALLOW",
     "JSON_HEADERS",
@@ -260,3 +261,13 @@ def parse_body(request: Request, limit: int) -> dict[str, str]:
                 raise Refused(400, f"invalid parameter {key}: expected a string")
         return body
     raise Refused(415, "unsupported body: send a query string, a form or a JSON object")
+
+
+def since_option(action: str, params: Mapping[str, str]) -> dict[str, str]:
+    """Return the ``since`` of a ``/sub`` (``start``: with every value the topic keeps), as keyword arguments."""
+    since = params.get("since")
+    if since is None:
+        return {}
+    if since == "start" and action == "sub":
+        return {"since": since}
+    raise Refused(400, "invalid since", hint="/sub takes since=start, or no since")

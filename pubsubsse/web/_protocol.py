@@ -51,7 +51,9 @@ from pubsubsse.web._http import (
     parse_urlencoded,
     redirect,
     shared_clients,
+    since_option,
 )
+from pubsubsse.web._presence import presence_view
 from pubsubsse.web._ratelimit import NewClientLimit
 from pubsubsse.web._scripts import SCRIPTS, client_script_reply
 from pubsubsse.web._tickets import BadTicket, StreamTickets
@@ -83,6 +85,7 @@ ACTIONS = (
     "remove_private_topic",
     "event",
     "stats",
+    "presence",
 )
 
 #: Each endpoint's path below the mount point, and its action.
@@ -97,6 +100,7 @@ PATHS: Mapping[str, str] = {
     "/event": "event",
     "/event/shared": "shared_event",
     "/stats": "stats",
+    "/presence": "presence",
 }
 
 #: ``authorize(request, action, client, topic) -> bool``, where ``request`` is the framework's own
@@ -351,6 +355,7 @@ class Endpoints:
             "event": self._event,
             "shared_event": self._shared_event,
             "stats": self._stats,
+            "presence": functools.partial(presence_view, self),
         }
 
     @property
@@ -455,7 +460,7 @@ class Endpoints:
             raise ClientNotFound(params.get("client_id", ""))
         return client
 
-    def _client_and_topic(
+    def client_and_topic(
         self, request: Request, action: str, params: Mapping[str, str], private_only: bool = False
     ) -> tuple[Client, Topic]:
         """Return the client and the topic (as the client sees it) the request names, once the hook allowed it."""
@@ -498,8 +503,8 @@ class Endpoints:
     def _subscription(
         self, action: str, change: Callable[..., None], request: Request, params: dict[str, str]
     ) -> Answer:
-        client, topic = self._client_and_topic(request, action, params)
-        change(client, topic, **_since(action, params))
+        client, topic = self.client_and_topic(request, action, params)
+        change(client, topic, **since_option(action, params))
         return ok()
 
     def _remove_user(self, request: Request, params: dict[str, str]) -> Answer:
@@ -510,7 +515,7 @@ class Endpoints:
         return ok()
 
     def _remove_private_topic(self, request: Request, params: dict[str, str]) -> Answer:
-        client, topic = self._client_and_topic(request, "remove_private_topic", params, private_only=True)
+        client, topic = self.client_and_topic(request, "remove_private_topic", params, private_only=True)
         if not client.remove_private_topic(topic):  # removed already, as for /remove/user
             raise TopicNotFound(topic.id)
         return ok()
@@ -577,16 +582,6 @@ class Endpoints:
     def _stats(self, request: Request, params: dict[str, str]) -> Answer:
         self._check(request, "stats", None)
         return json_reply(200, {"ok": "true", **self.service.stats()})
-
-
-def _since(action: str, params: Mapping[str, str]) -> dict[str, str]:
-    """Return the ``since`` of a ``/sub`` (``start``: with every value the topic keeps), as keyword arguments."""
-    since = params.get("since")
-    if since is None:
-        return {}
-    if since == "start" and action == "sub":
-        return {"since": since}
-    raise Refused(400, "invalid since", hint="/sub takes since=start, or no since")
 
 
 #: The options :class:`Endpoints` takes, which every adapter takes too.

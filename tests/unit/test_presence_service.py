@@ -13,10 +13,11 @@ from pubsubsse import SSEPubSubService
 from pubsubsse.testing import read_stream
 
 
-def view(service: SSEPubSubService, name: str) -> tuple[int, list[str], list[str]]:
+def view(service: SSEPubSubService, name: str) -> tuple[int, list[str], list[str], int]:
     service.sync()
     topic = service.public_topic(name)
-    return topic.subscriber_count(), sorted(c.id for c in topic.subscribers()), topic.present_users()
+    counts = topic.subscriber_count(), sorted(c.id for c in topic.subscribers()), topic.present_users()
+    return (*counts, topic.connected_count())
 
 
 def test_counts_and_users_are_equal_in_both_replicas(pair) -> None:
@@ -34,7 +35,7 @@ def test_counts_and_users_are_equal_in_both_replicas(pair) -> None:
     streams = [client.stream() for client in (*tabs, others[1])]  # carol subscribed, not connected
     assert view(a, "room") == view(b, "room")
     assert view(a, "room")[0] == 5
-    assert view(a, "room")[2] == ["alice", "bob"]
+    assert view(a, "room")[2] == ["alice", "bob"] and view(a, "room")[3] == 4
     streams[0].close()  # one of alice's two tabs: she stays
     streams[2].close()  # bob's only tab: he goes
     assert view(a, "room") == view(b, "room")

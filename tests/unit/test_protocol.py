@@ -114,6 +114,26 @@ def test_sub_since_start_sends_the_history_and_another_since_is_refused():
     service.shutdown()
 
 
+def test_presence_answers_for_topics_with_live_presence_only():
+    seen = []
+    service = SSEPubSubService(client_timeout=None)
+    room = service.public_topic("room", presence=True)
+    service.public_topic("news")
+    endpoints = Endpoints(service, authorize=lambda request, action, client, topic: seen.append(action) or True)
+    alice = service.new_client(user="alice")
+    alice.sub(room)
+    stream = alice.stream()
+    asker = ask(endpoints, "/add/user").json()["client_id"]
+    answer = ask(endpoints, "/presence", query=f"client_id={asker}&topic=T-room")
+    assert answer.json() == {"ok": "true", "topic": "T-room", "subscribers": 1, "connections": 1, "users": ["alice"]}
+    off = ask(endpoints, "/presence", query=f"client_id={asker}&topic=T-news")
+    assert (off.status, off.json()["error"]) == (400, "presence is off")
+    assert ask(endpoints, "/presence", query=f"client_id={asker}&topic=T-nowhere").json()["error"] == "topic not found"
+    assert seen.count("presence") == 3
+    stream.close()
+    service.shutdown()
+
+
 def test_cors_preflight_and_answers():
     endpoints = Endpoints(SSEPubSubService(client_timeout=None), cors_origins=["https://app.example"])
     preflight = endpoints.handle(Request("OPTIONS", "/event", headers={"Origin": "https://app.example"}))

@@ -3,12 +3,14 @@
  * It parses only what it must: the start of each line ("data:") and, inside data lines, the
  * publish timestamp  "ts":<ns since epoch>  to compute publish-to-receipt latency.
  *
- *   loadgen -p PORT -f PATHS [-d SECONDS] [-w WARMUP] [-s STALLED] [-c churn]
+ *   loadgen -p PORT -f PATHS [-d SECONDS] [-w WARMUP] [-s STALLED] [-c churn] [-b SOURCE_ADDRESS]
  *
  * PATHS holds one request path per line, one connection each. The first STALLED connections
  * never read after their request (a slow client). With -c, connections are closed as soon as the
- * server has answered anything and are reopened (churn) until the duration ends. Prints "READY" on stderr once every
- * connection has been written, and one JSON object on stdout at the end.
+ * server has answered anything and are reopened (churn) until the duration ends. With -b, connections
+ * come from that local address (several loadgens on 127.0.0.x hold more than one address's ports). Prints
+ * "READY" on stderr once every connection has been written, and one JSON object on stdout at the end, which
+ * SIGTERM brings forward.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -16,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +55,11 @@ static long nlat, lat_cap = 8000000;
 static int measuring;
 static long updates_measured, events_measured, opened, churned;
 static int churn;
+static volatile sig_atomic_t stop_now;
+static struct sockaddr_in source;
+static int bind_source;
+
+static void on_term(int sig) { (void)sig; stop_now = 1; }
 
 static double now_s(void) {
     struct timespec t;
@@ -72,6 +80,7 @@ static void open_conn(conn_t *c) {
         int small = 4096;
         setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     }
+    if (bind_source && bind(c->fd, (struct sockaddr *)&source, sizeof source) < 0) { perror("bind"); exit(2); }
     if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("connect"); exit(2); }
     char req[2048];
     int n = snprintf(req, sizeof req,
@@ -137,7 +146,7 @@ int main(int argc, char **argv) {
     double duration = 10, warmup = 2;
     int stalled = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:d:w:s:c")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:d:w:s:cb:")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': paths_file = optarg; break;
@@ -145,6 +154,11 @@ int main(int argc, char **argv) {
         case 'w': warmup = atof(optarg); break;
         case 's': stalled = atoi(optarg); break;
         case 'c': churn = 1; break;
+        case 'b':
+            source.sin_family = AF_INET;
+            if (inet_pton(AF_INET, optarg, &source.sin_addr) != 1) { fprintf(stderr, "bad -b\n"); return 2; }
+            bind_source = 1;
+            break;
         default: fprintf(stderr, "bad option\n"); return 2;
         }
     }
@@ -171,6 +185,7 @@ int main(int argc, char **argv) {
     addr.sin_port = htons(port);
     inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
     epfd = epoll_create1(0);
+    signal(SIGTERM, on_term);
     for (int i = 0; i < nconns; i++) open_conn(&conns[i]);
     fprintf(stderr, "READY\n");
     fflush(stderr);
@@ -180,7 +195,7 @@ int main(int argc, char **argv) {
     struct epoll_event events[512];
     while (1) {
         double t = now_s();
-        if (t >= end) break;
+        if (t >= end || stop_now) break;
         if (!measuring && t >= measure_from) measuring = 1;
         int n = epoll_wait(epfd, events, 512, 50);
         for (int i = 0; i < n; i++) {

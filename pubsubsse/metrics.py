@@ -33,6 +33,8 @@ _GAUGES = {
     "public_topics": "Public topics.",
     "topics": "Topics of every type.",
     "groups": "Groups.",
+    "history_messages": "Messages the topics keep in this process (their histories).",
+    "history_bytes": "Bytes of the messages the topics keep in this process.",
 }
 #: Counters since this process started.
 _COUNTERS = {

@@ -29,6 +29,7 @@ service = SSEPubSubService(
     heartbeat=15,
     client_timeout=None,
     queue_size=int(os.environ.get("BENCH_QUEUE", "1000")),
+    max_clients=int(os.environ.get("BENCH_MAX_CLIENTS", "100000")),
     backend=RedisBackend(os.environ["BENCH_REDIS_URL"]) if os.environ.get("BENCH_REDIS_URL") else None,
 )
 topics = []
@@ -39,12 +40,14 @@ app.register_blueprint(create_blueprint(service, direct_writes=os.environ.get("B
 @app.post("/bench/setup")
 def setup():
     n, t = int(request.args["n"]), int(request.args["topics"])
-    while len(topics) < t:
+    # named=1: the topics "t0", "t1", ...: the same in every worker, for setups made in several calls.
+    named = [service.public_topic(f"t{i}") for i in range(t)] if request.args.get("named") else None
+    while named is None and len(topics) < t:
         topics.append(service.new_public_topic())
     paths = []
     for i in range(n):
         client = service.new_client()
-        client.sub(topics[i % t])
+        client.sub(named[i % t] if named is not None else topics[i % t])
         paths.append(f"/event?client_id={client.id}")
     return Response("\n".join(paths), mimetype="text/plain")
 
@@ -54,6 +57,9 @@ def pub():
     if not topics:  # another worker made the topics: look them up in the shared service
         service.sync()
         topics.extend(service.get_public_topics().values())
+    if request.args.get("named"):
+        service.public_topic(f"t{request.args['topic']}").pub(json.loads(request.get_data()))
+        return Response(status=204)
     topics[int(request.args["topic"])].pub(json.loads(request.get_data()))
     return Response(status=204)
 

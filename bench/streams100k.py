@@ -1,0 +1,208 @@
+"""One machine, 100,000 idle SSE streams: gunicorn gevent workers sharing one service through Redis.
+
+    python3 -m bench.streams100k [--streams 100000] [--workers 7] [--loadgens 7] [--publishes 5]
+
+A private ``redis-server`` holds the log; ``--workers`` gevent workers (``--reuse-port``, so that
+the kernel spreads the connections; a process may hold 20,000 descriptors here) serve
+``bench/apps/pubsubsse_app.py``. ``--streams`` clients are made and subscribed to one topic, then
+``--loadgens`` load generators (``bench/loadgen.c``, each from its own 127.0.0.x address, since
+one address has 28,232 ports to a server port) hold one stream each. Once every client is
+receiving, ``--publishes`` messages go to the topic, three seconds apart.
+
+It reports the memory per stream summed over every process (workers, gunicorn's arbiter and
+Redis; RSS after the streams are open, less before the clients were made), the time from each
+publish to each stream's receipt (p50, p99, the last one), and the CPU of the server side
+(workers and Redis) per delivery. One JSON line goes to stdout, with the machine's steal time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench import steal
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOADGEN = HERE / "build" / "loadgen"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def family(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def rss(processes: list[psutil.Process]) -> int:
+    return sum(p.memory_info().rss for p in processes if p.is_running())
+
+
+def cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in processes:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def wait_for(what: str, predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {what}")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=7)
+    parser.add_argument("--loadgens", type=int, default=7)
+    parser.add_argument("--publishes", type=int, default=5)
+    args = parser.parse_args()
+    if not LOADGEN.exists() or LOADGEN.stat().st_mtime < (HERE / "loadgen.c").stat().st_mtime:
+        LOADGEN.parent.mkdir(exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-o", str(LOADGEN), str(HERE / "loadgen.c")], check=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-100k-"))
+    redis_port, port = free_port(), free_port()
+    redis = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", str(redis_port)]
+        + ["--save", "", "--appendonly", "no", "--maxclients", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "BENCH_MAX_CLIENTS": str(args.streams + 1000),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(args.workers), "--reuse-port"]
+        + ["--worker-connections", "30000", "--backlog", "65535", "--timeout", "600", "--log-level", "warning"]
+        + ["-b", f"127.0.0.1:{port}", "bench.apps.pubsubsse_app:app"],
+        env=env,
+        cwd=ROOT,
+        stdout=(tmp / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    loadgens: list[subprocess.Popen[str]] = []
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("the server", lambda: _answers(base), 60)
+        wait_for("every worker", lambda: len(family(server.pid)) == args.workers + 1, 60)
+        processes = [*family(server.pid), psutil.Process(redis.pid)]
+        before = rss(processes)
+        made_at = time.monotonic()
+        paths: list[str] = []
+        while len(paths) < args.streams:
+            n = min(5000, args.streams - len(paths))
+            answer = httpx.post(f"{base}/bench/setup", params={"n": n, "topics": 1, "named": 1}, timeout=600)
+            answer.raise_for_status()
+            paths += answer.text.splitlines()
+        made_s = time.monotonic() - made_at
+        with_clients = rss(processes)
+        share = -(-len(paths) // args.loadgens)
+        opened_at = time.monotonic()
+        for i in range(args.loadgens):
+            chunk = tmp / f"paths-{i}"
+            chunk.write_text("\n".join(paths[i * share : (i + 1) * share]) + "\n")
+            loadgen = subprocess.Popen(
+                [str(LOADGEN), "-p", str(port), "-f", str(chunk), "-d", "3600", "-w", "0", "-b", f"127.0.0.{10 + i}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            loadgens.append(loadgen)
+            assert loadgen.stderr is not None
+            line = loadgen.stderr.readline()
+            if line.strip() != "READY":
+                raise SystemExit(f"loadgen {i}: {line}{loadgen.stderr.read()}")
+
+        def receiving() -> bool:
+            return bool(httpx.get(f"{base}/bench/stats", timeout=60).json()["receiving"] >= args.streams)
+
+        wait_for("every stream attached", receiving, 900)
+        opened_s = time.monotonic() - opened_at
+        time.sleep(3)  # the last attaches applied everywhere
+        with_streams = rss(processes)
+        stolen, cpu_before = steal(), cpu(processes)
+        for n in range(args.publishes):
+            body = json.dumps({"ts": time.time_ns(), "seq": n})
+            httpx.post(f"{base}/pub", params={"topic": 0, "named": 1}, content=body, timeout=60).raise_for_status()
+            time.sleep(3)
+        cpu_spent = cpu(processes) - cpu_before
+        results = []
+        for loadgen in loadgens:
+            loadgen.send_signal(signal.SIGTERM)
+            out, _ = loadgen.communicate(timeout=120)
+            results.append(json.loads(out))
+        deliveries = sum(r["updates"] for r in results)
+        print(
+            json.dumps(
+                {
+                    "bench": "streams100k",
+                    "streams": args.streams,
+                    "workers": args.workers,
+                    "loadgens": args.loadgens,
+                    "publishes": args.publishes,
+                    "deliveries": deliveries,
+                    "expected_deliveries": args.publishes * args.streams,
+                    "streams_with_events": sum(r["with_events"] for r in results),
+                    "clients_made_s": round(made_s, 1),
+                    "streams_opened_s": round(opened_s, 1),
+                    "kb_per_stream": round((with_streams - before) / args.streams / 1024, 2),
+                    "kb_per_client_before_streams": round((with_clients - before) / args.streams / 1024, 2),
+                    "rss_total_mb": round(with_streams / 2**20, 1),
+                    "p50_ms_worst_loadgen": max(r["p50_ms"] for r in results),
+                    "p99_ms_worst_loadgen": max(r["p99_ms"] for r in results),
+                    "last_stream_ms": max(r["max_ms"] for r in results),
+                    "server_cpu_us_per_delivery": round(cpu_spent / max(1, deliveries) * 1e6, 2),
+                    "steal_ticks": steal() - stolen,
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        for loadgen in loadgens:
+            if loadgen.poll() is None:
+                loadgen.kill()
+                loadgen.wait(10)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        redis.terminate()
+        redis.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/bench/stats", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

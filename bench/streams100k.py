@@ -82,9 +82,9 @@ def main() -> None:
         subprocess.run(["gcc", "-O2", "-o", str(LOADGEN), str(HERE / "loadgen.c")], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-100k-"))
     redis_port, port = free_port(), free_port()
+    redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
     redis = subprocess.Popen(
-        [shutil.which("redis-server") or "/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", str(redis_port)]
-        + ["--save", "", "--appendonly", "no", "--maxclients", "1000"],
+        [redis_server, "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -94,10 +94,10 @@ def main() -> None:
         "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "BENCH_MAX_CLIENTS": str(args.streams + 1000),
     }
+    gunicorn = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(args.workers), "--reuse-port"]
+    settings = ["--worker-connections", "30000", "--backlog", "65535", "--timeout", "600", "--log-level", "warning"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(args.workers), "--reuse-port"]
-        + ["--worker-connections", "30000", "--backlog", "65535", "--timeout", "600", "--log-level", "warning"]
-        + ["-b", f"127.0.0.1:{port}", "bench.apps.pubsubsse_app:app"],
+        [*gunicorn, *settings, "-b", f"127.0.0.1:{port}", "bench.apps.pubsubsse_app:app"],
         env=env,
         cwd=ROOT,
         stdout=(tmp / "server.log").open("w"),

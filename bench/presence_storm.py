@@ -89,18 +89,17 @@ def storm(args: argparse.Namespace, presence: bool) -> dict[str, object]:
 
 
 def settle(service, topic, streams, counts: list[int], presence: bool) -> None:
-    """Read every stream until the last report is out (nothing left to report), within 30 s."""
+    """Wait until the last report is out (nothing left to report), within 30 s; then read every stream."""
     deadline = time.monotonic() + 30
-    while True:
+    while presence:
         with service._lock:  # the bench's one look inside: whether a report is still due
-            due = topic.id in service._core.presence_dirty
-        for n, stream in enumerate(streams):  # after the look: a report made before it is read here
-            presence_items(stream, counts, n)
-        if not presence or not due:
-            return
+            if topic.id not in service._core.presence_dirty:
+                break
         if time.monotonic() > deadline:
             raise SystemExit("the reports did not settle within 30 s")
         time.sleep(0.05)
+    for n, stream in enumerate(streams):  # after the look: a report made before it is read here
+        presence_items(stream, counts, n)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 
 from pubsubsse.backends.base import Backend
-from pubsubsse.core import _history
+from pubsubsse.core import _history, _presence
 from pubsubsse.core._engine import Core
 from pubsubsse.core._records import AttachPlan
 from pubsubsse.streams._sse import frames, retry_field
@@ -45,6 +45,8 @@ class Attachments:
         self.client_timeout = client_timeout
         self.core: Core
         self.backend: Backend
+        #: Topics this process has seen with unreported presence changes (see ``core/_presence``).
+        self._presence_seen: dict[str, tuple[int, float]] = {}
 
     def open_stream(self, plan: AttachPlan) -> Stream:
         """Open the stream an ``attach`` planned and make it the client's. Lock held."""
@@ -93,8 +95,10 @@ class Attachments:
         with self.lock:
             clients = list(self.core.holders.get(own, {}).values())
             processes = [process for process in self.core.holders if process != own]
-            # Every process proposes the reports: the first applied says what changed, the rest find nothing.
-            presence = list(self.core.presence_dirty)
+            # Any process may propose a report; each waits about a second after a change, or after a report.
+            presence, self._presence_seen = _presence.due_reports(
+                self.core.presence_dirty.values(), self._presence_seen, now
+            )
             trims = _history.due_trims(self.core.ttl_topics.values(), now)
             removals = _history.due_removals(self.core.closed, now)
             if self.client_timeout is not None:

@@ -5,9 +5,10 @@ Every change of who is connected (a subscription, an unsubscription, a stream
 attached or detached) updates its counts at once, so the answers of
 ``Topic.present_users()`` are exact everywhere, and marks the topic *dirty*.
 Subscribers are told only when a ``presence_flush`` operation for the topic is
-applied: the timer of every process proposes one for each dirty topic about once
-a second, the first one applied reports what changed since the last report and
-the others find nothing to say. So a reconnect storm of any size costs each
+applied: the timer of a process proposes one for a topic it has seen changed
+and unreported for about a second (:func:`due_reports`), the first one applied
+reports what changed since the last report, restarts every process's wait, and
+any other finds nothing to say. So a reconnect storm of any size costs each
 subscriber a message or two, and since the report is an operation of the log,
 every process sends the same message at the same position.
 
@@ -33,6 +34,8 @@ __all__ = [
     "enable",
     "disable",
     "report",
+    "REPORT_AFTER",
+    "due_reports",
     "full_item",
     "full_items",
     "connected_count",
@@ -106,6 +109,7 @@ def report(topic: TopicRecord) -> dict[str, object] | None:
     presence = topic.presence
     if presence is None:
         return None
+    presence.flushes += 1
     users = presence.users
     joined = sorted(u for u, was in presence.changed.items() if not was and u in users)
     left = sorted(u for u, was in presence.changed.items() if was and u not in users)
@@ -114,6 +118,35 @@ def report(topic: TopicRecord) -> dict[str, object] | None:
         return None
     presence.reported = presence.connections
     return presence_item(topic.id, presence.connections, joined=joined, left=left)
+
+
+#: A process proposes a report of a topic once it has seen the topic changed, and not reported, this long.
+REPORT_AFTER = 0.9
+
+
+def due_reports(
+    dirty: Iterable[TopicRecord], seen: dict[str, tuple[int, float]], now: float
+) -> tuple[list[str], dict[str, tuple[int, float]]]:
+    """Return the topics whose report this process proposes now, and what it has seen (for the next call).
+
+    ``seen`` holds, per dirty topic, the number of reports applied when this process first saw it
+    dirty, and when. A report proposed by any process and applied restarts the wait, so however
+    many processes there are, a topic gets about one report a second (two at most, when two
+    timers fire within the moment a report takes to be applied).
+    """
+    due: list[str] = []
+    now_seen: dict[str, tuple[int, float]] = {}
+    for topic in dirty:
+        if topic.presence is None:
+            continue
+        flushes = topic.presence.flushes
+        first = seen.get(topic.id)
+        if first is None or first[0] != flushes:
+            first = (flushes, now)
+        elif now - first[1] >= REPORT_AFTER:
+            due.append(topic.id)
+        now_seen[topic.id] = first
+    return due, now_seen
 
 
 def full_item(topic: TopicRecord) -> dict[str, object] | None:

@@ -216,13 +216,15 @@ class Presence:
     connections then.
     """
 
-    __slots__ = ("users", "connections", "changed", "reported")
+    __slots__ = ("users", "connections", "changed", "reported", "flushes")
 
     def __init__(self) -> None:
         self.users: dict[str, int] = {}
         self.connections = 0
         self.changed: dict[str, bool] = {}
         self.reported = 0
+        #: How many ``presence_flush`` operations this process applied (to pace its own proposals).
+        self.flushes = 0
 
     def reported_users(self) -> list[str]:
         """Return the users present at the last report, sorted."""

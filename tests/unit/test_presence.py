@@ -183,3 +183,24 @@ def test_turning_presence_on_reports_everyone_there_and_a_removed_topic_reports_
     assert core.presence_dirty == {}
     run(core, "presence_flush", "T-room")
     assert core.position == position + 1  # the removal's own messages, no report
+
+
+def test_a_process_waits_about_a_second_and_any_report_restarts_its_wait() -> None:
+    from pubsubsse.core import _presence
+
+    core = make_core()
+    room(core)
+    join(core, "C-a", "alice")
+    dirty = core.presence_dirty.values
+    due, seen = _presence.due_reports(dirty(), {}, 100.0)
+    assert due == []  # first seen changed: wait
+    due, seen = _presence.due_reports(dirty(), seen, 100.5)
+    assert due == []
+    due, seen = _presence.due_reports(dirty(), seen, 100.9)
+    assert due == ["T-room"]
+    run(core, "presence_flush", "T-room")  # proposed here or by any other process: applied everywhere
+    join(core, "C-b", "bob", "P-other:2")  # changed again at once
+    due, seen = _presence.due_reports(dirty(), seen, 101.0)
+    assert due == []  # a report was applied since this process first saw it: the wait starts again
+    due, seen = _presence.due_reports(dirty(), seen, 101.95)
+    assert due == ["T-room"]

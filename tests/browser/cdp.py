@@ -6,7 +6,10 @@ Playwright emulates focus on every page it attaches to, which keeps the page "vi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -38,6 +41,7 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes in a group of their own, stopped with it
         )
         try:
             port_file = Path(self._profile.name) / "DevToolsActivePort"
@@ -89,4 +93,15 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-        self._profile.cleanup()
+        # Helpers that outlive the browser process may still write to the profile while it is removed.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._profile.cleanup()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)

@@ -540,15 +540,15 @@ def check_history(history: int | None, ttl: float | None) -> None:
 def configure(
     topic: Topic, presence: bool | None = None, history: int | None = None, ttl: float | None = None
 ) -> Topic:
-    """Give a topic these settings where they differ (``None``: leave it as it is); return the topic."""
-    check_history(history, ttl)
+    """Give a topic these settings where they differ (``None``: leave it as it is); return the topic.
+
+    The callers check ``history`` and ``ttl`` (:func:`check_history`) before they make the topic.
+    """
     record = topic._record
     size = record.history_size if history is None else history
     seconds = record.ttl if ttl is None else (float(ttl) or None)
     if (size, seconds) != (record.history_size, record.ttl):
         _change_setting(topic, "set_history", (topic.id, -1 if size is None else size, seconds or 0))
-        if seconds:
-            topic._service._timer.ensure_running()  # it proposes the trims
     if presence is not None and topic.has_presence is not bool(presence):
         _change_setting(topic, "set_presence", (topic.id, bool(presence)))
     return topic

@@ -37,58 +37,50 @@ def service(request):
 
 
 def make_service(request):
-    import uuid
-
     if request.param == "local":
         svc = SSEPubSubService(client_timeout=None)
-    elif request.param == "memory":
-        from pubsubsse.backends.log import LogBackend
-        from pubsubsse.backends.memory import MemoryTransport
-
-        svc = SSEPubSubService(backend=LogBackend(MemoryTransport()), client_timeout=None)
-    elif request.param == "redis":
-        redis_server = request.getfixturevalue("redis_server")
-        svc = SSEPubSubService(backend=RedisBackend(redis_server.url, key=f"test:{uuid.uuid4()}"), client_timeout=None)
-    else:
-        from pubsubsse.backends.postgres import PostgresBackend
-
-        backend = PostgresBackend(POSTGRES_DSN, name=f"t_{uuid.uuid4().hex[:16]}")
-        svc = SSEPubSubService(client_timeout=None, backend=backend)
+        yield svc
+        svc.shutdown()
+        return
+    backends, cleanup = log_backends(request, 1)
+    svc = SSEPubSubService(backend=backends[0], client_timeout=None)
     yield svc
     svc.shutdown()
-    if request.param == "postgres":
-        drop_postgres_tables(svc.backend.name)
+    cleanup()
 
 
 def make_pair(request):
     """Two replicas of one service: in-process (the same service twice), or two backends over one log."""
-    import uuid
-
     if request.param == "local":
         svc = SSEPubSubService(client_timeout=None)
         yield svc, svc
         svc.shutdown()
         return
+    backends, cleanup = log_backends(request, 2)
+    pair = [SSEPubSubService(backend=backend, client_timeout=None) for backend in backends]
+    yield pair[0], pair[1]
+    for svc in pair:
+        svc.shutdown()
+    cleanup()
+
+
+def log_backends(request, count: int):
+    """Return ``count`` backends over one new log ("memory", "redis" or "postgres"), and what removes the log."""
+    import uuid
+
     if request.param == "memory":
         from pubsubsse.backends.log import LogBackend
         from pubsubsse.backends.memory import MemoryTransport
 
         transport = MemoryTransport()
-        backends = [LogBackend(transport), LogBackend(transport)]
-    elif request.param == "redis":
+        return [LogBackend(transport) for _ in range(count)], lambda: None
+    if request.param == "redis":
         url, key = request.getfixturevalue("redis_server").url, f"test:{uuid.uuid4()}"
-        backends = [RedisBackend(url, key=key), RedisBackend(url, key=key)]
-    else:
-        from pubsubsse.backends.postgres import PostgresBackend
+        return [RedisBackend(url, key=key) for _ in range(count)], lambda: None
+    from pubsubsse.backends.postgres import PostgresBackend
 
-        name = f"t_{uuid.uuid4().hex[:16]}"
-        backends = [PostgresBackend(POSTGRES_DSN, name=name), PostgresBackend(POSTGRES_DSN, name=name)]
-    pair = [SSEPubSubService(backend=backend, client_timeout=None) for backend in backends]
-    yield pair[0], pair[1]
-    for svc in pair:
-        svc.shutdown()
-    if request.param == "postgres":
-        drop_postgres_tables(name)
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    return [PostgresBackend(POSTGRES_DSN, name=name) for _ in range(count)], lambda: drop_postgres_tables(name)
 
 
 def drop_postgres_tables(name: str) -> None:

@@ -276,10 +276,7 @@ class Core:
         Many clients hold the same init or topic-list message in their replay
         buffers; sharing the bytes keeps an idle client's memory small.
         """
-        return self.share(encode_sys(items))
-
-    def share(self, body: bytes) -> bytes:
-        """Return the bytes object already held for a body equal to ``body`` (snapshots store it once), or ``body``."""
+        body = encode_sys(items)
         shared = self._recent_bodies.get(body)
         if shared is not None:
             return shared
@@ -295,7 +292,9 @@ class Core:
             self.position += 1
         return self.position
 
-    def tell(self, client: ClientRecord, body: bytes, changes: tuple[Change, ...] = (), sent: Any = None) -> None:
+    def tell(
+        self, client: ClientRecord, body: bytes, changes: tuple[Change, ...] = (), sent: bytes | None = None
+    ) -> None:
         """Send the client a system message (with the subscription changes it announces; ``sent``: see ``note``)."""
         client.note(self.next_position(), body, changes, sent)
 
@@ -517,9 +516,12 @@ def numbers(core: Core) -> tuple[dict[str, int], list[ClientRecord]]:
         "resumes": counters.resumes,
         "resyncs": counters.resyncs,
         "queue_overflows": counters.queue_overflows,
-        "history_messages": sum(len(t.positions) for t in core.topics.values()),
-        "history_bytes": sum(t.kept_bytes for t in core.topics.values()),
+        "history_messages": 0,
+        "history_bytes": 0,
     }
+    for topic in core.topics.values():  # one pass, under the lock
+        result["history_messages"] += len(topic.positions)
+        result["history_bytes"] += topic.kept_bytes
     return result, list(core.clients.values())
 
 

@@ -66,7 +66,7 @@ def configure(topic: TopicRecord, size: int | None, ttl: float | None, now: floa
         topic.marks = None
     elif topic.marks is None:
         # What it keeps already is taken as kept from now: its age is not known here.
-        topic.marks = [[now, float(topic.positions[-1])]] if topic.positions else []
+        topic.marks = [(now, topic.positions[-1])] if topic.positions else []
 
 
 def note_time(topic: TopicRecord, position: int, now: float) -> None:
@@ -75,9 +75,9 @@ def note_time(topic: TopicRecord, position: int, now: float) -> None:
     if marks is None:
         return
     if marks and now - marks[-1][0] < _MARK_EVERY:
-        marks[-1][1] = position
+        marks[-1] = (marks[-1][0], position)
     else:
-        marks.append([now, float(position)])
+        marks.append((now, position))
 
 
 def start_body(topic: TopicRecord | None, size: int, items: list[dict[str, Any]], upto: int, topic_id: str) -> bytes:
@@ -135,7 +135,7 @@ def due_trims(topics: Iterable[TopicRecord], now: float) -> list[tuple[str, int]
         for at, position in marks:
             if now - at - _MARK_EVERY <= ttl:
                 break
-            upto = int(position)
+            upto = position
         if upto:
             due.append((topic.id, upto))
     return due

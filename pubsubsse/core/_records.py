@@ -143,7 +143,7 @@ class TopicRecord:
         self.kept_bytes = 0
         #: For a topic with a ttl: ``[local time, last position kept by then]``, about one per
         #: second of publishing; this process's own clock, to propose trims (see ``core/_history``).
-        self.marks: list[list[float]] | None = None
+        self.marks: list[tuple[float, int]] | None = None
         #: The handle users hold (set by the service when the record is made).
         self.view: Any = None
         self._changes: tuple[tuple[Change, ...], tuple[Change, ...]] | None = None

@@ -88,8 +88,8 @@ class Received:
     def present_users(self, topic: str) -> list[str] | None:
         """Return who a page that applies the stream's presence messages believes is in ``topic`` (an id).
 
-        Sorted; ``None`` if no presence message of the topic arrived (its live
-        presence is off, or the client is not subscribed).
+        Sorted, as ``pubsubsse.js`` keeps it; ``None`` if no presence message of
+        the topic arrived (its live presence is off, or the client is not subscribed).
         """
         users: set[str] | None = None
         for item in self.sys("presence"):
@@ -97,8 +97,8 @@ class Received:
                 continue
             if "users" in item:
                 users = set(item["users"])
-            elif users is not None:
-                users = (users | set(item.get("joined", ()))) - set(item.get("left", ()))
+            else:  # a report applies to what was known: nothing yet, when presence was turned on later
+                users = ((users or set()) | set(item.get("joined", ()))) - set(item.get("left", ()))
         return None if users is None else sorted(users)
 
     @property

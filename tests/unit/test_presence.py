@@ -7,6 +7,7 @@ import random
 
 from pubsubsse.core import _state
 from pubsubsse.core._engine import Core
+from pubsubsse.testing import Message, Received
 from tests.unit.test_core import FakeStream, attach, make_core, run
 
 
@@ -21,14 +22,8 @@ def presence_items(stream: FakeStream, topic_id: str) -> list[dict[str, object]]
 
 def seen_users(stream: FakeStream, topic_id: str) -> set[str]:
     """What a browser that applies the presence messages of its stream believes is there."""
-    users: set[str] = set()
-    for item in presence_items(stream, topic_id):
-        if "users" in item:
-            users = set(item["users"])  # type: ignore[arg-type]
-        else:
-            users |= set(item["joined"])  # type: ignore[arg-type]
-            users -= set(item["left"])  # type: ignore[arg-type]
-    return users
+    received = Received([Message(str(position), json.loads(body)) for position, body in stream.offered])
+    return set(received.present_users(topic_id) or ())
 
 
 def room(core: Core) -> None:

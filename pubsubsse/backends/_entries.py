@@ -94,13 +94,15 @@ class Change:
     Its fields are guarded by ``LogBackend._waiting_lock`` until ``done`` is set.
     """
 
-    __slots__ = ("operation", "args", "number", "eventual", "cancelled", "done", "result", "effects", "error")
+    __slots__ = ("operation", "args", "number", "epoch", "eventual", "cancelled", "done", "result", "effects", "error")
 
     def __init__(self, operation: str, args: tuple[Any, ...], eventual: bool = False) -> None:
         self.operation = operation
         self.args = args
         #: Set by the writer when the change goes into a batch; 0 until then.
         self.number = 0
+        #: The epoch of the log it was sent to (set by the writer before it sends it).
+        self.epoch: str | None = None
         #: Nobody waits: retried until applied, its events fired by the events thread.
         self.eventual = eventual
         #: The caller gave up before the change was sent: it never will be.

@@ -189,6 +189,9 @@ class LogState(Backend):
         self._events: queue.Queue[Effects | threading.Event | None] = queue.Queue()
         #: Position of the last entry applied here; changed only by the reader, after applying.
         self._position: Position = START
+        #: The position before the last entry read from the log, and that entry (None after a
+        #: snapshot was loaded): a log that lost it lost entries this process applied.
+        self._last_applied: tuple[Position, Record] | None = None
         self._applied = threading.Condition()
         self._ready = threading.Event()
         self._closed = threading.Event()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pubsubsse.backends import _snapshot as snapshots
-from pubsubsse.backends._entries import FORMAT, SEQ_JUMP, START, LogUnavailable
+from pubsubsse.backends._entries import FORMAT, SEQ_JUMP, START, Change, LogUnavailable
 from pubsubsse.backends._log_base import LogState
 
 __all__ = ["Upkeep"]
@@ -33,6 +33,7 @@ class Upkeep(LogState):
                 epoch = self.transport.get_epoch()
             self._epoch = epoch
             self._position = START
+            self._last_applied = None
             # Registered before the snapshot is read: a process that trims the log from now on
             # counts this one (at position 0) and leaves the entries it is about to read alone.
             self.transport.report(self._process_token, START, time.time(), FORMAT)
@@ -51,7 +52,7 @@ class Upkeep(LogState):
             self._report(force=True)
         except LogUnavailable:
             self.replica.import_state({"public": [], "groups": []}, [])
-            self._position = START
+            self._position, self._last_applied = START, None
             raise
         self._check_needed.clear()
         self._ready.set()
@@ -69,6 +70,7 @@ class Upkeep(LogState):
         self.replica.import_state(saved.groups, saved.clients, int(header.get("jump", 0)))
         milliseconds, sequence = header["position"]
         self._position = (int(milliseconds), int(sequence))
+        self._last_applied = None
         self._origins = {k: int(v) for k, v in header.get("origins", {}).items()}
 
     def _check_log(self) -> None:
@@ -78,7 +80,12 @@ class Upkeep(LogState):
         self._check_needed.clear()
         position = self._position
         if epoch == self._epoch and (position == START or (head is not None and head >= position)):
-            return
+            missing = self._missing_last()
+            if missing is None:
+                return
+            if missing == "trimmed":  # trimmed while this process looked dead: the snapshot is the way back
+                self._reload(epoch)
+                return
         has_state = position > START or bool(self._origins)
         replaceable = epoch is None or (epoch != self._epoch and epoch.endswith("/new") and head is None)
         if not has_state or (not replaceable and epoch != self._epoch):
@@ -100,13 +107,29 @@ class Upkeep(LogState):
             log.warning("the pubsubsse log lost entries; replaced it with this process's state (every stream resyncs)")
         self._reload(self.transport.get_epoch())
 
+    def _missing_last(self) -> str | None:
+        """Whether the last entry applied here is gone from the log: ``"trimmed"``, ``"lost"`` or ``None``.
+
+        A log can end before this process's position (a Redis restarted without its newest
+        entries), but also lose its newest entries and take new ones after them (a replica
+        promoted before they reached it, then appended to): the head alone does not show that.
+        """
+        if self._last_applied is None:
+            return None
+        before, last = self._last_applied
+        found = self.transport.read(before, 0, 1)
+        if found and found[0].position == last.position and found[0].fields == last.fields:
+            return None
+        return "trimmed" if self.transport.trimmed_after(before) else "lost"
+
     def _reload(self, epoch: str | None) -> None:
         """Load the base snapshot of a replaced log, and settle the changes it decides."""
         if epoch is None:
             raise LogUnavailable("the log has no epoch yet")
         blob = self.transport.load_snapshot()
-        self._epoch = epoch
+        replaced, self._epoch = self._epoch, epoch
         self._position = START
+        self._last_applied = None
         if blob is not None:
             self._import(blob)
         else:  # a new, empty log
@@ -117,8 +140,17 @@ class Upkeep(LogState):
         # Changes of ours appended to the lost log: applied if the new base includes them.
         last = self._origins.get(self._process_token, 0)
         with self._waiting_lock:
-            lost = [c for n, c in self._waiting.items() if n <= last]
-        for change in lost:
+            kept = [c for n, c in self._waiting.items() if n <= last]
+            # Sent to the replaced log and not in the new base: some process may have applied it
+            # (and its streams resync now), the shared state does not have it.
+            gone = [c for n, c in self._waiting.items() if n > last and c.epoch == replaced != epoch]
+            for change in gone:
+                del self._waiting[change.number]
+                if change.eventual:
+                    self._outbox.put(Change(change.operation, change.args, eventual=True))
+                elif not change.done.is_set():
+                    change.fail("the log lost entries and was replaced; whether it reached anyone is unknown", True)
+        for change in kept:
             self._settle(change.number, None, None)
         log.warning("loaded the replaced pubsubsse log (epoch %s); every stream resyncs", epoch[:8])
 

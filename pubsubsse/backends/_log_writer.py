@@ -98,6 +98,8 @@ class Writer(LogState):
         version = self._format()
         entries = [encode_entry(self._process_token, c.number, c.operation, c.args, version) for c in batch]
         deadline = 0
+        for change in batch:
+            change.epoch = self._epoch
         try:
             deadline = self._log_now() + int(self.timeout * 1000)
             outcome = self.transport.append(entries, self._epoch or "", deadline, 0)

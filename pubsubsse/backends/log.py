@@ -337,6 +337,7 @@ class LogBackend(Upkeep, Writer, LogState):
 
     def _apply_records(self, records: list[Record]) -> None:
         for record in records:
+            self._last_applied = (self._position, record)
             try:
                 self._apply_record(record)
             except Exception:

@@ -100,19 +100,20 @@ class MemoryTransport(LogTransport):
                 return NotAppended("expired")
             if now <= not_before_ms:
                 return NotAppended("early")
-            positions = []
-            for fields in entries:
-                last = self._last or (0, 0)
-                position = (now, 0) if now > last[0] else (last[0], last[1] + 1)
-                self._entries.append(Record(position, {name.encode(): value for name, value in fields.items()}))
-                self._positions.append(position)
-                self._last = position
-                positions.append(position)
+            positions = [self._add(fields, now) for fields in entries]
             self._changed.notify_all()
             if self.lose_answers > 0:
                 self.lose_answers -= 1
                 raise LogUnavailable("the answer was lost (a test's fault)", sent=True)
             return Appended(positions)
+
+    def _add(self, fields: dict[str, bytes], now: int) -> Position:
+        last = self._last or (0, 0)
+        position = (now, 0) if now > last[0] else (last[0], last[1] + 1)
+        self._entries.append(Record(position, {name.encode(): value for name, value in fields.items()}))
+        self._positions.append(position)
+        self._last = position
+        return position
 
     def read(self, after: Position, block: float, count: int) -> list[Record]:
         """Return up to ``count`` entries after ``after``, waiting up to ``block`` seconds for one."""
@@ -170,6 +171,23 @@ class MemoryTransport(LogTransport):
             self._epoch = new_epoch
             self._changed.notify_all()
             return True
+
+    def fail_over(self, lost: int, appended: list[dict[str, bytes]] | None = None) -> None:
+        """Lose the newest ``lost`` entries, then append ``appended`` (a test's fault).
+
+        What a replica promoted before the newest entries reached it does, once another
+        process appends to it: the epoch, snapshot and reports stay; the log goes on from
+        the last entry the replica had.
+        """
+        with self._changed:
+            if lost:
+                del self._entries[-lost:]
+                del self._positions[-lost:]
+                self._last = self._positions[-1] if self._positions else None
+            now = self.clock()
+            for fields in appended or []:
+                self._add(fields, now)
+            self._changed.notify_all()
 
     def lose(self) -> None:
         """Lose everything, as a Redis restarted without its data would (a test's fault)."""

@@ -20,6 +20,16 @@ def redis_server():
     server.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster of three masters with a replica each (tests/redis_cluster.py)."""
+    from .redis_cluster import RedisCluster
+
+    cluster = RedisCluster()
+    yield cluster
+    cluster.close()
+
+
 #: The PostgreSQL the tests use (this machine kind runs one on loopback, trust authentication).
 POSTGRES_DSN = os.environ.get("PUBSUBSSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -65,7 +75,7 @@ def make_pair(request):
 
 
 def log_backends(request, count: int):
-    """Return ``count`` backends over one new log ("memory", "redis" or "postgres"), and what removes the log."""
+    """Return ``count`` backends over one new log ("memory", "redis", "redis-cluster", "postgres"), and a cleanup."""
     import uuid
 
     if request.param == "memory":
@@ -77,6 +87,9 @@ def log_backends(request, count: int):
     if request.param == "redis":
         url, key = request.getfixturevalue("redis_server").url, f"test:{uuid.uuid4()}"
         return [RedisBackend(url, key=key) for _ in range(count)], lambda: None
+    if request.param == "redis-cluster":
+        url, key = request.getfixturevalue("redis_cluster").url, f"test:{uuid.uuid4()}"
+        return [RedisBackend(url, key=key, cluster=True) for _ in range(count)], lambda: None
     from pubsubsse.backends.postgres import PostgresBackend
 
     name = f"t_{uuid.uuid4().hex[:16]}"

@@ -20,11 +20,22 @@ Keys, all starting with ``key`` (default ``pubsubsse:log``):
 Connections per process: two, however many requests the worker serves at once:
 one for the reader (``XREAD`` and maintenance) and one for the writer (the
 append script, one call per batch of changes).
+
+Redis Cluster (``cluster=True``): the key is wrapped in a hash tag (``{pubsubsse:log}``)
+so that the log and every key beside it live in one slot, and both connections go to the
+master serving that slot, found with ``CLUSTER SLOTS`` from the node in the URL or any node
+seen since; after an error (a failover, a ``MOVED``) the master is looked up again. An append
+returns once the master's replica has it too (``WAIT``), so a failover does not lose it;
+while the master has no replica answering, appends do not wait (nothing could fail over).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pubsubsse.backends.log import (
     Appended,
@@ -43,8 +54,15 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisBackend", "RedisTransport", "DEFAULT_KEY"]
 
+log = logging.getLogger(__name__)
+
 #: The default ``key``: where the log is, and the prefix of the keys beside it.
 DEFAULT_KEY = "pubsubsse:log"
+
+#: How long an append waits for the replica of a cluster master (ms); a replica that does not
+#: answer within it is not waited for again for ``_REPLICA_RETRY`` seconds.
+_REPLICA_WAIT_MS = 200
+_REPLICA_RETRY = 5.0
 
 _APPEND = """
 local epoch = redis.call('GET', KEYS[2])
@@ -135,33 +153,43 @@ def _entry_id(position: Position) -> str:
     return f"{position[0]}-{position[1]}"
 
 
+def _no_such_key(error: BaseException) -> bool:
+    """Whether a ``ResponseError`` says the key does not exist (and not, say, ``MOVED``)."""
+    return "no such key" in str(error).lower()
+
+
+def _at(url: str, host: str, port: int) -> str:
+    """``url`` (its scheme, credentials and options) pointed at ``host:port``."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{port}"))
+
+
 class RedisTransport(LogTransport):
     """The log in Redis: a Stream at ``key`` and the keys beside it (see the module's docstring).
 
     ``timeout`` is the network timeout, in seconds (the reader's is one second
-    longer: it blocks in ``XREAD`` for up to 250 ms).
+    longer: it blocks in ``XREAD`` for up to 250 ms). ``cluster``: ``url`` names a
+    node of a Redis Cluster (see the module's docstring).
     """
 
-    def __init__(self, url: str, *, key: str = DEFAULT_KEY, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, key: str = DEFAULT_KEY, timeout: float = 5.0, cluster: bool = False) -> None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         self.url = url
-        self.key = key
+        self.cluster = cluster
+        # One hash tag: the log, its epoch, snapshot and reports in one slot (scripts touch several).
+        self.key = f"{{{key}}}" if cluster and "{" not in key else key
+        self.timeout = timeout
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        # Each client is used by one thread (reader or writer), so each holds one connection, made
-        # on first use. RESP2: the reply shapes this module reads, whatever redis-py's default. No
-        # retries inside redis-py: a re-sent append could be applied twice, and the log retries on
-        # its own terms. The reader blocks in XREAD for at most 250 ms: a longer silence means
-        # Redis is stuck.
-        connection: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "protocol": 2,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        self._reader = redis.Redis.from_url(url, socket_timeout=timeout + 1, **connection)
-        self._writer = redis.Redis.from_url(url, socket_timeout=timeout, **connection)
+        seed = urlsplit(url)
+        #: The cluster's nodes seen so far, the URL's first: where the slot's master is looked up.
+        self._nodes: list[tuple[str, int]] = [(seed.hostname or "127.0.0.1", seed.port or 6379)]
+        self._master: tuple[str, int] | None = None
+        self._locating = threading.Lock()
+        self._replica_missing_since = -1e9
+        self._reader, self._writer = self._clients(url)
         self._append_script = self._writer.register_script(_APPEND)
         self._replace_script = self._reader.register_script(_REPLACE)
         self._if_owner_set = self._reader.register_script(_IF_OWNER_SET)
@@ -171,14 +199,73 @@ class RedisTransport(LogTransport):
     def __repr__(self) -> str:
         return f"<RedisTransport {self.key} at {self.url.rpartition('@')[2]}>"
 
+    def _clients(self, url: str) -> tuple[Any, Any]:
+        """Return a client for the reader and one for the writer, each of one connection made on first use."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # RESP2: the reply shapes this module reads, whatever redis-py's default. No retries inside
+        # redis-py: a re-sent append could be applied twice, and the log retries on its own terms.
+        # The reader blocks in XREAD for at most 250 ms: a longer silence means Redis is stuck.
+        connection: dict[str, Any] = {
+            "socket_connect_timeout": self.timeout,
+            "protocol": 2,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        reader = redis.Redis.from_url(url, socket_timeout=self.timeout + 1, **connection)
+        writer = redis.Redis.from_url(url, socket_timeout=self.timeout, **connection)
+        return reader, writer
+
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except self._errors as error:
-            raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: BaseException, sent: bool = True) -> LogUnavailable:
+        """Return the error to raise for a failed call; in a cluster, look the slot's master up again first."""
+        if self.cluster:
+            self._locate()
+        return LogUnavailable(f"{type(error).__name__}: {error}", sent=sent)
+
+    def _locate(self) -> None:
+        """Point both connections at the master serving the log's slot (``CLUSTER SLOTS``)."""
+        import redis
+        from redis.crc import key_slot
+
+        slot = key_slot(self.key.encode())
+        with self._locating:
+            for host, port in list(self._nodes):
+                probe = redis.Redis.from_url(
+                    _at(self.url, host, port), socket_timeout=1.0, socket_connect_timeout=1.0, protocol=2
+                )
+                try:
+                    ranges = probe.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+                except self._errors:
+                    continue
+                finally:
+                    probe.close()
+                master = None
+                for start, end, *nodes in ranges:
+                    # A node: [host, port, id, ...]; an empty host is the node that answered.
+                    addresses = [(bytes(node[0]).decode() or host, int(node[1])) for node in nodes]
+                    self._nodes += [address for address in addresses if address not in self._nodes]
+                    if start <= slot <= end:
+                        master = addresses[0]
+                if master is None:
+                    continue  # this node has no view of the slot (not joined yet, or cut off)
+                if master != self._master:
+                    if self._master is not None:
+                        log.warning("the pubsubsse log's slot is served by %s:%s now", *master)
+                    self._master = master
+                    self._reader, self._writer = self._clients(_at(self.url, *master))
+                return
 
     def connect(self) -> None:
         """Check that Redis answers (redis-py connects on first use and reconnects by itself)."""
+        if self.cluster and self._master is None:
+            self._locate()
         self._call(self._reader.ping)
 
     def disconnect(self) -> None:
@@ -192,17 +279,30 @@ class RedisTransport(LogTransport):
         """Append with the script: epoch and deadline checked on Redis's clock, the batch whole or not at all."""
         # A connection the server closed (a Redis that stopped) is found and remade before anything
         # is sent: if that fails, the append certainly did not happen.
-        pool = self._writer.connection_pool
+        writer = self._writer
+        pool = writer.connection_pool
         try:
             pool.release(pool.get_connection())
         except self._errors as error:
-            raise LogUnavailable(f"{type(error).__name__}: {error}", sent=False) from error
+            raise self._unavailable(error, sent=False) from error
         argv: list[Any] = [epoch, deadline_ms, not_before_ms]
         for fields in entries:
             argv.append(len(fields))
             for name, value in fields.items():
                 argv += [name, value]
-        reply = self._call(self._append_script, keys=[self.key, self.key + ":epoch"], args=argv, client=self._writer)
+        keys = [self.key, self.key + ":epoch"]
+        waits = self.cluster and time.monotonic() - self._replica_missing_since > _REPLICA_RETRY
+        if waits:
+            # One connection for both: WAIT counts the replicas that have this connection's writes.
+            pipe = writer.pipeline(transaction=False)
+            self._append_script(keys=keys, args=argv, client=pipe)
+            pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
+            reply, replicas = self._call(pipe.execute)
+            if not replicas:
+                self._replica_missing_since = time.monotonic()
+                log.warning("the pubsubsse log's master has no replica answering; appends do not wait for one")
+        else:
+            reply = self._call(self._append_script, keys=keys, args=argv, client=writer)
         if reply and reply[0] in (b"stale", b"expired", b"early"):
             return NotAppended(reply[0].decode())
         return Appended([_position(entry_id) for entry_id in reply])
@@ -222,10 +322,12 @@ class RedisTransport(LogTransport):
 
         try:
             info = self._reader.xinfo_stream(self.key)
-        except redis.ResponseError:
-            return None  # no such key: no log (yet, or any more)
+        except redis.ResponseError as error:
+            if _no_such_key(error):
+                return None  # no log (yet, or any more)
+            raise self._unavailable(error) from error
         except self._errors as error:
-            raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+            raise self._unavailable(error) from error
         return _position(info["last-generated-id"])
 
     def trimmed_after(self, position: Position) -> bool:
@@ -234,10 +336,12 @@ class RedisTransport(LogTransport):
 
         try:
             info = self._reader.xinfo_stream(self.key)
-        except redis.ResponseError:
-            return False  # no stream: nothing was trimmed from it
+        except redis.ResponseError as error:
+            if _no_such_key(error):
+                return False  # no stream: nothing was trimmed from it
+            raise self._unavailable(error) from error
         except self._errors as error:
-            raise LogUnavailable(f"{type(error).__name__}: {error}") from error
+            raise self._unavailable(error) from error
         deleted = info.get("max-deleted-entry-id")
         if deleted is None:
             raise LogUnavailable("Redis 7 or later is needed (XINFO STREAM has no max-deleted-entry-id)")
@@ -323,16 +427,20 @@ class RedisBackend(LogBackend):
 
     ``url`` is a redis-py URL (``redis://host:6379/0``, ``rediss://`` for TLS,
     ``unix:///path``). Every process built with the same URL and ``key`` shares
-    one service. ``options`` are the log's (:class:`~pubsubsse.backends.log.LogOptions`).
-    The same as ``LogBackend(RedisTransport(url, key=key), **options)``.
+    one service. ``cluster=True``: ``url`` names any node of a Redis Cluster; the log
+    lives in the slot of ``key``'s hash tag (see :mod:`pubsubsse.backends.redis`).
+    ``options`` are the log's (:class:`~pubsubsse.backends.log.LogOptions`).
+    The same as ``LogBackend(RedisTransport(url, key=key, cluster=cluster), **options)``.
     Needs ``pip install pubsubsse[redis]``.
     """
 
     transport: RedisTransport
 
-    def __init__(self, url: str, *, key: str = DEFAULT_KEY, **options: Unpack[LogOptions]) -> None:
+    def __init__(
+        self, url: str, *, key: str = DEFAULT_KEY, cluster: bool = False, **options: Unpack[LogOptions]
+    ) -> None:
         timeout = log_options(**options).timeout
-        super().__init__(RedisTransport(url, key=key, timeout=timeout), **options)
+        super().__init__(RedisTransport(url, key=key, timeout=timeout, cluster=cluster), **options)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.transport.key} at {self.transport.url.rpartition('@')[2]}>"

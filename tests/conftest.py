@@ -155,9 +155,9 @@ class Recorder:
 
 
 #: The servers and adapters the HTTP suites run against: the Flask adapter under gunicorn's gevent
-#: worker, Werkzeug's threaded server and a cluster on Redis or PostgreSQL; the plain WSGI adapter
-#: and the Django adapter under gunicorn's gevent worker.
-SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-pg", "wsgi", "django"]
+#: worker, Werkzeug's threaded server and a cluster on Redis, Redis Cluster or PostgreSQL; the plain
+#: WSGI adapter and the Django adapter under gunicorn's gevent worker.
+SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-rc", "cluster-pg", "wsgi", "django"]
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
@@ -167,7 +167,8 @@ def server(request):
 
     env = {"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"}
     if request.param.startswith("cluster"):
-        srv = Cluster(env, backend="postgres" if request.param == "cluster-pg" else "redis")
+        rc = request.getfixturevalue("redis_cluster") if request.param == "cluster-rc" else None
+        srv = Cluster(env, backend="postgres" if request.param == "cluster-pg" else "redis", redis_cluster=rc)
     elif request.param in ("wsgi", "django"):
         srv = Server("gevent", env={**env, "PUBSUBSSE_ADAPTER": request.param})
         srv.kind = request.param

@@ -133,8 +133,9 @@ class RedisCluster:
 
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot."""
-        slot = int(self.command(self.ports[0], "cluster", "keyslot", key).strip())
-        for line in self.command(self.ports[0], "cluster", "nodes").splitlines():
+        alive = next(p for p, proc in self.procs.items() if proc.poll() is None)
+        slot = int(self.command(alive, "cluster", "keyslot", key).strip())
+        for line in self.command(alive, "cluster", "nodes").splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2]:
                 continue

@@ -35,7 +35,9 @@ def _backend_options() -> dict:
 
         name = os.environ.get("PUBSUBSSE_POSTGRES_NAME", "pubsubsse")
         return {"backend": PostgresBackend(os.environ["PUBSUBSSE_POSTGRES_DSN"], name=name)}
-    url = os.environ.get("PUBSUBSSE_REDIS_URL")
+    # A Redis Cluster's node, when given: PUBSUBSSE_REDIS_URL is then only where the tests count events.
+    cluster_url = os.environ.get("PUBSUBSSE_REDIS_CLUSTER_URL")
+    url = cluster_url or os.environ.get("PUBSUBSSE_REDIS_URL")
     key = os.environ.get("PUBSUBSSE_REDIS_KEY", "pubsubsse:log")
     snapshot_every = int(os.environ.get("PUBSUBSSE_REDIS_SNAPSHOT_EVERY", "10000"))
     if url:
@@ -44,6 +46,7 @@ def _backend_options() -> dict:
         backend = RedisBackend(
             url,
             key=key,
+            cluster=bool(cluster_url),
             snapshot_every=snapshot_every,
             timeout=float(os.environ.get("PUBSUBSSE_REDIS_TIMEOUT", "5")),
             alive=float(os.environ.get("PUBSUBSSE_REDIS_ALIVE", "30")),

@@ -180,14 +180,15 @@ class Server:
 class Cluster:
     """Two gunicorn servers with two gevent workers each, sharing one service through Redis or PostgreSQL.
 
-    A private redis-server, or tables of their own in the machine's PostgreSQL. ``url()``
+    A private redis-server, a key of their own on ``redis_cluster`` (a Redis Cluster), or tables of
+    their own in the machine's PostgreSQL. ``url()``
     alternates between the servers, so consecutive requests of a test land on different
     processes; ``port`` is the first server's.
     """
 
     kind = "cluster"
 
-    def __init__(self, env: dict[str, str] | None = None, backend: str = "redis") -> None:
+    def __init__(self, env: dict[str, str] | None = None, backend: str = "redis", redis_cluster=None) -> None:
         import itertools
         import uuid
 
@@ -196,6 +197,8 @@ class Cluster:
         self.redis = RedisServer()  # the test app counts status events across processes in it
         self.postgres_name = f"t_{uuid.uuid4().hex[:16]}" if backend == "postgres" else None
         shared = {**(env or {}), "PUBSUBSSE_REDIS_URL": self.redis.url, "PUBSUBSSE_REDIS_KEY": f"t:{uuid.uuid4()}"}
+        if redis_cluster is not None:  # the log on a Redis Cluster (tests/redis_cluster.py)
+            shared["PUBSUBSSE_REDIS_CLUSTER_URL"] = redis_cluster.url
         if self.postgres_name:
             from .conftest import POSTGRES_DSN
 

@@ -2,7 +2,7 @@
 
 An adapter is configured by names (Flask's ``PUBSUBSSE_*`` keys, Django's
 ``settings.PUBSUBSSE``): every option of the service and of the endpoints,
-``redis_url`` and ``redis_key`` (a Redis backend built in the process that
+``redis_url``, ``redis_key`` and ``redis_cluster`` (a Redis backend built in the process that
 uses it: a backend object made in settings would be shared by forked workers),
 ``postgres_dsn`` and ``postgres_name`` (the same for PostgreSQL),
 and the adapter's own (``url_prefix`` for Flask).
@@ -19,9 +19,10 @@ from pubsubsse.web._protocol import ENDPOINT_OPTIONS
 
 __all__ = ["BACKEND_SHORTHANDS", "LazyService", "known_options", "is_shared", "endpoint_options"]
 
-#: ``redis_url`` and ``redis_key``: ``backend=RedisBackend(redis_url, key=redis_key)``, built in each process;
-#: ``postgres_dsn`` and ``postgres_name``: ``backend=PostgresBackend(postgres_dsn, name=postgres_name)``.
-BACKEND_SHORTHANDS = frozenset({"redis_url", "redis_key", "postgres_dsn", "postgres_name"})
+#: ``redis_url``, ``redis_key`` and ``redis_cluster``: ``backend=RedisBackend(redis_url, key=redis_key,
+#: cluster=redis_cluster)``, built in each process; ``postgres_dsn`` and ``postgres_name``:
+#: ``backend=PostgresBackend(postgres_dsn, name=postgres_name)``.
+BACKEND_SHORTHANDS = frozenset({"redis_url", "redis_key", "redis_cluster", "postgres_dsn", "postgres_name"})
 
 
 def known_options(extra: frozenset[str] = frozenset()) -> frozenset[str]:
@@ -74,7 +75,11 @@ class LazyService:
         if self.options.get("redis_url"):
             from pubsubsse.backends.redis import RedisBackend
 
-            return RedisBackend(self.options["redis_url"], key=self.options.get("redis_key", "pubsubsse:log"))
+            cluster = self.options.get("redis_cluster", False)
+            if not isinstance(cluster, bool):
+                raise ValueError(f"redis_cluster must be True or False, got {cluster!r}")
+            key = self.options.get("redis_key", "pubsubsse:log")
+            return RedisBackend(self.options["redis_url"], key=key, cluster=cluster)
         if self.options.get("postgres_dsn"):
             from pubsubsse.backends.postgres import PostgresBackend
 

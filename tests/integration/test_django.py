@@ -214,6 +214,26 @@ def test_publish_in_atomic_waits_for_the_commit_with_another_backend():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+def test_redis_cluster_is_a_setting_and_the_service_runs_on_the_cluster(redis_cluster):
+    code = """
+        from pubsubsse.django import get_service, publish
+        service = get_service()
+        client = service.new_client()
+        client.sub(service.public_topic("orders"))
+        publish("orders", {"n": 1})
+        service.sync()
+        print(service.backend.transport.key, client._service._core.position)
+    """
+    settings = f'PUBSUBSSE={{"redis_url": "{redis_cluster.url}", "redis_cluster": True, "redis_key": "dj"}}'
+    result = run_django(code, settings)
+    assert result.returncode == 0 and result.stdout.split()[0] == "{dj}", result.stderr
+    refused = run_django(
+        "from pubsubsse.django import get_service; get_service()",
+        'PUBSUBSSE={"redis_url": "redis://127.0.0.1:1/0", "redis_cluster": "yes"}',
+    )
+    assert refused.returncode != 0 and "redis_cluster must be True or False" in refused.stderr
+
+
 @pytest.mark.parametrize("shorthand", ["redis_url", "postgres_dsn"])
 def test_the_backend_shorthands_are_settings_of_the_service_not_of_the_endpoints(shorthand):
     """``redis_url`` reached the endpoints' options: the URLs of a project sharing its service failed to load."""

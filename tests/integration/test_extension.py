@@ -91,14 +91,17 @@ def test_the_cli_refuses_to_publish_to_a_service_in_another_process():
     assert result.exit_code != 0 and "lives in its web process" in result.output
 
 
-def test_the_cli_publishes_through_redis_and_prints_stats(redis_server):
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+def test_the_cli_publishes_through_redis_and_prints_stats(request, where):
     key = f"test:{uuid.uuid4()}"
-    web = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key), client_timeout=None)
+    cluster = where == "redis-cluster"  # PUBSUBSSE_REDIS_CLUSTER: the URL names a node of a Redis Cluster
+    url = request.getfixturevalue("redis_cluster" if cluster else "redis_server").url
+    web = SSEPubSubService(backend=RedisBackend(url, key=key, cluster=cluster), client_timeout=None)
     try:
         client = web.new_client()
         client.sub(web.public_topic("orders"))
         last = str(client._service._core.position)
-        app = create_app(PUBSUBSSE_REDIS_URL=redis_server.url, PUBSUBSSE_REDIS_KEY=key)
+        app = create_app(PUBSUBSSE_REDIS_URL=url, PUBSUBSSE_REDIS_KEY=key, PUBSUBSSE_REDIS_CLUSTER=cluster)
         runner = app.test_cli_runner()
         result = runner.invoke(args=["pubsubsse", "publish", "orders", '{"n": 1}'])
         assert result.exit_code == 0, result.output

@@ -277,6 +277,113 @@ def check(events: list[tuple[int, int, dict]], outcomes: dict[int, str], until: 
     return silent, resyncs, problems
 
 
+def start_streams(servers: list[Server], count: int) -> tuple[list[str], Subscribers, Publisher]:
+    """``count`` subscribers of a new topic, streaming from every server in turn, and its publisher, running."""
+    topic = new_public_topic(servers[0])
+    clients = [new_client(servers[i % len(servers)]) for i in range(count)]
+    for i, client in enumerate(clients):
+        assert api(servers[i % len(servers)], "/sub", client_id=client, topic=topic).status_code == 200
+    subscribers = Subscribers(servers, clients)
+    subscribers.start()
+    wait_for(lambda: all(sub.events for sub in subscribers.subs), timeout=60, what="every stream's init")
+    publisher = Publisher(servers, topic)
+    publisher.start()
+    publisher.running.set()
+    time.sleep(2)
+    return clients, subscribers, publisher
+
+
+class FaultRun:
+    """The checks after each fault of a run: recovery, every subscriber's messages, no stuck client, equal states."""
+
+    def __init__(self, servers: list[Server], subscribers: Subscribers, publisher: Publisher, report: list) -> None:
+        self.servers = servers
+        self.subscribers = subscribers
+        self.publisher = publisher
+        self.report = report
+        self.workers = sum(server.workers for server in servers)
+        self.window = {"first": 1, "resyncs": [0] * len(subscribers.subs)}
+
+    def recovered(self, since: int) -> bool:
+        """A message published after number ``since`` was applied and every subscriber has it."""
+        fresh = [n for n in self.publisher.applied() if n > since]
+        if not fresh:
+            return False
+        for events in self.subscribers.received():
+            newest = max((u["data"] for _, _, m in events for u in m["updates"] or []), default=0)
+            if newest < fresh[0]:
+                return False
+        return True
+
+    def stuck_receiving(self) -> list[str]:
+        view = http.get(self.servers[0].url("/test/state")).json()
+        live = {sub.client for sub in self.subscribers.subs if sub.sock is not None}
+        return [c for c, s in view["clients"].items() if s["status"] == "receiving" and c not in live]
+
+    def digests(self) -> dict[int, str]:
+        """Every worker's state, hashed after it caught up, until all agree (bounded: 30 s).
+
+        The workers are read one after another, so a change that lands in between (a detach
+        retried once Redis is back, a subscriber reconnecting) makes the first ones read look
+        behind; a real divergence never goes away and is reported as it stands at the deadline.
+        """
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 30
+        with httpx.Client(timeout=30, headers={"Connection": "close"}) as one_shot:
+            while time.monotonic() < deadline:
+                for server in self.servers:
+                    answer = one_shot.get(server.url("/test/digest")).json()
+                    seen[answer["pid"]] = answer["digest"]
+                if len(seen) >= self.workers and len(set(seen.values())) == 1 and None not in seen.values():
+                    break
+        return seen
+
+    def after(self, name: str, injected_at: float) -> None:
+        """Once the fault is over: wait for recovery, then check everything and report this fault's figures."""
+        publisher, subscribers, window = self.publisher, self.subscribers, self.window
+        since = publisher.number
+        wait_for(lambda: self.recovered(since), timeout=90, what=f"recovery ({name})")
+        recovery = time.monotonic() - injected_at
+        publisher.running.clear()
+        publisher.idle.wait(60)
+        # The last publishes reach every stream (bounded: a real loss shows in the check below).
+        settle = time.monotonic() + 30
+        while not self.recovered(max(publisher.applied(), default=0) - 1) and time.monotonic() < settle:
+            time.sleep(0.1)
+        outcomes = dict(publisher.outcomes)
+        silent = 0
+        resynced = 0
+        problems: list[str] = []
+        for i, events in enumerate(subscribers.received()):
+            s, r, p = check(events, outcomes, publisher.number)
+            silent += s
+            resynced += r > window["resyncs"][i]
+            window["resyncs"][i] = r
+            problems += p[:2]
+        wait_for(lambda: not self.stuck_receiving(), timeout=20, what=f"no client stuck RECEIVING ({name})")
+        states = self.digests()
+        mine = {n: o for n, o in outcomes.items() if n >= window["first"]}
+        window["first"] = publisher.number + 1
+        figures = {
+            "fault": name,
+            "publishes": len(mine),
+            "not_applied": sum(o == "not applied" for o in mine.values()),
+            "unknown": sum(o == "unknown" for o in mine.values()),
+            "silent_losses": silent,
+            "subscribers_resynced": resynced,
+            "recovery_s": round(recovery, 2),
+            "workers_compared": len(states),
+            "states_equal": len(set(states.values())) == 1,
+        }
+        self.report.append(figures)
+        print(figures)
+        assert not problems, (name, problems[:10])
+        assert silent == 0
+        assert figures["states_equal"] and len(states) == self.workers, states
+        publisher.running.set()
+        time.sleep(1)
+
+
 @pytest.mark.timeout(900)
 def test_faults_one_after_another_lose_nothing_silently(tmp_path):
     redis = RedisServer(persistent=True)
@@ -294,97 +401,9 @@ def test_faults_one_after_another_lose_nothing_silently(tmp_path):
     subscribers = publisher = None
     report: list[dict] = []
     try:
-        topic = new_public_topic(servers[0])
-        clients = [new_client(servers[i % 2]) for i in range(SUBSCRIBERS)]
-        for i, client in enumerate(clients):
-            assert api(servers[i % 2], "/sub", client_id=client, topic=topic).status_code == 200
-        subscribers = Subscribers(servers, clients)
-        subscribers.start()
-        wait_for(lambda: all(sub.events for sub in subscribers.subs), timeout=60, what="every stream's init")
-        publisher = Publisher(servers, topic)
-        publisher.start()
-        publisher.running.set()
-        time.sleep(2)
-
-        def recovered(since: int) -> bool:
-            """A message published after number ``since`` was applied and every subscriber has it."""
-            fresh = [n for n in publisher.applied() if n > since]
-            if not fresh:
-                return False
-            for events in subscribers.received():
-                newest = max((u["data"] for _, _, m in events for u in m["updates"] or []), default=0)
-                if newest < fresh[0]:
-                    return False
-            return True
-
-        def stuck_receiving() -> list[str]:
-            view = http.get(servers[0].url("/test/state")).json()
-            live = {sub.client for sub in subscribers.subs if sub.sock is not None}
-            return [c for c, s in view["clients"].items() if s["status"] == "receiving" and c not in live]
-
-        def digests() -> dict[int, str]:
-            """Every worker's state, hashed after it caught up, until all four agree (bounded: 30 s).
-
-            The workers are read one after another, so a change that lands in between (a detach
-            retried once Redis is back, a subscriber reconnecting) makes the first ones read look
-            behind; a real divergence never goes away and is reported as it stands at the deadline.
-            """
-            seen: dict[int, str] = {}
-            deadline = time.monotonic() + 30
-            with httpx.Client(timeout=30, headers={"Connection": "close"}) as one_shot:
-                while time.monotonic() < deadline:
-                    for server in servers:
-                        answer = one_shot.get(server.url("/test/digest")).json()
-                        seen[answer["pid"]] = answer["digest"]
-                    if len(seen) >= 4 and len(set(seen.values())) == 1 and None not in seen.values():
-                        break
-            return seen
-
-        window = {"first": 1, "resyncs": [0] * SUBSCRIBERS}
-
-        def after(name: str, injected_at: float) -> None:
-            """Once the fault is over: wait for recovery, then check everything and report this fault's figures."""
-            since = publisher.number
-            wait_for(lambda: recovered(since), timeout=90, what=f"recovery ({name})")
-            recovery = time.monotonic() - injected_at
-            publisher.running.clear()
-            publisher.idle.wait(60)
-            # The last publishes reach every stream (bounded: a real loss shows in the check below).
-            settle = time.monotonic() + 30
-            while not recovered(max(publisher.applied(), default=0) - 1) and time.monotonic() < settle:
-                time.sleep(0.1)
-            outcomes = dict(publisher.outcomes)
-            silent = 0
-            resynced = 0
-            problems: list[str] = []
-            for i, events in enumerate(subscribers.received()):
-                s, r, p = check(events, outcomes, publisher.number)
-                silent += s
-                resynced += r > window["resyncs"][i]
-                window["resyncs"][i] = r
-                problems += p[:2]
-            wait_for(lambda: not stuck_receiving(), timeout=20, what=f"no client stuck RECEIVING ({name})")
-            states = digests()
-            mine = {n: o for n, o in outcomes.items() if n >= window["first"]}
-            window["first"] = publisher.number + 1
-            figures = {
-                "fault": name,
-                "publishes": len(mine),
-                "not_applied": sum(o == "not applied" for o in mine.values()),
-                "unknown": sum(o == "unknown" for o in mine.values()),
-                "silent_losses": silent,
-                "subscribers_resynced": resynced,
-                "recovery_s": round(recovery, 2),
-                "workers_compared": len(states),
-                "states_equal": len(set(states.values())) == 1,
-            }
-            report.append(figures)
-            print(figures)
-            assert not problems, (name, problems[:10])
-            assert silent == 0
-            assert figures["states_equal"] and len(states) == 4, states
-            publisher.running.set()
-            time.sleep(1)
+        clients, subscribers, publisher = start_streams(servers, SUBSCRIBERS)
+        topic = publisher.topic
+        after = FaultRun(servers, subscribers, publisher, report).after
 
         raw = redis_py.Redis.from_url(redis.url)
 

@@ -1,0 +1,90 @@
+"""The log on a real Redis Cluster (three masters with a replica each) under a steady publisher, masters killed.
+
+Two gunicorn servers with two gevent workers each share one service through
+``RedisBackend(url, cluster=True)``; 200 subscribers hold streams (reconnecting with
+Last-Event-ID to the other server whenever a stream ends) and a publisher sends 20 numbered
+messages a second. The faults: SIGKILL of the master serving the log's slot (its replica takes
+over), the same node back as a replica and the new master killed (the log fails back), and a
+master serving other slots killed (the cluster may refuse commands while it fails over). After
+each, the fault suite's checker: every message answered "applied" arrives once, in order, or an
+init message announces the gap; none answered "not applied" arrives; no client is stuck
+RECEIVING; every worker's state is identical.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from ..redis_cluster import RedisCluster
+from ..servers import ROOT, Server, print_outputs
+from .test_faults import FaultRun, start_streams
+
+SUBSCRIBERS = 200
+
+
+@pytest.mark.timeout(600)
+def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently():
+    cluster = RedisCluster()
+    key = f"t:{uuid.uuid4()}"
+    slot_key = "{" + key + "}"  # where RedisBackend(cluster=True) keeps the log
+    env = {
+        "PUBSUBSSE_REDIS_CLUSTER_URL": cluster.url,
+        "PUBSUBSSE_REDIS_KEY": key,
+        "PUBSUBSSE_HEARTBEAT": "1",
+        "PUBSUBSSE_CLIENT_TIMEOUT": "none",
+        "PUBSUBSSE_REDIS_TIMEOUT": "1",
+        "PUBSUBSSE_REDIS_ALIVE": "3",
+        "PUBSUBSSE_REDIS_SNAPSHOT_EVERY": "50",
+    }
+    servers = [Server("gevent", env=env, workers=2), Server("gevent", env=env, workers=2)]
+    subscribers = publisher = None
+    report: list[dict] = []
+    try:
+        _, subscribers, publisher = start_streams(servers, SUBSCRIBERS)
+        after = FaultRun(servers, subscribers, publisher, report).after
+
+        # 1. SIGKILL of the master that serves the log's slot: its replica is promoted.
+        first = cluster.master_of(slot_key)
+        injected = time.monotonic()
+        cluster.kill(first)
+        after("the log's master killed", injected)
+        second = cluster.master_of(slot_key)
+        assert second != first
+
+        # 2. The killed node comes back (as the new master's replica); the new master is killed.
+        cluster.start_node(first)
+        cluster.wait_ok()
+        injected = time.monotonic()
+        cluster.kill(second)
+        after("the promoted master killed (fail back)", injected)
+        assert cluster.master_of(slot_key) == first
+
+        # 3. A master of other slots killed: the whole cluster refuses commands until it fails over.
+        cluster.start_node(second)
+        cluster.wait_ok()
+        other = next(p for p in cluster.ports if cluster.master_of(slot_key) != p and _is_master(cluster, p))
+        injected = time.monotonic()
+        cluster.kill(other)
+        after("a master of other slots killed", injected)
+    except Exception:
+        print_outputs(servers)
+        raise
+    finally:
+        artifacts = ROOT / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        (artifacts / "cluster-faults.json").write_text(json.dumps(report, indent=1))
+        if publisher is not None:
+            publisher.stop.set()
+        if subscribers is not None:
+            subscribers.close()
+        for server in servers:
+            server.stop()
+        cluster.close()
+
+
+def _is_master(cluster: RedisCluster, port: int) -> bool:
+    return "role:master" in cluster.command(port, "info", "replication")

@@ -26,6 +26,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -293,11 +295,46 @@ def start_streams(servers: list[Server], count: int) -> tuple[list[str], Subscri
     return clients, subscribers, publisher
 
 
+@contextmanager
+def fault_run(servers: list[Server], count: int, artifact: str) -> Iterator[FaultRun]:
+    """Streams and a publisher on ``servers``, checked by the run's ``after``; the report goes to artifacts/.
+
+    At the end, whatever happened, the figures are written, and the publisher, the streams and the
+    servers are stopped (the servers' output printed if the run failed).
+    """
+    subscribers = publisher = None
+    report: list[dict] = []
+    try:
+        clients, subscribers, publisher = start_streams(servers, count)
+        yield FaultRun(servers, subscribers, publisher, report, clients)
+    except Exception:
+        print_outputs(servers)
+        raise
+    finally:
+        artifacts = ROOT / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        (artifacts / artifact).write_text(json.dumps(report, indent=1))
+        stop_all(publisher, subscribers, servers)
+
+
+def stop_all(publisher: Publisher | None, subscribers: Subscribers | None, servers: list[Server]) -> None:
+    """Stop the publisher, the streams and the servers (whichever were started)."""
+    if publisher is not None:
+        publisher.stop.set()
+    if subscribers is not None:
+        subscribers.close()
+    for server in servers:
+        server.stop()
+
+
 class FaultRun:
     """The checks after each fault of a run: recovery, every subscriber's messages, no stuck client, equal states."""
 
-    def __init__(self, servers: list[Server], subscribers: Subscribers, publisher: Publisher, report: list) -> None:
+    def __init__(
+        self, servers: list[Server], subscribers: Subscribers, publisher: Publisher, report: list, clients: list[str]
+    ) -> None:
         self.servers = servers
+        self.clients = clients
         self.subscribers = subscribers
         self.publisher = publisher
         self.report = report
@@ -398,105 +435,94 @@ def test_faults_one_after_another_lose_nothing_silently(tmp_path):
         "PUBSUBSSE_REDIS_SNAPSHOT_EVERY": "50",  # a snapshot and a trim every 2 s or so: during the pause too
     }
     servers = [Server("gevent", env=env, workers=2), Server("gevent", env=env, workers=2)]
-    subscribers = publisher = None
-    report: list[dict] = []
     try:
-        clients, subscribers, publisher = start_streams(servers, SUBSCRIBERS)
-        topic = publisher.topic
-        after = FaultRun(servers, subscribers, publisher, report).after
+        with fault_run(servers, SUBSCRIBERS, "faults.json") as run:
+            clients, subscribers, publisher = run.clients, run.subscribers, run.publisher
+            topic = publisher.topic
+            after = run.after
 
-        raw = redis_py.Redis.from_url(redis.url)
+            raw = redis_py.Redis.from_url(redis.url)
 
-        # 1. SIGKILL of a worker: its streams break; gunicorn starts another one.
-        victim = next(p for p in psutil.Process(servers[0].proc.pid).children())
-        injected = time.monotonic()
-        victim.kill()
-        after("SIGKILL of a worker", injected)
+            # 1. SIGKILL of a worker: its streams break; gunicorn starts another one.
+            victim = next(p for p in psutil.Process(servers[0].proc.pid).children())
+            injected = time.monotonic()
+            victim.kill()
+            after("SIGKILL of a worker", injected)
 
-        # 2. DEBUG SLEEP of Redis, longer than the backend's timeout (1 s).
-        injected = time.monotonic()
-        threading.Thread(target=lambda: redis_py.Redis.from_url(redis.url).execute_command("DEBUG", "SLEEP", 3)).start()
-        time.sleep(3)
-        after("DEBUG SLEEP 3 s", injected)
+            # 2. DEBUG SLEEP of Redis, longer than the backend's timeout (1 s).
+            injected = time.monotonic()
+            threading.Thread(
+                target=lambda: redis_py.Redis.from_url(redis.url).execute_command("DEBUG", "SLEEP", 3)
+            ).start()
+            time.sleep(3)
+            after("DEBUG SLEEP 3 s", injected)
 
-        # 3. Redis restarted with its data (append-only file).
-        injected = time.monotonic()
-        redis.stop()
-        time.sleep(1)
-        redis.start()
-        after("Redis restarted, data kept", injected)
+            # 3. Redis restarted with its data (append-only file).
+            injected = time.monotonic()
+            redis.stop()
+            time.sleep(1)
+            redis.start()
+            after("Redis restarted, data kept", injected)
 
-        # 4. Redis restarted without its data.
-        injected = time.monotonic()
-        redis.stop()
-        for item in Path(redis.dir).iterdir():
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-        redis.start()
-        after("Redis restarted, data lost", injected)
+            # 4. Redis restarted without its data.
+            injected = time.monotonic()
+            redis.stop()
+            for item in Path(redis.dir).iterdir():
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+            redis.start()
+            after("Redis restarted, data lost", injected)
 
-        # 5. CLIENT PAUSE: Redis answers nobody for 3 s.
-        injected = time.monotonic()
-        redis_py.Redis.from_url(redis.url).execute_command("CLIENT", "PAUSE", 3000, "ALL")
-        time.sleep(3)
-        after("CLIENT PAUSE 3 s", injected)
+            # 5. CLIENT PAUSE: Redis answers nobody for 3 s.
+            injected = time.monotonic()
+            redis_py.Redis.from_url(redis.url).execute_command("CLIENT", "PAUSE", 3000, "ALL")
+            time.sleep(3)
+            after("CLIENT PAUSE 3 s", injected)
 
-        # 6. Poison entries: a newer format, an unknown operation, damaged fields, JSON nested
-        # 100,000 deep (RecursionError: it stopped every reader), a publish whose body is not JSON.
-        injected = time.monotonic()
-        raw = redis_py.Redis.from_url(redis.url)
-        raw.xadd(key, {"v": "9", "e": "[]"})
-        raw.xadd(key, {"v": "2", "e": json.dumps(["P-newer", 1, "teleport_client", ["C-1"]])})
-        raw.xadd(key, {"garbage": "\xff"})
-        raw.xadd(key, {"v": "2", "e": "[" * 100_000 + "]" * 100_000})
-        raw.xadd(key, {"v": "2", "e": json.dumps(["Q-hand", 1, "pub", [topic]]), "b": "not json"})
-        after("poison entries", injected)
-        for server in servers:
-            stats = api(server, "/stats").json()
-            assert stats["log_entries_skipped"] >= 5 and stats["log_thread_restarts"] == 0, stats
+            # 6. Poison entries: a newer format, an unknown operation, damaged fields, JSON nested
+            # 100,000 deep (RecursionError: it stopped every reader), a publish whose body is not JSON.
+            injected = time.monotonic()
+            raw = redis_py.Redis.from_url(redis.url)
+            raw.xadd(key, {"v": "9", "e": "[]"})
+            raw.xadd(key, {"v": "2", "e": json.dumps(["P-newer", 1, "teleport_client", ["C-1"]])})
+            raw.xadd(key, {"garbage": "\xff"})
+            raw.xadd(key, {"v": "2", "e": "[" * 100_000 + "]" * 100_000})
+            raw.xadd(key, {"v": "2", "e": json.dumps(["Q-hand", 1, "pub", [topic]]), "b": "not json"})
+            after("poison entries", injected)
+            for server in servers:
+                stats = api(server, "/stats").json()
+                assert stats["log_entries_skipped"] >= 5 and stats["log_thread_restarts"] == 0, stats
 
-        # 7. One worker paused longer than alive (a long GC pause, a VM migration): the others detach
-        # its streams, whose browsers resume elsewhere; waking, it must leave the others' streams alone
-        # (it judged every process dead from the reports it read before the pause, and ended them all).
-        injected = time.monotonic()
-        paused = http.get(servers[0].url("/test/ready")).json()
-        tokens = http.get(servers[1].url("/test/tokens")).json()
-        held = {cid for cid, token in tokens.items() if (token or "").startswith(paused["process"] + ":")}
-        connections = [sub.connections for sub in subscribers.subs]
-        psutil.Process(paused["pid"]).suspend()
-        try:
-            time.sleep(5)  # alive is 3 s here
-        finally:
-            psutil.Process(paused["pid"]).resume()
-        after("one worker paused past alive", injected)
-        moved = {clients[i] for i, sub in enumerate(subscribers.subs) if sub.connections != connections[i]}
-        assert not moved - held, f"{len(moved - held)} streams held by other processes were ended"
+            # 7. One worker paused longer than alive (a long GC pause, a VM migration): the others detach
+            # its streams, whose browsers resume elsewhere; waking, it must leave the others' streams alone
+            # (it judged every process dead from the reports it read before the pause, and ended them all).
+            injected = time.monotonic()
+            paused = http.get(servers[0].url("/test/ready")).json()
+            tokens = http.get(servers[1].url("/test/tokens")).json()
+            held = {cid for cid, token in tokens.items() if (token or "").startswith(paused["process"] + ":")}
+            connections = [sub.connections for sub in subscribers.subs]
+            psutil.Process(paused["pid"]).suspend()
+            try:
+                time.sleep(5)  # alive is 3 s here
+            finally:
+                psutil.Process(paused["pid"]).resume()
+            after("one worker paused past alive", injected)
+            moved = {clients[i] for i, sub in enumerate(subscribers.subs) if sub.connections != connections[i]}
+            assert not moved - held, f"{len(moved - held)} streams held by other processes were ended"
 
-        # 8. A rolling restart of every worker (gunicorn's HUP: new workers, the old ones stop).
-        injected = time.monotonic()
-        for server in servers:
-            before = {p.pid for p in psutil.Process(server.proc.pid).children()}
-            server.signal(signal.SIGHUP)
-            wait_for(
-                lambda server=server, before=before: (
-                    not before & {p.pid for p in psutil.Process(server.proc.pid).children()}
-                ),
-                timeout=60,
-                what="new workers",
-            )
-        after("rolling restart of every worker", injected)
-    except Exception:
-        print_outputs(servers)
-        raise
+            # 8. A rolling restart of every worker (gunicorn's HUP: new workers, the old ones stop).
+            injected = time.monotonic()
+            for server in servers:
+                before = {p.pid for p in psutil.Process(server.proc.pid).children()}
+                server.signal(signal.SIGHUP)
+                wait_for(
+                    lambda server=server, before=before: (
+                        not before & {p.pid for p in psutil.Process(server.proc.pid).children()}
+                    ),
+                    timeout=60,
+                    what="new workers",
+                )
+            after("rolling restart of every worker", injected)
     finally:
-        artifacts = ROOT / "artifacts"
-        artifacts.mkdir(exist_ok=True)
-        (artifacts / "faults.json").write_text(json.dumps(report, indent=1))
-        if publisher is not None:
-            publisher.stop.set()
-        if subscribers is not None:
-            subscribers.close()
-        for server in servers:
-            server.stop()
         redis.close()
 
 
@@ -611,10 +637,5 @@ def test_a_worker_paused_while_the_others_trim_the_log_loses_nothing_silently():
         print_outputs(servers)
         raise
     finally:
-        if publisher is not None:
-            publisher.stop.set()
-        if subscribers is not None:
-            subscribers.close()
-        for server in servers:
-            server.stop()
+        stop_all(publisher, subscribers, servers)
         redis.close()

@@ -13,15 +13,14 @@ RECEIVING; every worker's state is identical.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 import pytest
 
 from ..redis_cluster import RedisCluster
-from ..servers import ROOT, Server, print_outputs
-from .test_faults import FaultRun, start_streams
+from ..servers import Server
+from .test_faults import fault_run
 
 SUBSCRIBERS = 200
 
@@ -41,48 +40,32 @@ def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently():
         "PUBSUBSSE_REDIS_SNAPSHOT_EVERY": "50",
     }
     servers = [Server("gevent", env=env, workers=2), Server("gevent", env=env, workers=2)]
-    subscribers = publisher = None
-    report: list[dict] = []
     try:
-        _, subscribers, publisher = start_streams(servers, SUBSCRIBERS)
-        after = FaultRun(servers, subscribers, publisher, report).after
+        with fault_run(servers, SUBSCRIBERS, "cluster-faults.json") as run:
+            # 1. SIGKILL of the master that serves the log's slot: its replica is promoted.
+            first = cluster.master_of(slot_key)
+            injected = time.monotonic()
+            cluster.kill(first)
+            run.after("the log's master killed", injected)
+            second = cluster.master_of(slot_key)
+            assert second != first
 
-        # 1. SIGKILL of the master that serves the log's slot: its replica is promoted.
-        first = cluster.master_of(slot_key)
-        injected = time.monotonic()
-        cluster.kill(first)
-        after("the log's master killed", injected)
-        second = cluster.master_of(slot_key)
-        assert second != first
+            # 2. The killed node comes back (as the new master's replica); the new master is killed.
+            cluster.start_node(first)
+            cluster.wait_ok()
+            injected = time.monotonic()
+            cluster.kill(second)
+            run.after("the promoted master killed (fail back)", injected)
+            assert cluster.master_of(slot_key) == first
 
-        # 2. The killed node comes back (as the new master's replica); the new master is killed.
-        cluster.start_node(first)
-        cluster.wait_ok()
-        injected = time.monotonic()
-        cluster.kill(second)
-        after("the promoted master killed (fail back)", injected)
-        assert cluster.master_of(slot_key) == first
-
-        # 3. A master of other slots killed: the whole cluster refuses commands until it fails over.
-        cluster.start_node(second)
-        cluster.wait_ok()
-        other = next(p for p in cluster.ports if cluster.master_of(slot_key) != p and _is_master(cluster, p))
-        injected = time.monotonic()
-        cluster.kill(other)
-        after("a master of other slots killed", injected)
-    except Exception:
-        print_outputs(servers)
-        raise
+            # 3. A master of other slots killed: the cluster may refuse commands until it fails over.
+            cluster.start_node(second)
+            cluster.wait_ok()
+            other = next(p for p in cluster.ports if cluster.master_of(slot_key) != p and _is_master(cluster, p))
+            injected = time.monotonic()
+            cluster.kill(other)
+            run.after("a master of other slots killed", injected)
     finally:
-        artifacts = ROOT / "artifacts"
-        artifacts.mkdir(exist_ok=True)
-        (artifacts / "cluster-faults.json").write_text(json.dumps(report, indent=1))
-        if publisher is not None:
-            publisher.stop.set()
-        if subscribers is not None:
-            subscribers.close()
-        for server in servers:
-            server.stop()
         cluster.close()
 
 

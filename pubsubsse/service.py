@@ -425,6 +425,13 @@ class SSEPubSubService:
                 result = self._attachments.open_stream(result)
             return result, effects
 
+    def held_topics(self, known: int) -> tuple[int, set[str]] | None:
+        """Return the topics with a subscriber's stream held here, unless unchanged since version ``known``."""
+        with self._lock:
+            if self._core.local_version == known:
+                return None
+            return self._core.local_version, self._core.held_topics()
+
     def export_state(self, slice_size: int = 1000) -> Iterator[dict[str, Any] | list[StateItem]]:
         """Yield the state in slices, holding the lock only per slice (see :class:`.Replica`)."""
         with self._lock:

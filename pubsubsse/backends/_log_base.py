@@ -29,6 +29,17 @@ class LogTransport:
     a transport gives each thread its own connection, or locks.
     """
 
+    def serve(self, process_token: str) -> None:
+        """Read for the process ``process_token`` (called once, before :meth:`connect`)."""
+
+    def hold(self, topics: set[str], again: bool = False) -> None:
+        """Learn which topics have a subscriber whose stream this process holds (``again``: say it anew).
+
+        A transport that can may then skip waking the reader for publishes to other topics: they
+        are read with the next entry it is woken for, or ``block`` seconds later. The default
+        ignores it: every entry wakes the reader.
+        """
+
     def connect(self) -> None:
         """Open the connections; raise :class:`LogUnavailable` if the log cannot be reached."""
 
@@ -192,6 +203,8 @@ class LogState(Backend):
         #: The position before the last entry read from the log, and that entry (None after a
         #: snapshot was loaded): a log that lost it lost entries this process applied.
         self._last_applied: tuple[Position, Record] | None = None
+        #: The version of the held topics last told to the transport (-1: tell them, all anew).
+        self._held_version = -1
         self._applied = threading.Condition()
         self._ready = threading.Event()
         self._closed = threading.Event()

@@ -34,6 +34,7 @@ class Upkeep(LogState):
             self._epoch = epoch
             self._position = START
             self._last_applied = None
+            self._held_version = -1  # the log may be a new one (a Redis that lost its data): all anew
             # Registered before the snapshot is read: a process that trims the log from now on
             # counts this one (at position 0) and leaves the entries it is about to read alone.
             self.transport.report(self._process_token, START, time.time(), FORMAT)
@@ -130,6 +131,7 @@ class Upkeep(LogState):
         replaced, self._epoch = self._epoch, epoch
         self._position = START
         self._last_applied = None
+        self._held_version = -1
         if blob is not None:
             self._import(blob)
         else:  # a new, empty log
@@ -201,6 +203,15 @@ class Upkeep(LogState):
             self.transport.trim(position, time.time() - self.alive)
         finally:
             self.transport.unlock_snapshot(owner)
+
+    def _tell_held_topics(self) -> None:
+        """Tell the transport which topics have streams held here, when that changed (or anew)."""
+        again = self._held_version == -1
+        changed = self.replica.held_topics(self._held_version)
+        if changed is not None:
+            version, topics = changed
+            self.transport.hold(topics, again)
+            self._held_version = version
 
     def _timed_slices(self) -> Iterator[Any]:
         """Yield the service's state in slices, letting other threads run between them; note the longest."""

@@ -54,6 +54,13 @@ class Replica(Protocol):
         """
         ...
 
+    def held_topics(self, known: int) -> tuple[int, set[str]] | None:
+        """Return (version, the ids of the topics with a subscriber whose stream is held here).
+
+        ``None`` if nothing changed since the version ``known`` (start with -1).
+        """
+        ...
+
     def export_state(self, slice_size: int) -> Iterator[dict[str, Any] | list[StateItem]]:
         """Yield the state in slices: first the topics and groups, then lists of items (histories, clients).
 

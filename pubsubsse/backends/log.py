@@ -130,6 +130,7 @@ class LogBackend(Upkeep, Writer, LogState):
     def start(self) -> None:
         """Load the shared state (or start unready if the log cannot be reached) and start the threads."""
         self._process_token = self.replica.process_token
+        self.transport.serve(self._process_token)
         try:
             self.transport.connect()
             self._load()
@@ -315,6 +316,7 @@ class LogBackend(Upkeep, Writer, LogState):
                 self._apply_records(records)
             try:
                 self._maintain()
+                self._tell_held_topics()
             except LogUnavailable as error:
                 self._warn_once("maintain", f"pubsubsse log maintenance failed ({error}); will retry")
 

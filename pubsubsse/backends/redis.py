@@ -31,6 +31,7 @@ while the master has no replica answering, appends do not wait (nothing could fa
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -71,8 +72,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[2]) then return {'expired'} end
 if now <= tonumber(ARGV[3]) then return {'early'} end
+local own, tags = ARGV[4], tonumber(ARGV[5])
 local ids = {}
-local i = 4
+local i = 6 + tags
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local args = {'XADD', KEYS[1], '*'}
@@ -80,6 +82,18 @@ while i <= #ARGV do
   ids[#ids + 1] = redis.call(unpack(args))
   i = i + 1 + 2 * n
 end
+-- Wake the readers that want these entries: every one for a change ('' tag), otherwise the
+-- processes holding streams of the topics published to, and the writer (it waits for its own).
+if tags > 0 and ARGV[6] == '' then
+  redis.call('SPUBLISH', KEYS[1] .. ':wake', '1')
+  return ids
+end
+local woken = {}
+if own ~= '' then woken[own] = true end
+for j = 6, 5 + tags do
+  for _, p in ipairs(redis.call('SMEMBERS', KEYS[1] .. ':wants:' .. ARGV[j])) do woken[p] = true end
+end
+for p in pairs(woken) do redis.call('SPUBLISH', KEYS[1] .. ':wake:' .. p, '1') end
 return ids
 """
 
@@ -132,6 +146,15 @@ end
 return 1
 """
 
+_FORGET_HOLDS = """
+for _, token in ipairs(ARGV) do
+  local held = KEYS[1] .. ':held:' .. token
+  for _, topic in ipairs(redis.call('SMEMBERS', held)) do redis.call('SREM', KEYS[1] .. ':wants:' .. topic, token) end
+  redis.call('DEL', held)
+end
+return 1
+"""
+
 _IF_OWNER_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end
 return 0
@@ -151,6 +174,20 @@ def _position(entry_id: bytes | str) -> Position:
 
 def _entry_id(position: Position) -> str:
     return f"{position[0]}-{position[1]}"
+
+
+def _wake_tags(entries: list[dict[str, bytes]]) -> list[Any]:
+    """Return whom a batch wakes, as the append script reads it: a count, then topic ids or ``""``.
+
+    A publish (an entry with a body) wakes the processes holding streams of its topic; any other
+    change, every process (``""``).
+    """
+    topics = set()
+    for fields in entries:
+        if "b" not in fields:
+            return [1, ""]
+        topics.add(json.loads(fields["e"])[3][0])
+    return [len(topics), *topics]
 
 
 def _no_such_key(error: BaseException) -> bool:
@@ -196,6 +233,15 @@ class RedisTransport(LogTransport):
         self._if_owner_set = self._reader.register_script(_IF_OWNER_SET)
         self._if_owner_delete = self._reader.register_script(_IF_OWNER_DELETE)
         self._trim_script = self._reader.register_script(_TRIM)
+        self._forget_holds = self._reader.register_script(_FORGET_HOLDS)
+        self._token = ""  # the process this transport reads for (serve()); a Publisher's reads nothing
+        self._wake_connection: Any = None  # subscribed to this process's wake channels
+        #: Whether the last XREAD found the end of the log: the next read waits for a wake-up first.
+        self._caught_up = False
+        #: The topics registered in Redis as having streams held here (``hold``).
+        self._held: set[str] = set()
+        #: XREAD calls made (for tests and benchmarks: how often this process read the log).
+        self.reads = 0
 
     def __repr__(self) -> str:
         return f"<RedisTransport {self.key} at {self.url.rpartition('@')[2]}>"
@@ -226,9 +272,18 @@ class RedisTransport(LogTransport):
 
     def _unavailable(self, error: BaseException, sent: bool = True) -> LogUnavailable:
         """Return the error to raise for a failed call; in a cluster, look the slot's master up again first."""
+        import redis.exceptions as errors
+
         if self.cluster:
             self._locate()
-        return LogUnavailable(f"{type(error).__name__}: {error}", sent=sent)
+        # Redis answered that another node serves the slot, or none does yet: nothing was done.
+        refused = (errors.AskError, errors.ClusterDownError, errors.TryAgainError)
+        return LogUnavailable(f"{type(error).__name__}: {error}", sent=sent and not isinstance(error, refused))
+
+    def _located(self) -> None:
+        """In a cluster, find the slot's master before the first command (a Publisher never connects)."""
+        if self.cluster and self._master is None:
+            self._locate()
 
     def _locate(self) -> None:
         """Point both connections at the master serving the log's slot (``CLUSTER SLOTS``)."""
@@ -261,21 +316,21 @@ class RedisTransport(LogTransport):
                         log.warning("the pubsubsse log's slot is served by %s:%s now", *master)
                     self._master = master
                     self._reader, self._writer = self._clients(_at(self.url, *master))
-                    self._read_connection = None
+                    self._read_connection = self._wake_connection = None
                 return
 
     def connect(self) -> None:
         """Check that Redis answers (redis-py connects on first use and reconnects by itself)."""
-        if self.cluster and self._master is None:
-            self._locate()
+        self._located()
         self._call(self._reader.ping)
 
     def disconnect(self) -> None:
         """Close every connection."""
         for client in (self._reader, self._writer):
             client.close()
-        if self._read_connection is not None:
-            self._read_connection.disconnect()
+        for connection in (self._read_connection, self._wake_connection):
+            if connection is not None:
+                connection.disconnect()
 
     def append(
         self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
@@ -283,13 +338,14 @@ class RedisTransport(LogTransport):
         """Append with the script: epoch and deadline checked on Redis's clock, the batch whole or not at all."""
         # A connection the server closed (a Redis that stopped) is found and remade before anything
         # is sent: if that fails, the append certainly did not happen.
+        self._located()
         writer = self._writer
         pool = writer.connection_pool
         try:
             pool.release(pool.get_connection())
         except self._errors as error:
             raise self._unavailable(error, sent=False) from error
-        argv: list[Any] = [epoch, deadline_ms, not_before_ms]
+        argv: list[Any] = [epoch, deadline_ms, not_before_ms, self._token, *_wake_tags(entries)]
         for fields in entries:
             argv.append(len(fields))
             for name, value in fields.items():
@@ -311,30 +367,85 @@ class RedisTransport(LogTransport):
             return NotAppended(reply[0].decode())
         return Appended([_position(entry_id) for entry_id in reply])
 
-    def read(self, after: Position, block: float, count: int) -> list[Record]:
-        """Read with ``XREAD`` on a connection of the reader's own.
+    def serve(self, process_token: str) -> None:
+        """Read for the process ``process_token``: it is woken for changes and for its topics' publishes."""
+        self._token = process_token
 
-        The connection is held, not taken from a pool for each read, and the reply is read raw:
-        on a quiet site each publish is one read, and redis-py's pool and reply callbacks cost
-        more than the round trip itself.
+    def read(self, after: Position, block: float, count: int) -> list[Record]:
+        """Read with ``XREAD``; once at the end of the log, first wait up to ``block`` for a wake-up.
+
+        A process is woken (sharded pub/sub, a channel of its own) by every change and by the
+        publishes to topics it holds streams of (``hold``), and reads the log then; publishes to
+        other topics it reads ``block`` seconds later at the latest, many in one read.
         """
-        arguments: list[Any] = ["XREAD", "COUNT", count]
-        if block:
-            arguments += ["BLOCK", int(block * 1000)]
-        arguments += ["STREAMS", self.key, _entry_id(after)]
+        if block and self._token:
+            wake = self._wake()
+            if self._caught_up:
+                try:
+                    if wake.can_read(timeout=block):
+                        while True:  # every wake-up waiting: one read serves them all
+                            wake.read_response()
+                            if not wake.can_read(timeout=0):
+                                break
+                except self._errors as error:
+                    self._wake_connection = None
+                    wake.disconnect()
+                    raise self._unavailable(error) from error
+        arguments: list[Any] = ["XREAD", "COUNT", count, "STREAMS", self.key, _entry_id(after)]
+        if block and not self._token:  # reading for no process (no wake-ups): wait in XREAD itself
+            arguments[3:3] = ["BLOCK", int(block * 1000)]
         connection = self._read_connection
         if connection is None:
             pool = self._reader.connection_pool
             connection = self._read_connection = pool.connection_class(**pool.connection_kwargs)
+        self.reads += 1
         try:
             connection.send_packed_command(connection.pack_command(*arguments), check_health=False)
             reply = connection.read_response()
         except self._errors as error:
             connection.disconnect()  # a reply half read would be taken for the next one's
+            self._caught_up = False
             raise self._unavailable(error) from error
-        if not reply:
-            return []
-        return [Record(_position(entry_id), dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in reply[0][1]]
+        entries = reply[0][1] if reply else []
+        self._caught_up = len(entries) < count
+        return [Record(_position(entry_id), dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in entries]
+
+    def _wake(self) -> Any:
+        """Return the connection subscribed to this process's wake-up channels, made if need be."""
+        wake = self._wake_connection
+        if wake is None:
+            pool = self._reader.connection_pool
+            wake = pool.connection_class(**pool.connection_kwargs)
+            try:
+                wake.send_command("SSUBSCRIBE", self.key + ":wake", self.key + ":wake:" + self._token)
+                wake.read_response()
+                wake.read_response()
+            except self._errors as error:
+                wake.disconnect()
+                raise self._unavailable(error) from error
+            self._wake_connection = wake
+            self._caught_up = False  # what was appended before the subscription woke nobody
+        return wake
+
+    def hold(self, topics: set[str], again: bool = False) -> None:
+        """Register in Redis that this process holds streams of exactly ``topics`` (``again``: all anew)."""
+        if again:
+            self._held = set()
+        added, removed = topics - self._held, self._held - topics
+        if not (added or removed):
+            return
+        held = f"{self.key}:held:{self._token}"
+        pipe = self._reader.pipeline(transaction=False)
+        for topic in added:
+            pipe.sadd(f"{self.key}:wants:{topic}", self._token)
+        for topic in removed:
+            pipe.srem(f"{self.key}:wants:{topic}", self._token)
+        if added:
+            pipe.sadd(held, *added)
+        if removed:
+            pipe.srem(held, *removed)
+        self._call(pipe.execute)
+        self._held = set(topics)
 
     def head(self) -> Position | None:
         """Return the stream's last generated id (``XINFO STREAM``)."""
@@ -440,6 +551,7 @@ class RedisTransport(LogTransport):
         pipe.hdel(self.key + ":applied", *process_tokens)
         pipe.hdel(self.key + ":versions", *process_tokens)
         self._call(pipe.execute)
+        self._call(self._forget_holds, keys=[self.key], args=process_tokens)
 
 
 class RedisBackend(LogBackend):

@@ -153,6 +153,9 @@ class Core:
         #: The clients with a stream attached, by the process that holds it (the prefix of the
         #: stream's token): liveness is checked per process, and heartbeats only walk our own.
         self.holders: dict[str, dict[str, ClientRecord]] = {}
+        #: Counts the changes to which topics have subscribers with a stream held here (see
+        #: :meth:`held_topics`): a shared log wakes this process only for publishes to those.
+        self.local_version = 0
         #: Topics with live presence whose connected subscribers changed since their last report.
         self.presence_dirty: dict[str, TopicRecord] = {}
         #: Topics with a ttl, and closed topics with when this process closed them (see ``core/_history``).
@@ -327,11 +330,20 @@ class Core:
     def set_stream(self, client: ClientRecord, stream: AttachedStream | None) -> None:
         """Attach (or, with ``None``, forget) the stream held here for ``client``; publishes follow it."""
         client.stream = stream
+        self.local_version += 1
         for topic in client.subs.values():
             if stream is None:
                 topic.local.pop(client.id, None)
             else:
                 topic.local[client.id] = stream
+
+    def held_topics(self) -> set[str]:
+        """Return the ids of the topics that have a subscriber whose stream is held here.
+
+        It walks this process's streams only (a publish to any other topic has no one here).
+        """
+        held = self.holders.get(self.process_token, {}).values()
+        return {topic_id for client in held if client.stream is not None for topic_id in client.subs}
 
     def notify(self, affected: dict[ClientRecord, list[TopicRecord]]) -> None:
         for client, unsubscribed in affected.items():
@@ -409,6 +421,7 @@ class Core:
         topic.subscribers[client.id] = client
         if client.stream is not None:
             topic.local[client.id] = client.stream
+            self.local_version += 1
         if client.status is Status.RECEIVING:
             _presence.connect(self.presence_dirty, topic, client)
         fx.add(client, "on_sub_to_topic", topic)
@@ -417,7 +430,8 @@ class Core:
     def unsubscribe(self, fx: Effects, client: ClientRecord, topic: TopicRecord) -> None:
         del client.subs[topic.id]
         del topic.subscribers[client.id]
-        topic.local.pop(client.id, None)
+        if topic.local.pop(client.id, None) is not None:
+            self.local_version += 1
         if client.status is Status.RECEIVING:
             _presence.disconnect(self.presence_dirty, topic, client)
         fx.add(client, "on_unsub_from_topic", topic)

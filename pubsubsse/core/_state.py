@@ -94,6 +94,7 @@ def import_state(core: Core, groups: dict[str, Any], items: list[Item], seq_offs
     old_clients, old_topics, old_groups = core.clients, core.topics, core.groups
     core.clients, core.public, core.groups, core.topics, core.waiting = {}, {}, {}, {}, {}
     core.holders = {}
+    core.local_version += 1
 
     def topic(
         topic_id: str, kind: TopicType, owner: ClientRecord | None = None, group: GroupRecord | None = None

@@ -1,0 +1,52 @@
+"""A process is woken for the publishes to topics it holds streams of, not for the others'.
+
+Two replicas of one service on Redis (and on a Redis Cluster). A holds a stream of a subscriber
+of ``near``; B holds none. Publishes to ``far`` (subscribed to, with streams held nowhere) wake
+neither reader: each reads them later, many in one read; publishes to ``near`` reach A's stream
+one by one. Before, every publish woke every process's reader (one read of the log each).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from pubsubsse import Publisher, SSEPubSubService
+from pubsubsse.backends import RedisBackend
+from pubsubsse.testing import read_stream
+
+
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+def test_publishes_to_topics_held_elsewhere_do_not_wake_a_process(request, where):
+    cluster = where == "redis-cluster"
+    url = request.getfixturevalue("redis_cluster" if cluster else "redis_server").url
+    key = f"test:{uuid.uuid4()}"
+    a, b = (SSEPubSubService(backend=RedisBackend(url, key=key, cluster=cluster), client_timeout=None) for _ in "ab")
+    publisher = Publisher(backend=RedisBackend(url, key=key, cluster=cluster))
+    try:
+        near, far = a.public_topic("near"), a.public_topic("far")
+        held, elsewhere = a.new_client(), b.new_client()
+        held.sub(near)
+        elsewhere.sub(far)  # its stream is held nowhere
+        stream = held.stream()
+        b.sync()
+        reads_a, reads_b = a.backend.transport.reads, b.backend.transport.reads
+        for n in range(40):
+            publisher.publish("far", n)
+            time.sleep(0.01)  # one at a time: each would be a read of its own if it woke the readers
+        for service in (a, b):
+            service.sync()
+            assert len(service._core.topics[far.id].bodies) == 40  # applied everywhere all the same
+        # Woken by the two syncs' markers and the 250 ms reads at most, not by 40 publishes.
+        assert a.backend.transport.reads - reads_a < 15
+        assert b.backend.transport.reads - reads_b < 15
+        for n in range(5):
+            publisher.publish("near", n)
+        got = read_stream(stream, updates=5, seconds=10)
+        assert got.updates(near.id) == [0, 1, 2, 3, 4]
+    finally:
+        publisher.close()
+        a.shutdown()
+        b.shutdown()

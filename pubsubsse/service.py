@@ -428,24 +428,12 @@ class SSEPubSubService:
     def held_topics(self, known: int) -> tuple[int, set[str]] | None:
         """Return the topics with a subscriber's stream held here, unless unchanged since version ``known``."""
         with self._lock:
-            if self._core.local_version == known:
-                return None
-            return self._core.local_version, self._core.held_topics()
+            version = self._core.local_version
+            return None if version == known else (version, _state.held_topics(self._core))
 
     def export_state(self, slice_size: int = 1000) -> Iterator[dict[str, Any] | list[StateItem]]:
         """Yield the state in slices, holding the lock only per slice (see :class:`.Replica`)."""
-        with self._lock:
-            groups = _state.export_groups(self._core)
-            topics = list(self._core.topics.values())
-            clients = list(self._core.clients.values())
-        yield groups
-        exports: Any = ((_state.export_topics, topics), (_state.export_clients, clients))
-        for export, records in exports:
-            for start in range(0, len(records), slice_size):
-                with self._lock:
-                    part = export(self._core, records[start : start + slice_size])
-                if part:
-                    yield part
+        return _state.export_slices(self._core, self._lock, slice_size)
 
     def import_state(self, groups: dict[str, Any], items: list[StateItem], seq_offset: int = 0) -> None:
         """Replace the state with the one described (see :class:`~pubsubsse.backends.base.Replica`)."""

@@ -16,9 +16,20 @@ Keys, all starting with ``key`` (default ``pubsubsse:log``):
 ``key:applied``, ``key:versions``
     Per process: the last position applied and when (``"<id> <unix time>"``,
     in ``key:applied``), and the newest entry format it reads.
+``key:wants:<topic id>``, ``key:held:<process>``
+    The processes that hold streams of a topic's subscribers, and the same per
+    process (to remove a dead process from the first).
 
-Connections per process: two, however many requests the worker serves at once:
-one for the reader (``XREAD`` and maintenance) and one for the writer (the
+Wake-ups: the append script publishes (sharded pub/sub, ``SPUBLISH``) to
+``key:wake`` for a batch that changes anything but a publish, and otherwise to
+``key:wake:<process>`` for the processes in ``key:wants:<topic>`` of its topics
+and for the writer. A reader at the end of the log waits for a wake-up (at most
+``block`` seconds) before it reads again, so a process reads the publishes to
+topics it has no stream of only along with something it was woken for, or a
+quarter second later: many in one read, instead of one read each.
+
+Connections per process: four, however many requests the worker serves at once:
+the reader's ``XREAD``, its wake-ups, its maintenance, and the writer's (the
 append script, one call per batch of changes).
 
 Redis Cluster (``cluster=True``): the key is wrapped in a hash tag (``{pubsubsse:log}``)

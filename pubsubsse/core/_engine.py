@@ -337,14 +337,6 @@ class Core:
             else:
                 topic.local[client.id] = stream
 
-    def held_topics(self) -> set[str]:
-        """Return the ids of the topics that have a subscriber whose stream is held here.
-
-        It walks this process's streams only (a publish to any other topic has no one here).
-        """
-        held = self.holders.get(self.process_token, {}).values()
-        return {topic_id for client in held if client.stream is not None for topic_id in client.subs}
-
     def notify(self, affected: dict[ClientRecord, list[TopicRecord]]) -> None:
         for client, unsubscribed in affected.items():
             if not client.removed:

@@ -8,6 +8,8 @@ and the message bodies it holds: topics with a history first, then clients.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from pubsubsse.core import _history, _presence
@@ -26,6 +28,22 @@ __all__ = ["Item", "export_groups", "export_topics", "export_clients", "import_s
 
 #: One exported object: JSON-ready fields, and the message bodies it holds (as they are).
 Item = tuple[dict[str, Any], list[bytes]]
+
+
+def export_slices(core: Core, lock: AbstractContextManager[Any], size: int) -> Iterator[dict[str, Any] | list[Item]]:
+    """Yield the groups, then the topics' and the clients' items ``size`` at a time, holding ``lock`` per slice."""
+    with lock:
+        groups = export_groups(core)
+        topics = list(core.topics.values())
+        clients = list(core.clients.values())
+    yield groups
+    exports: Any = ((export_topics, topics), (export_clients, clients))
+    for export, records in exports:
+        for start in range(0, len(records), size):
+            with lock:
+                part = export(core, records[start : start + size])
+            if part:
+                yield part
 
 
 def export_groups(core: Core) -> dict[str, Any]:
@@ -220,3 +238,12 @@ def _changes(core: Core, described: list[list[Any]], position: int) -> tuple[Cha
             topic.evicted = position
         changes.append((topic, bool(joined)))
     return tuple(changes)
+
+
+def held_topics(core: Core) -> set[str]:
+    """Return the ids of the topics that have a subscriber whose stream is held here.
+
+    It walks this process's streams only (a publish to any other topic has no one here).
+    """
+    held = core.holders.get(core.process_token, {}).values()
+    return {topic_id for client in held if client.stream is not None for topic_id in client.subs}

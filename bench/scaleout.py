@@ -12,6 +12,9 @@ each observer reports:
 
 - ``us_per_publish``: its CPU time (every thread's, from ``schedstat``) while it applied the publishes,
   divided by their number: what a publish to S subscribers held elsewhere costs it;
+- ``idle_us_per_second``: its CPU time per second over a window as long with no publish (its
+  timer, reports, reads of an idle log), and ``us_per_publish_net``: ``us_per_publish`` less
+  that (at 100,000 subscribers the holder publishes slowly, so the window is long);
 - ``bytes_per_client``: its RSS growth since its service was up (before any client), divided by
   S, once the clients exist and again after the publishes: what a client held elsewhere costs
   it in memory (RSS: at 1,000 clients the allocator's steps are a large share).
@@ -132,11 +135,17 @@ def measure(url: str, processes: int, subscribers: int, publishes: int) -> dict:
         gc.collect()
         holder_before = (cpu_seconds(), me.memory_info().rss - boot_rss)  # the window starts after the collection
         steal_before = steal_ticks()
+        started = time.monotonic()
         for n in range(publishes):
             topic.pub(n)
         holder.backend.sync()
         holder_published = cpu_seconds()
         after = [observer.ask("published") for observer in observers]
+        # As long again with no publish: what the observers spend anyway (timers, reports, reads
+        # of an idle log), subtracted in us_per_publish_net.
+        window = time.monotonic() - started
+        time.sleep(window)
+        idle = [observer.ask("idle") for observer in observers]
         # Four times as many in batches of 100 (Publisher.publish_many): a busy site's case, where
         # each read of the log brings many entries (and the longer window spreads the per-second work).
         batch_started = cpu_seconds()
@@ -155,13 +164,16 @@ def measure(url: str, processes: int, subscribers: int, publishes: int) -> dict:
         total = steal_after[1] - steal_before[1]
         if observers:
             cpu = [(a["cpu"] - b["cpu_resumed"]) / publishes * 1e6 for a, b in zip(after, before)]
-            cpu_batched = [(c["cpu"] - a["cpu_resumed"]) / batched_count * 1e6 for c, a in zip(batched, after)]
+            spent_idle = [i["cpu"] - a["cpu_resumed"] for i, a in zip(idle, after)]
+            net = [x - i / publishes * 1e6 for x, i in zip(cpu, spent_idle)]
+            cpu_batched = [(c["cpu"] - i["cpu_resumed"]) / batched_count * 1e6 for c, i in zip(batched, idle)]
             mem_before = [(b["rss"] - o["rss"]) / subscribers for b, o in zip(before, booted)]
             mem_after = [(a["rss"] - o["rss"]) / subscribers for a, o in zip(after, booted)]
             who = "observer (holds no stream)"
         else:
             cpu = [(holder_after[0] - holder_before[0]) / publishes * 1e6]
             cpu_batched = [(batch_ended - batch_started) / batched_count * 1e6]
+            net, spent_idle = cpu, [0.0]
             mem_before = [holder_before[1] / subscribers]
             mem_after = [holder_after[1] / subscribers]
             who = "holder (holds every stream)"
@@ -172,6 +184,8 @@ def measure(url: str, processes: int, subscribers: int, publishes: int) -> dict:
             "publishes": publishes,
             "measured": who,
             "us_per_publish": [round(x, 1) for x in cpu],
+            "us_per_publish_net": [round(x, 1) for x in net],
+            "idle_us_per_second": [round(i / window * 1e6, 1) for i in spent_idle],
             "us_per_publish_batched": [round(x, 1) for x in cpu_batched],
             "bytes_per_client_before_publishes": [round(x) for x in mem_before],
             "bytes_per_client_after_publishes": [round(x) for x in mem_after],

@@ -237,6 +237,7 @@ def test_a_log_that_lost_its_newest_entries_and_took_new_ones_is_seeded_again_fr
     client.sub(topic)
     for n in range(3):
         topic.pub(n)
+    a.sync()  # applied here (a publish returns once the log holds it)
     log.unreachable = True
     wait_for(lambda: a._backend._check_needed.is_set(), what="the reader to notice the outage")
     time.sleep(0.002)  # the next entry gets a later millisecond, past this replica's position

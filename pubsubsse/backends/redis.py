@@ -308,7 +308,7 @@ class RedisTransport(LogTransport):
                     _at(self.url, host, port), socket_timeout=1.0, socket_connect_timeout=1.0, protocol=2
                 )
                 try:
-                    ranges = probe.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+                    ranges: list[Any] = probe.execute_command("CLUSTER", "SLOTS") or []  # type: ignore[no-untyped-call]
                 except self._errors:
                     continue
                 finally:

@@ -145,6 +145,16 @@ class RedisCluster:
                     return int(fields[1].split("@")[0].rpartition(":")[2])
         raise RuntimeError(f"no master serves slot {slot}")
 
+    def replica_of(self, port: int) -> int:
+        """The port of a replica of the master at ``port``."""
+        lines = self.command(port, "cluster", "nodes").splitlines()
+        master = next(line.split()[0] for line in lines if line.split()[1].split("@")[0].endswith(f":{port}"))
+        for line in lines:
+            fields = line.split()
+            if "slave" in fields[2] and fields[3] == master:
+                return int(fields[1].split("@")[0].rpartition(":")[2])
+        raise RuntimeError(f"the master at {port} has no replica")
+
     def kill(self, port: int) -> None:
         """Kill a node (SIGKILL: no goodbye to the cluster)."""
         proc = self.procs[port]

@@ -237,6 +237,7 @@ class RedisTransport(LogTransport):
         self._master: tuple[str, int] | None = None
         self._locating = threading.Lock()
         self._replica_missing_since = -1e9
+        self._replica_missing = False  # warned that no replica answers (once per outage)
         self._reader, self._writer = self._clients(url)
         self._read_connection: Any = None  # the reader's XREAD connection, made on first use
         self._append_script = self._writer.register_script(_APPEND)
@@ -370,8 +371,13 @@ class RedisTransport(LogTransport):
             pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
             reply, replicas = self._call(pipe.execute)
             if not replicas:
+                if not self._replica_missing:
+                    log.warning("the pubsubsse log's master has no replica answering; appends do not wait for one")
+                self._replica_missing = True
                 self._replica_missing_since = time.monotonic()
-                log.warning("the pubsubsse log's master has no replica answering; appends do not wait for one")
+            elif self._replica_missing:
+                self._replica_missing = False
+                log.info("the pubsubsse log's master has a replica again; appends wait for it")
         else:
             reply = self._call(self._append_script, keys=keys, args=argv, client=writer)
         if reply and reply[0] in (b"stale", b"expired", b"early"):
@@ -407,8 +413,7 @@ class RedisTransport(LogTransport):
             arguments[3:3] = ["BLOCK", int(block * 1000)]
         connection = self._read_connection
         if connection is None:
-            pool = self._reader.connection_pool
-            connection = self._read_connection = pool.connection_class(**pool.connection_kwargs)
+            connection = self._read_connection = self._own_connection()
         self.reads += 1
         try:
             connection.send_packed_command(connection.pack_command(*arguments), check_health=False)
@@ -421,12 +426,16 @@ class RedisTransport(LogTransport):
         self._caught_up = len(entries) < count
         return [Record(_position(entry_id), dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in entries]
 
+    def _own_connection(self) -> Any:
+        """Return a connection to the log's master outside the reader's pool (raw replies, held by one thread)."""
+        pool = self._reader.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
     def _wake(self) -> Any:
         """Return the connection subscribed to this process's wake-up channels, made if need be."""
         wake = self._wake_connection
         if wake is None:
-            pool = self._reader.connection_pool
-            wake = pool.connection_class(**pool.connection_kwargs)
+            wake = self._own_connection()
             try:
                 wake.send_command("SSUBSCRIBE", self.key + ":wake", self.key + ":wake:" + self._token)
                 wake.read_response()
@@ -440,13 +449,14 @@ class RedisTransport(LogTransport):
 
     def hold(self, topics: set[str], again: bool = False) -> None:
         """Register in Redis that this process holds streams of exactly ``topics`` (``again``: all anew)."""
-        if again:
-            self._held = set()
-        added, removed = topics - self._held, self._held - topics
-        if not (added or removed):
-            return
         held = f"{self.key}:held:{self._token}"
         pipe = self._reader.pipeline(transaction=False)
+        if again:  # what Redis holds for this process is not known: start from nothing there too
+            self._forget_holds(keys=[self.key], args=[self._token], client=pipe)
+            self._held = set()
+        added, removed = topics - self._held, self._held - topics
+        if not (again or added or removed):
+            return
         for topic in added:
             pipe.sadd(f"{self.key}:wants:{topic}", self._token)
         for topic in removed:

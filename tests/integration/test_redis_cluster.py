@@ -71,3 +71,43 @@ def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently():
 
 def _is_master(cluster: RedisCluster, port: int) -> bool:
     return "role:master" in cluster.command(port, "info", "replication")
+
+
+def test_a_master_without_a_replica_is_reported_once_per_outage(redis_cluster, monkeypatch, caplog):
+    import signal
+
+    from pubsubsse.backends import redis as redis_transport
+    from pubsubsse.backends._entries import encode_entry
+
+    # Appends try waiting for a replica again after this long without one (5 s in production): each does here.
+    monkeypatch.setattr(redis_transport, "_REPLICA_RETRY", 0.0)
+    transport = redis_transport.RedisTransport(redis_cluster.url, key=f"t:{uuid.uuid4()}", cluster=True)
+    transport.connect()
+    transport.create_epoch("e")
+    numbers = iter(range(1, 10**6))
+
+    def append() -> None:
+        entry = encode_entry("P-test", next(numbers), "pub", ("T-a", b"{}"), 2)
+        transport.append([entry], "e", transport.now_ms() + 5000, 0)
+
+    def said() -> list[str]:
+        return [record.getMessage() for record in caplog.records if "replica" in record.getMessage()]
+
+    replica = redis_cluster.replica_of(redis_cluster.master_of(transport.key))
+    process = redis_cluster.procs[replica]
+    caplog.set_level("INFO", logger=redis_transport.__name__)
+    append()
+    process.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(10):  # each tries WAIT again (200 ms without an answer)
+            append()
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert said() == ["the pubsubsse log's master has no replica answering; appends do not wait for one"]
+    deadline = time.monotonic() + 30
+    while len(said()) < 2:
+        assert time.monotonic() < deadline, "the replica's return was not noticed"
+        append()
+    transport.disconnect()
+    redis_cluster.wait_ok()
+    assert said()[1:] == ["the pubsubsse log's master has a replica again; appends wait for it"]

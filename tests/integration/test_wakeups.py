@@ -50,3 +50,24 @@ def test_publishes_to_topics_held_elsewhere_do_not_wake_a_process(request, where
         publisher.close()
         a.shutdown()
         b.shutdown()
+
+
+def test_registering_the_held_topics_anew_drops_the_ones_no_longer_held(redis_server):
+    import redis
+
+    from pubsubsse.backends.redis import RedisTransport
+
+    key = f"test:{uuid.uuid4()}"
+    transport = RedisTransport(redis_server.url, key=key)
+    transport.serve("P-one")
+    transport.hold({"T-a", "T-b"})
+    # After a reload the process knows only what it holds now, not what Redis still has for it.
+    transport.hold({"T-a"}, again=True)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert client.smembers(f"{key}:wants:T-a") == {b"P-one"}
+        assert client.smembers(f"{key}:wants:T-b") == set()  # else publishes to T-b would still wake it
+        assert client.smembers(f"{key}:held:P-one") == {b"T-a"}
+    finally:
+        client.close()
+        transport.disconnect()

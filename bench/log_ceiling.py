@@ -25,7 +25,7 @@ from pubsubsse.backends._entries import encode_entry
 from pubsubsse.backends.redis import RedisTransport
 from pubsubsse.core._messages import encode_update
 
-from .run import steal_ticks
+from .run import emit, steal_ticks
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -100,13 +100,9 @@ def main() -> None:
         for run in range(1, args.repeat + 1):
             assert redis.proc is not None
             for result in measure(redis.url, redis.proc.pid, args.publishes):
-                line = json.dumps(
-                    {"bench": "log_ceiling", "run": run, **result, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                emit(
+                    {"bench": "log_ceiling", "run": run, **result, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, args.out
                 )
-                print(line, flush=True)
-                if args.out:
-                    with open(args.out, "a") as out:
-                        out.write(line + "\n")
     finally:
         redis.close()
 

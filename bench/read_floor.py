@@ -20,7 +20,6 @@ Steal (``/proc/stat``) over each measurement is recorded; one JSON line per meas
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -31,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from .run import steal_ticks
+from .run import emit, steal_ticks
 
 _GAP = 0.004  # seconds between messages: every message finds the reader asleep
 
@@ -148,7 +147,7 @@ def main() -> None:
     }
     for name, run in runs.items():
         cpu, steal = run()
-        line = json.dumps(
+        emit(
             {
                 "bench": "read_floor",
                 "reader": name,
@@ -156,12 +155,9 @@ def main() -> None:
                 "us_per_message": round(cpu / args.messages * 1e6, 1),
                 "steal_pct": round(steal, 3),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
+            },
+            args.out,
         )
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a") as out:
-                out.write(line + "\n")
 
 
 if __name__ == "__main__":

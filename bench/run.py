@@ -507,6 +507,15 @@ def set_steal_limit(pct: float) -> None:
     STEAL_LIMIT_PCT = pct
 
 
+def emit(result: dict, out: str | None) -> None:
+    """Print ``result`` as one JSON line, and append it to the file ``out`` too if given."""
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as file:
+            file.write(line + "\n")
+
+
 def steal_ticks() -> tuple[int, int]:
     """Return the machine's (stolen, total) CPU ticks so far, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

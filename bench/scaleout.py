@@ -41,7 +41,7 @@ import psutil
 from pubsubsse import Publisher, SSEPubSubService
 from pubsubsse.backends import RedisBackend
 
-from .run import steal_ticks
+from .run import emit, steal_ticks
 
 #: A replica that takes 100 ms per publish (100,000 subscribers, before positions) is slow, not gone.
 #: No snapshot while it measures: a snapshot's cost (one process exports the whole state every
@@ -226,12 +226,7 @@ def main() -> None:
         for subscribers in args.subscribers:
             for processes in args.processes:
                 publishes = args.publishes or max(50, min(500, 10_000_000 // subscribers))
-                result = measure(redis.url, processes, subscribers, publishes)
-                line = json.dumps(result)
-                print(line, flush=True)
-                if args.out:
-                    with open(args.out, "a") as out:
-                        out.write(line + "\n")
+                emit(measure(redis.url, processes, subscribers, publishes), args.out)
     finally:
         redis.close()
     os._exit(0)  # streams of the last round may still hold threads

@@ -49,6 +49,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pubsubsse.backends._redis_scripts import APPEND, FORGET_HOLDS, IF_OWNER_DELETE, IF_OWNER_SET, REPLACE, TRIM
 from pubsubsse.backends.log import (
     Appended,
     LogBackend,
@@ -75,106 +76,6 @@ DEFAULT_KEY = "pubsubsse:log"
 #: answer within it is not waited for again for ``_REPLICA_RETRY`` seconds.
 _REPLICA_WAIT_MS = 200
 _REPLICA_RETRY = 5.0
-
-_APPEND = """
-local epoch = redis.call('GET', KEYS[2])
-if not epoch or (ARGV[1] ~= '*' and epoch ~= ARGV[1]) then return {'stale'} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[2]) then return {'expired'} end
-if now <= tonumber(ARGV[3]) then return {'early'} end
-local own, tags = ARGV[4], tonumber(ARGV[5])
-local ids = {}
-local i = 6 + tags
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local args = {'XADD', KEYS[1], '*'}
-  for j = 1, 2 * n do args[#args + 1] = ARGV[i + j] end
-  ids[#ids + 1] = redis.call(unpack(args))
-  i = i + 1 + 2 * n
-end
--- Wake the readers that want these entries: every one for a change ('' tag), otherwise the
--- processes holding streams of the topics published to, and the writer (it waits for its own).
-if tags > 0 and ARGV[6] == '' then
-  redis.call('SPUBLISH', KEYS[1] .. ':wake', '1')
-  return ids
-end
-local woken = {}
-if own ~= '' then woken[own] = true end
-for j = 6, 5 + tags do
-  for _, p in ipairs(redis.call('SMEMBERS', KEYS[1] .. ':wants:' .. ARGV[j])) do woken[p] = true end
-end
-for p in pairs(woken) do redis.call('SPUBLISH', KEYS[1] .. ':wake:' .. p, '1') end
-return ids
-"""
-
-_REPLACE = """
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '' then
-  if current then return 0 end
-elseif current ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('DEL', KEYS[3])
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
-
-# The reports are read in the script: a process whose report lands before the trim is never
-# trimmed past. XTRIM leaves max-deleted-entry-id alone (only XDEL moves it): the script moves it
-# to the last entry it removes, so that a process that looked dead can tell that entries after
-# its position are gone.
-_TRIM = """
-local function parts(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local minid = ARGV[1]
-local mms, mseq = parts(minid)
-local reports = redis.call('HGETALL', KEYS[2])
-for i = 2, #reports, 2 do
-  local id, wall = string.match(reports[i], '^(%d+%-%d+) (%S+)$')
-  if id and tonumber(wall) and tonumber(wall) > tonumber(ARGV[2]) then
-    local ms, seq = parts(id)
-    if ms < mms or (ms == mms and seq < mseq) then minid, mms, mseq = id, ms, seq end
-  end
-end
-if minid == '0-0' then return 0 end
-local last = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)[1]
-if not last or redis.call('XTRIM', KEYS[1], 'MINID', minid) == 0 then return 0 end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local top, deleted
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then top = info[i + 1] end
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
-end
-local lms, lseq = parts(last[1])
-local dms, dseq = parts(deleted)
-if lms > dms or (lms == dms and lseq > dseq) then
-  redis.call('XSETID', KEYS[1], top, 'MAXDELETEDID', last[1])
-end
-return 1
-"""
-
-_FORGET_HOLDS = """
-for _, token in ipairs(ARGV) do
-  local held = KEYS[1] .. ':held:' .. token
-  for _, topic in ipairs(redis.call('SMEMBERS', held)) do redis.call('SREM', KEYS[1] .. ':wants:' .. topic, token) end
-  redis.call('DEL', held)
-end
-return 1
-"""
-
-_IF_OWNER_SET = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end
-return 0
-"""
-
-_IF_OWNER_DELETE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _position(entry_id: bytes | str) -> Position:
@@ -240,12 +141,12 @@ class RedisTransport(LogTransport):
         self._replica_missing = False  # warned that no replica answers (once per outage)
         self._reader, self._writer = self._clients(url)
         self._read_connection: Any = None  # the reader's XREAD connection, made on first use
-        self._append_script = self._writer.register_script(_APPEND)
-        self._replace_script = self._reader.register_script(_REPLACE)
-        self._if_owner_set = self._reader.register_script(_IF_OWNER_SET)
-        self._if_owner_delete = self._reader.register_script(_IF_OWNER_DELETE)
-        self._trim_script = self._reader.register_script(_TRIM)
-        self._forget_holds = self._reader.register_script(_FORGET_HOLDS)
+        self._append_script = self._writer.register_script(APPEND)
+        self._replace_script = self._reader.register_script(REPLACE)
+        self._if_owner_set = self._reader.register_script(IF_OWNER_SET)
+        self._if_owner_delete = self._reader.register_script(IF_OWNER_DELETE)
+        self._trim_script = self._reader.register_script(TRIM)
+        self._forget_holds = self._reader.register_script(FORGET_HOLDS)
         self._token = ""  # the process this transport reads for (serve()); a Publisher's reads nothing
         self._wake_connection: Any = None  # subscribed to this process's wake channels
         #: Whether the last XREAD found the end of the log: the next read waits for a wake-up first.
@@ -409,7 +310,8 @@ class RedisTransport(LogTransport):
                     wake.disconnect()
                     raise self._unavailable(error) from error
         arguments: list[Any] = ["XREAD", "COUNT", count, "STREAMS", self.key, _entry_id(after)]
-        if block and not self._token:  # reading for no process (no wake-ups): wait in XREAD itself
+        if block and not (self._token and self._caught_up):
+            # Reading for no process (no wake-ups), or busy with changes: wait in XREAD itself.
             arguments[3:3] = ["BLOCK", int(block * 1000)]
         connection = self._read_connection
         if connection is None:
@@ -423,8 +325,12 @@ class RedisTransport(LogTransport):
             self._caught_up = False
             raise self._unavailable(error) from error
         entries = reply[0][1] if reply else []
-        self._caught_up = len(entries) < count
-        return [Record(_position(entry_id), dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in entries]
+        records = [Record(_position(entry_id), dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in entries]
+        # At the end of the log, wait for a wake-up before the next read; but after a change (an
+        # entry without a body), more may follow (a storm of attaches): each would be a wake-up
+        # and a read, where a blocked XREAD is one read.
+        self._caught_up = len(entries) < count and all(b"b" in record.fields for record in records)
+        return records
 
     def _own_connection(self) -> Any:
         """Return a connection to the log's master outside the reader's pool (raw replies, held by one thread)."""

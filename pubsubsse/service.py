@@ -429,7 +429,7 @@ class SSEPubSubService:
         """Return the topics with a subscriber's stream held here, unless unchanged since version ``known``."""
         with self._lock:
             version = self._core.local_version
-            return None if version == known else (version, _state.held_topics(self._core))
+            return None if version == known else (version, set(self._core.held))
 
     def export_state(self, slice_size: int = 1000) -> Iterator[dict[str, Any] | list[StateItem]]:
         """Yield the state in slices, holding the lock only per slice (see :class:`.Replica`)."""

@@ -153,8 +153,9 @@ class Core:
         #: The clients with a stream attached, by the process that holds it (the prefix of the
         #: stream's token): liveness is checked per process, and heartbeats only walk our own.
         self.holders: dict[str, dict[str, ClientRecord]] = {}
-        #: Counts the changes to which topics have subscribers with a stream held here (see
-        #: :meth:`held_topics`): a shared log wakes this process only for publishes to those.
+        #: The topics with a subscriber whose stream is held here, and a count of the changes to
+        #: that set: a shared log wakes this process only for publishes to those topics.
+        self.held: dict[str, TopicRecord] = {}
         self.local_version = 0
         #: Topics with live presence whose connected subscribers changed since their last report.
         self.presence_dirty: dict[str, TopicRecord] = {}
@@ -330,12 +331,11 @@ class Core:
     def set_stream(self, client: ClientRecord, stream: AttachedStream | None) -> None:
         """Attach (or, with ``None``, forget) the stream held here for ``client``; publishes follow it."""
         client.stream = stream
-        self.local_version += 1
         for topic in client.subs.values():
             if stream is None:
-                topic.local.pop(client.id, None)
+                _withdraw(self, topic, client.id)
             else:
-                topic.local[client.id] = stream
+                _offer(self, topic, client.id, stream)
 
     def notify(self, affected: dict[ClientRecord, list[TopicRecord]]) -> None:
         for client, unsubscribed in affected.items():
@@ -412,8 +412,7 @@ class Core:
         client.subs[topic.id] = topic
         topic.subscribers[client.id] = client
         if client.stream is not None:
-            topic.local[client.id] = client.stream
-            self.local_version += 1
+            _offer(self, topic, client.id, client.stream)
         if client.status is Status.RECEIVING:
             _presence.connect(self.presence_dirty, topic, client)
         fx.add(client, "on_sub_to_topic", topic)
@@ -422,8 +421,7 @@ class Core:
     def unsubscribe(self, fx: Effects, client: ClientRecord, topic: TopicRecord) -> None:
         del client.subs[topic.id]
         del topic.subscribers[client.id]
-        if topic.local.pop(client.id, None) is not None:
-            self.local_version += 1
+        _withdraw(self, topic, client.id)
         if client.status is Status.RECEIVING:
             _presence.disconnect(self.presence_dirty, topic, client)
         fx.add(client, "on_unsub_from_topic", topic)
@@ -498,6 +496,21 @@ class Core:
         client.waiting_since = self.now()
         self.waiting.pop(client.id, None)  # to the end: the waiting list stays in waiting order
         self.waiting[client.id] = client
+
+
+def _offer(core: Core, topic: TopicRecord, client_id: str, stream: AttachedStream) -> None:
+    """Offer ``topic``'s publishes to a stream held here."""
+    topic.local[client_id] = stream
+    if topic.id not in core.held:
+        core.held[topic.id] = topic
+        core.local_version += 1
+
+
+def _withdraw(core: Core, topic: TopicRecord, client_id: str) -> None:
+    """Stop offering ``topic``'s publishes to ``client_id``'s stream (if it was held here)."""
+    if topic.local.pop(client_id, None) is not None and not topic.local:
+        core.held.pop(topic.id, None)
+        core.local_version += 1
 
 
 def _typed(client: ClientRecord, topic: TopicRecord, change: str) -> tuple[ClientRecord, str, Any]:

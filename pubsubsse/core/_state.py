@@ -111,7 +111,7 @@ def import_state(core: Core, groups: dict[str, Any], items: list[Item], seq_offs
     clients = [(data, bodies) for data, bodies in items if "topic" not in data]
     old_clients, old_topics, old_groups = core.clients, core.topics, core.groups
     core.clients, core.public, core.groups, core.topics, core.waiting = {}, {}, {}, {}, {}
-    core.holders = {}
+    core.holders, core.held = {}, {}
     core.local_version += 1
 
     def topic(
@@ -238,12 +238,3 @@ def _changes(core: Core, described: list[list[Any]], position: int) -> tuple[Cha
             topic.evicted = position
         changes.append((topic, bool(joined)))
     return tuple(changes)
-
-
-def held_topics(core: Core) -> set[str]:
-    """Return the ids of the topics that have a subscriber whose stream is held here.
-
-    It walks this process's streams only (a publish to any other topic has no one here).
-    """
-    held = core.holders.get(core.process_token, {}).values()
-    return {topic_id for client in held if client.stream is not None for topic_id in client.subs}

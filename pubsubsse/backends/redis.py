@@ -297,18 +297,10 @@ class RedisTransport(LogTransport):
         other topics it reads ``block`` seconds later at the latest, many in one read.
         """
         if block and self._token:
-            wake = self._wake()
-            if self._caught_up:
-                try:
-                    if wake.can_read(timeout=block):
-                        while True:  # every wake-up waiting: one read serves them all
-                            wake.read_response()
-                            if not wake.can_read(timeout=0):
-                                break
-                except self._errors as error:
-                    self._wake_connection = None
-                    wake.disconnect()
-                    raise self._unavailable(error) from error
+            # Caught up: wait for a wake-up. Otherwise take the ones already here (the changes about
+            # to be read sent them): left unread through a storm of changes, they would pile up in
+            # Redis's output buffer for this connection.
+            self._take_wake_ups(block if self._caught_up else 0.0)
         arguments: list[Any] = ["XREAD", "COUNT", count, "STREAMS", self.key, _entry_id(after)]
         if block and not (self._token and self._caught_up):
             # Reading for no process (no wake-ups), or busy with changes: wait in XREAD itself.
@@ -331,6 +323,20 @@ class RedisTransport(LogTransport):
         # and a read, where a blocked XREAD is one read.
         self._caught_up = len(entries) < count and all(b"b" in record.fields for record in records)
         return records
+
+    def _take_wake_ups(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a wake-up, then take every one waiting: one read serves them all."""
+        wake = self._wake()
+        try:
+            if wake.can_read(timeout=timeout):
+                while True:
+                    wake.read_response()
+                    if not wake.can_read(timeout=0):
+                        break
+        except self._errors as error:
+            self._wake_connection = None
+            wake.disconnect()
+            raise self._unavailable(error) from error
 
     def _own_connection(self) -> Any:
         """Return a connection to the log's master outside the reader's pool (raw replies, held by one thread)."""

@@ -71,3 +71,33 @@ def test_registering_the_held_topics_anew_drops_the_ones_no_longer_held(redis_se
     finally:
         client.close()
         transport.disconnect()
+
+
+def test_wake_ups_do_not_pile_up_while_a_reader_follows_a_storm_of_changes(redis_server):
+    """After a change the reader waits in ``XREAD BLOCK``; the wake-ups of the changes it reads so
+    must not stay unread on its wake-up connection (a storm of reconnects would pile up one per
+    change there and in Redis's output buffer, to be parsed later in one go)."""
+    from pubsubsse.backends.redis import RedisTransport
+
+    key = f"test:{uuid.uuid4()}"
+    follower, writer = RedisTransport(redis_server.url, key=key), RedisTransport(redis_server.url, key=key)
+    follower.serve("P-follower")
+    writer.serve("P-writer")
+    writer.create_epoch("E")
+    try:
+        position = (0, 0)
+        assert follower.read(position, 0.05, 1000) == []  # subscribed to its wake-ups from here
+        for n in range(200):
+            writer.append([{"o": str(n).encode()}], "E", writer.now_ms() + 10_000, 0)  # a change: wakes all
+            records = follower.read(position, 1.0, 1000)
+            assert [record.fields[b"o"] for record in records] == [str(n).encode()]
+            position = records[-1].position
+        wake = follower._wake_connection
+        left = 0
+        while wake.can_read(timeout=0.2) and left < 1000:
+            wake.read_response()
+            left += 1
+        assert left <= 2  # the last change's wake-up may come after its read; not 200 of them
+    finally:
+        follower.disconnect()
+        writer.disconnect()

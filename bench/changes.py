@@ -22,13 +22,13 @@ import uuid
 from pubsubsse import SSEPubSubService
 from pubsubsse.backends import RedisBackend
 
-from .run import emit, steal_ticks
-from .scaleout import _SLOW_OK, Observer, _commit
+from .run import commit, emit, steal_pct, steal_ticks
+from .scaleout import SLOW_OK, Observer
 
 
 def measure(url: str, followers: int, threads: int, changes: int) -> dict:
     key = f"bench:{uuid.uuid4()}"
-    maker = SSEPubSubService(backend=RedisBackend(url, key=key, **_SLOW_OK), client_timeout=None)
+    maker = SSEPubSubService(backend=RedisBackend(url, key=key, **SLOW_OK), client_timeout=None)
     observers = [Observer(url, key) for _ in range(followers)]
     try:
         topic = maker.public_topic("storm")
@@ -49,7 +49,6 @@ def measure(url: str, followers: int, threads: int, changes: int) -> dict:
             observer.stop()
         maker.shutdown()
     made = changes // 2 * 2
-    total = steal_after[1] - steal_before[1]
     return {
         "bench": "changes",
         "followers": followers,
@@ -57,8 +56,8 @@ def measure(url: str, followers: int, threads: int, changes: int) -> dict:
         "changes": made,
         "changes_per_second": round(made / elapsed),
         "follower_us_per_change": [round((a["cpu"] - b["cpu_resumed"]) / made * 1e6, 1) for a, b in zip(after, before)],
-        "steal_pct": round(100 * (steal_after[0] - steal_before[0]) / total, 2) if total else 0.0,
-        "commit": _commit(),
+        "steal_pct": steal_pct(steal_before, steal_after),
+        "commit": commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

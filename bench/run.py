@@ -522,6 +522,21 @@ def steal_ticks() -> tuple[int, int]:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Return the share of the machine's CPU time stolen between two ``steal_ticks()`` readings, in %."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 3) if total else 0.0
+
+
+def commit() -> str:
+    """Return the short hash of the checkout's HEAD (``"?"`` without git), for the JSON lines."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except OSError:
+        return "?"
+
+
 def valid(r: dict) -> bool:
     """Whether a run measured what its workload is about (see docs/benchmarks.md)."""
     if r.get("generator_bound") or r.get("steal_pct", 0) > STEAL_LIMIT_PCT or "error" in r:

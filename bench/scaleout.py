@@ -41,12 +41,12 @@ import psutil
 from pubsubsse import Publisher, SSEPubSubService
 from pubsubsse.backends import RedisBackend
 
-from .run import emit, steal_ticks
+from .run import commit, emit, steal_pct, steal_ticks
 
 #: A replica that takes 100 ms per publish (100,000 subscribers, before positions) is slow, not gone.
 #: No snapshot while it measures: a snapshot's cost (one process exports the whole state every
 #: ``snapshot_every`` entries) is bench.snapshot's subject, and would land in one observer's window.
-_SLOW_OK: dict = {"timeout": 30.0, "outcome_timeout": 600.0, "alive": 600.0, "snapshot_every": 10**9}
+SLOW_OK: dict = {"timeout": 30.0, "outcome_timeout": 600.0, "alive": 600.0, "snapshot_every": 10**9}
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -65,7 +65,7 @@ def cpu_seconds(pid: int | None = None) -> float:
 def observe(url: str, key: str) -> None:
     """An observer: follow the log, hold nothing, answer the holder's requests on stdin."""
     process = psutil.Process()
-    service = SSEPubSubService(backend=RedisBackend(url, key=key, **_SLOW_OK), client_timeout=None)
+    service = SSEPubSubService(backend=RedisBackend(url, key=key, **SLOW_OK), client_timeout=None)
     service.backend.sync()
     for line in sys.stdin:
         command = line.strip()
@@ -113,7 +113,7 @@ class Observer:
 def measure(url: str, processes: int, subscribers: int, publishes: int) -> dict:
     key = f"bench:{uuid.uuid4()}"
     me = psutil.Process()
-    holder = SSEPubSubService(backend=RedisBackend(url, key=key, **_SLOW_OK), client_timeout=None, queue_size=10)
+    holder = SSEPubSubService(backend=RedisBackend(url, key=key, **SLOW_OK), client_timeout=None, queue_size=10)
     observers = [Observer(url, key) for _ in range(processes - 1)]
     try:
         booted = [observer.ask("booted") for observer in observers]  # the baseline: a service, no client
@@ -160,8 +160,6 @@ def measure(url: str, processes: int, subscribers: int, publishes: int) -> dict:
         steal_after = steal_ticks()
         gc.collect()
         holder_after = (holder_published, me.memory_info().rss - boot_rss)
-        stolen = steal_after[0] - steal_before[0]
-        total = steal_after[1] - steal_before[1]
         if observers:
             cpu = [(a["cpu"] - b["cpu_resumed"]) / publishes * 1e6 for a, b in zip(after, before)]
             spent_idle = [i["cpu"] - a["cpu_resumed"] for i, a in zip(idle, after)]
@@ -190,22 +188,14 @@ def measure(url: str, processes: int, subscribers: int, publishes: int) -> dict:
             "bytes_per_client_before_publishes": [round(x) for x in mem_before],
             "bytes_per_client_after_publishes": [round(x) for x in mem_after],
             "holder_us_per_publish": round((holder_after[0] - holder_before[0]) / publishes * 1e6, 1),
-            "steal_pct": round(100 * stolen / total, 3) if total else 0.0,
-            "commit": _commit(),
+            "steal_pct": steal_pct(steal_before, steal_after),
+            "commit": commit(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     finally:
         for observer in observers:
             observer.stop()
         holder.shutdown()
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-    except OSError:
-        return "?"
 
 
 def main() -> None:

@@ -3,12 +3,14 @@
  * It parses only what it must: the start of each line ("data:") and, inside data lines, the
  * publish timestamp  "ts":<ns since epoch>  to compute publish-to-receipt latency.
  *
- *   loadgen -p PORT -f PATHS [-d SECONDS] [-w WARMUP] [-s STALLED] [-c churn] [-b SOURCE_ADDRESS]
+ *   loadgen -p PORT -f PATHS [-d SECONDS] [-w WARMUP] [-s STALLED] [-c churn] [-r] [-b SOURCE_ADDRESS]
  *
  * PATHS holds one request path per line, one connection each. The first STALLED connections
  * never read after their request (a slow client). With -c, connections are closed as soon as the
  * server has answered anything and are reopened (churn) until the duration ends. With -b, connections
- * come from that local address (several loadgens on 127.0.0.x hold more than one address's ports). Prints
+ * come from that local address (several loadgens on 127.0.0.x hold more than one address's ports). With -r, a
+ * connection answered with another status than 200 is closed and opened again after a backoff (1 s, doubling
+ * up to 8 s, as a browser's client retries a 503); "refused" counts those answers. Prints
  * "READY" on stderr once every connection has been written, and one JSON object on stdout at the end, which
  * SIGTERM brings forward.
  */
@@ -42,6 +44,8 @@ typedef struct {
     long events;
     long updates;
     long bytes;
+    int retries;
+    double reopen_at; /* > 0: closed after a refusal, to be opened again then */
     char *path;
 } conn_t;
 
@@ -53,8 +57,8 @@ static int nconns;
 static double *lat;
 static long nlat, lat_cap = 8000000;
 static int measuring;
-static long updates_measured, events_measured, opened, churned;
-static int churn;
+static long updates_measured, events_measured, opened, churned, refused;
+static int churn, retry, waiting;
 static volatile sig_atomic_t stop_now;
 static struct sockaddr_in source;
 static int bind_source;
@@ -146,7 +150,7 @@ int main(int argc, char **argv) {
     double duration = 10, warmup = 2;
     int stalled = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:d:w:s:cb:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:d:w:s:crb:")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': paths_file = optarg; break;
@@ -154,6 +158,7 @@ int main(int argc, char **argv) {
         case 'w': warmup = atof(optarg); break;
         case 's': stalled = atoi(optarg); break;
         case 'c': churn = 1; break;
+        case 'r': retry = 1; break;
         case 'b':
             source.sin_family = AF_INET;
             if (inet_pton(AF_INET, optarg, &source.sin_addr) != 1) { fprintf(stderr, "bad -b\n"); return 2; }
@@ -197,13 +202,36 @@ int main(int argc, char **argv) {
         double t = now_s();
         if (t >= end || stop_now) break;
         if (!measuring && t >= measure_from) measuring = 1;
+        if (waiting) {
+            for (int i = 0; i < nconns; i++) {
+                if (conns[i].reopen_at > 0 && conns[i].reopen_at <= t) {
+                    conns[i].reopen_at = 0;
+                    waiting--;
+                    open_conn(&conns[i]);
+                }
+            }
+        }
         int n = epoll_wait(epfd, events, 512, 50);
         for (int i = 0; i < n; i++) {
             conn_t *c = events[i].data.ptr;
             ssize_t r;
+            int first = c->bytes == 0;
             while ((r = read(c->fd, buf, sizeof buf)) > 0) {
+                if (first && retry && r >= 12 && memcmp(buf + 9, "200", 3) != 0) break; /* "HTTP/1.1 503" */
+                first = 0;
                 c->bytes += r;
                 feed(c, buf, r);
+            }
+            if (r > 0) {
+                epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+                close(c->fd);
+                c->fd = -1;
+                refused++;
+                double backoff = c->retries < 3 ? (double)(1 << c->retries) : 8.0;
+                c->retries++;
+                c->reopen_at = t + backoff;
+                waiting++;
+                continue;
             }
             if (r == 0 || (r < 0 && errno != EAGAIN)) {
                 epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -238,8 +266,9 @@ int main(int argc, char **argv) {
            "\"seconds\": %.3f, \"updates_per_s\": %.1f, \"min_updates_per_conn\": %ld, \"latency_samples\": %ld, "
            "\"p10_ms\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, \"p999_ms\": %.3f, \"max_ms\": %.3f, "
            " \"loadgen_cpu_s\": %.3f, \"opened\": %ld, "
-           "\"churned\": %ld}\n",
+           "\"churned\": %ld, \"refused\": %ld, \"waiting\": %d}\n",
            nconns, stalled, with_events, updates_measured, events_measured, elapsed,
-           updates_measured / elapsed, min_updates, nlat, p10, p50, p90, p99, p999, pmax, cpu, opened, churned);
+           updates_measured / elapsed, min_updates, nlat, p10, p50, p90, p99, p999, pmax, cpu, opened, churned,
+           refused, waiting);
     return 0;
 }

@@ -12,8 +12,9 @@ topic, ``--gap`` seconds apart.
 
 It reports the memory per stream summed over every process (workers, gunicorn's arbiter and
 Redis; RSS after the streams are open, less before the clients were made), how many streams
-attached (an attach the log did not take in time under this load is answered 503, which a
-browser retries and the load generator does not), the time from each
+attached (an attach the log did not take in time under this load is answered 503; the load
+generators retry it after 1, 2, 4, then 8 s, as pubsubsse.js does: ``refused_503`` counts those
+answers and ``refusal_reasons`` the reasons the workers logged), the time from each
 publish to each stream's receipt (p50, p99, the last one), and the CPU of the server side
 (workers and Redis) per delivery. One JSON line goes to stdout, with the machine's steal time.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -130,8 +132,9 @@ def main() -> None:
         for i in range(args.loadgens):
             chunk = tmp / f"paths-{i}"
             chunk.write_text("\n".join(paths[i * share : (i + 1) * share]) + "\n")
+            source = f"127.0.0.{10 + i}"
             loadgen = subprocess.Popen(
-                [str(LOADGEN), "-p", str(port), "-f", str(chunk), "-d", "3600", "-w", "0", "-b", f"127.0.0.{10 + i}"],
+                [str(LOADGEN), "-p", str(port), "-f", str(chunk), "-d", "3600", "-w", "0", "-r", "-b", source],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -142,8 +145,7 @@ def main() -> None:
             if line.strip() != "READY":
                 raise SystemExit(f"loadgen {i}: {line}{loadgen.stderr.read()}")
 
-        # Every stream attached, or none more for 30 s: an attach the log did not take in time
-        # (under this load) was answered 503, which a browser retries and the load generator does not.
+        # Every stream attached, or none more for 30 s (the retries of refused attaches come within 8 s).
         attached, last_growth = 0, time.monotonic()
         while attached < args.streams and time.monotonic() - last_growth < 30:
             time.sleep(2)
@@ -182,7 +184,8 @@ def main() -> None:
                     "deliveries": deliveries,
                     "expected_deliveries": args.publishes * attached,
                     "streams_attached": attached,
-                    "refused_503": (tmp / "server.log").read_text().count("backend unavailable"),
+                    "refused_503": sum(r["refused"] for r in results),
+                    "refusal_reasons": refusal_reasons((tmp / "server.log").read_text()),
                     "streams_with_events": sum(r["with_events"] for r in results),
                     "clients_made_s": round(made_s, 1),
                     "streams_opened_s": round(opened_s, 1),
@@ -213,6 +216,17 @@ def main() -> None:
         redis.terminate()
         redis.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def refusal_reasons(server_log: str) -> dict[str, int]:
+    """Count the workers' "backend unavailable: <reason>" warnings by reason (numbers masked)."""
+    reasons: dict[str, int] = {}
+    for line in server_log.splitlines():
+        _, found, reason = line.partition("backend unavailable: ")
+        if found:
+            reason = re.sub(r"[0-9.]+", "N", reason.strip())
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons
 
 
 def _answers(base: str) -> bool:

@@ -95,6 +95,20 @@ def test_unexpected_faults_are_500_json_without_traceback(service, make_app, cap
     assert "secret internals" in caplog.text
 
 
+def test_a_503_logs_why_the_backend_was_unavailable(service, make_app, caplog):
+    from pubsubsse.errors import BackendUnavailable
+
+    def unavailable(request, action, client, topic):
+        raise BackendUnavailable("the change was not sent within 5.0 s; it was not applied")
+
+    http = make_app(authorize=unavailable)
+    r = http.get("/ps/add/user")
+    assert r.status_code == 503
+    assert r.json == {"ok": "false", "error": "backend unavailable"}
+    assert "not sent within 5.0 s" not in r.get_data(as_text=True)
+    assert "backend unavailable: the change was not sent within 5.0 s" in caplog.text
+
+
 def test_bad_options_are_refused():
     with pytest.raises(TypeError):
         create_blueprint(SSEPubSubService(), authorize="yes")

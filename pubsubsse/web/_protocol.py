@@ -412,8 +412,6 @@ class Endpoints:
         except LimitReached as limit:
             return error_reply(429, f"limit reached: {str(limit).partition(':')[0]}")
         except BackendUnavailable as unavailable:
-            # The reason (not sent in time, log unreachable, not loaded yet) tells an operator
-            # whether to scale out or look at the log; it holds no client id or payload.
             log.warning("pubsubsse endpoint %s: backend unavailable: %s", action, unavailable)
             return error_reply(503, "backend unavailable")
         except PubSubError as error:

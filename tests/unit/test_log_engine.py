@@ -250,3 +250,32 @@ def test_a_log_that_lost_its_newest_entries_and_took_new_ones_is_seeded_again_fr
     # The same event ids everywhere: the lost messages count in both (a resync follows them).
     assert b._core.position == a._core.position > 5
     assert a.stats()["log_reseeds"] == 1
+
+
+def test_a_replica_behind_the_log_catches_up_in_reads_of_a_bounded_size(replicas, log):
+    # A read's reply is held whole while it is applied: its size bounds that memory, so a
+    # replica 1,000 entries behind (one batch of publishes, a load) must not ask for them at once.
+    from pubsubsse import Publisher
+    from pubsubsse.backends._entries import READ_COUNT
+
+    asked: list[int] = []
+    read = log.read
+
+    def counting_read(after, block, count):
+        asked.append(count)
+        return read(after, block, count)
+
+    log.read = counting_read
+    a = replicas()
+    client = a.new_client()
+    client.sub(a.public_topic("orders", history=1000))
+    published = list(range(1000))
+    publisher = Publisher(backend=LogBackend(log))
+    publisher.publish_many([("orders", n) for n in published])
+    publisher.close()
+    a.sync()  # its reader applied them as they came: one batch of 1,000 entries
+    b = replicas()  # loads the log from its start
+    b.sync()
+    assert asked and max(asked) == READ_COUNT <= 200
+    for replica in (a, b):
+        assert [data for _, data in delivered(replica, client.id)] == published

@@ -4,12 +4,13 @@
 
 A private redis-server; the Redis transport appends publishes of a 100-byte message (the append
 script the processes use, epoch and deadline checked) one per append, then 100 per append (what
-the writer sends on a busy site); then one reader reads them back 1,000 per ``XREAD`` (a process
-catching up on publishes to topics it holds no stream of) and one per ``XREAD`` (a process woken
-for each publish). Reported: the redis-server process's CPU time (``/proc``, user + system) per
-publish for each, which is what bounds one log: with P processes reading it, a publish costs
-Redis about ``append + P x read``. Steal (``/proc/stat``) over each measurement is recorded;
-one JSON line per measurement.
+the writer sends on a busy site); then one reader reads them back 1,000 per ``XREAD`` (what a
+process catching up on publishes to topics it holds no stream of asks for, ``READ_COUNT``), 100
+per ``XREAD`` (what a smaller count would cost) and one per ``XREAD`` (a process woken for each
+publish). Reported: the redis-server process's CPU time (``/proc``, user + system) per publish
+for each, which is what bounds one log: with P processes reading it, a publish costs Redis about
+``append + P x read``.
+Steal (``/proc/stat``) over each measurement is recorded; one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def measure(url: str, pid: int, publishes: int) -> list[dict[str, object]]:
         timed("append, 1 per append", lambda: append(1))
         timed("append, 100 per append", lambda: append(100))
         timed("read, 1000 per XREAD", lambda: read(1000))
+        timed("read, 100 per XREAD", lambda: read(100))
         timed("read, 1 per XREAD", lambda: read(1))
     finally:
         transport._reader.delete(transport.key, transport.key + ":epoch")

@@ -9,7 +9,16 @@ import time
 import uuid
 from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
-from pubsubsse.backends._entries import START, Appended, Change, NotAppended, Position, Record
+from pubsubsse.backends._entries import (
+    READ_FIRST,
+    START,
+    Appended,
+    Change,
+    NotAppended,
+    Position,
+    Record,
+    read_count,
+)
 from pubsubsse.backends.base import Backend
 from pubsubsse.core._engine import Effects
 
@@ -230,6 +239,7 @@ class LogState(Backend):
         self._report_sent = -1e9
         self._trim_check_due = True
         self._last_read = time.monotonic()
+        self._read_count = READ_FIRST
         #: Whether the streams held here were ended because the log was out of reach (once per cut).
         self._streams_ended = False
         self._warned: set[str] = set()
@@ -245,6 +255,13 @@ class LogState(Backend):
         }
         self.longest_snapshot_slice = 0.0
         self._threads: list[threading.Thread] = []
+
+    def _read(self, block: float) -> list[Record]:
+        """Read the entries after this process's position: as many as the last read's sizes allow."""
+        records = self.transport.read(self._position, block, self._read_count)
+        if records:
+            self._read_count = read_count(self._read_count, records)
+        return records
 
     # The reader's, in LogBackend; the upkeep calls them too.
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pubsubsse.backends import _snapshot as snapshots
-from pubsubsse.backends._entries import FORMAT, READ_COUNT, SEQ_JUMP, START, Change, LogUnavailable
+from pubsubsse.backends._entries import FORMAT, SEQ_JUMP, START, Change, LogUnavailable
 from pubsubsse.backends._log_base import LogState
 
 __all__ = ["Upkeep"]
@@ -44,7 +44,7 @@ class Upkeep(LogState):
             loaded_at = self._position
             head = self.transport.head()
             while head is not None and self._position < head:
-                records = self.transport.read(self._position, 0, READ_COUNT)
+                records = self._read(0)
                 if not records:
                     break
                 self._apply_records(records)

@@ -77,7 +77,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pubsubsse.backends._entries import (
-    READ_COUNT,
     WITH_BODY,
     Appended,
     Change,
@@ -277,7 +276,7 @@ class LogBackend(Upkeep, Writer, LogState):
                     log.info("reached the pubsubsse log: the shared state is loaded")
                 if self._check_needed.is_set():
                     self._check_log()
-                records = self.transport.read(self._position, 0.25, READ_COUNT)
+                records = self._read(0.25)
                 if self._trim_check_due or time.monotonic() - self._report_sent > self.alive / 2:
                     # This process may have looked dead to the others (its last report is old: it
                     # was paused, cut off, or its reports failed), so they may have trimmed entries

@@ -252,30 +252,34 @@ def test_a_log_that_lost_its_newest_entries_and_took_new_ones_is_seeded_again_fr
     assert a.stats()["log_reseeds"] == 1
 
 
-def test_a_replica_behind_the_log_catches_up_in_reads_of_a_bounded_size(replicas, log):
-    # A read's reply is held whole while it is applied: its size bounds that memory, so a
-    # replica 1,000 entries behind (one batch of publishes, a load) must not ask for them at once.
+def test_a_replica_behind_the_log_reads_big_entries_a_few_at_a_time(replicas, log):
+    # A read's reply is held whole while it is applied: a replica 300 entries of 64 KB behind (a
+    # batch of publishes, a load) must not take them all in one read, but about READ_BYTES a read.
     from pubsubsse import Publisher
-    from pubsubsse.backends._entries import READ_COUNT
+    from pubsubsse.backends._entries import READ_BYTES, READ_FIRST
 
-    asked: list[int] = []
+    returned: list[int] = []  # bytes, per read
     read = log.read
 
     def counting_read(after, block, count):
-        asked.append(count)
-        return read(after, block, count)
+        records = read(after, block, count)
+        returned.append(sum(len(value) for record in records for value in record.fields.values()))
+        return records
 
     log.read = counting_read
     a = replicas()
     client = a.new_client()
-    client.sub(a.public_topic("orders", history=1000))
-    published = list(range(1000))
+    client.sub(a.public_topic("orders", history=300))
+    published = [f"{n:05d}" + "x" * 65536 for n in range(300)]
     publisher = Publisher(backend=LogBackend(log))
-    publisher.publish_many([("orders", n) for n in published])
+    for start in range(0, len(published), 100):
+        publisher.publish_many([("orders", body) for body in published[start : start + 100]])
     publisher.close()
-    a.sync()  # its reader applied them as they came: one batch of 1,000 entries
+    a.sync()
     b = replicas()  # loads the log from its start
     b.sync()
-    assert asked and max(asked) == READ_COUNT <= 200
+    entry = 65536 + 1024
+    assert max(returned) <= READ_FIRST * entry  # a first read, which knows no sizes yet
+    assert sorted(returned)[-3] <= READ_BYTES + entry  # one for each replica; every other about READ_BYTES
     for replica in (a, b):
         assert [data for _, data in delivered(replica, client.id)] == published

@@ -47,8 +47,9 @@ SEQ_JUMP = 1 << 20
 #: two to four times as much CPU per entry (``bench.log_ceiling``), and one log is bound by it.
 READ_COUNT = 1000
 READ_BYTES = 1 << 20
-#: What the first read asks for (the sizes are not known yet); each read after one may ask for
-#: twice as many as it did, so a process is never more than one read away from that bound.
+#: What the first read asks for (the sizes are not known yet); a read asks for at most twice as
+#: many as the one before. Neither Redis nor PostgreSQL reads up to a number of bytes, so big
+#: entries right after small ones can still come 1,000 in one read, once.
 READ_FIRST = 100
 
 

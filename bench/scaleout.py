@@ -202,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 20000, 100000])
-    parser.add_argument("--publishes", type=int, default=0, help="per measurement (default: 10 million / S, 50 to 500)")
+    parser.add_argument("--publishes", type=int, default=0, help="per measurement (default: 40 million / S, 50 to 500)")
     parser.add_argument("--out", help="append the JSON lines to this file too")
     parser.add_argument("--observe", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,7 +215,8 @@ def main() -> None:
     try:
         for subscribers in args.subscribers:
             for processes in args.processes:
-                publishes = args.publishes or max(50, min(500, 10_000_000 // subscribers))
+                # 400 at S = 100,000: with 100, the background of an observer weighed as much as the publishes.
+                publishes = args.publishes or max(50, min(500, 40_000_000 // subscribers))
                 emit(measure(redis.url, processes, subscribers, publishes), args.out)
     finally:
         redis.close()

@@ -283,3 +283,34 @@ def test_a_replica_behind_the_log_reads_big_entries_a_few_at_a_time(replicas, lo
     assert sorted(returned)[-3] <= READ_BYTES + entry  # one for each replica; every other about READ_BYTES
     for replica in (a, b):
         assert [data for _, data in delivered(replica, client.id)] == published
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"updates":[{"topic":"T-a","data":1}]}',
+        b'["P-1",1,"pub",["T-a"]]',
+        '{"a":"é €"}'.encode(),
+        b'{"a":"\xed\xa0\x80"}',  # a lone surrogate, as json.loads's surrogatepass takes it
+        b'{"a":"\xff"}',  # not UTF-8
+        '{"a":1}'.encode("utf-16-le"),
+        '{"a":1}'.encode("utf-16"),  # with a BOM
+        '{"a":1}'.encode("utf-32-le"),
+        b'\xef\xbb\xbf{"a":1}',  # UTF-8 with a BOM
+        b'{"a":1',
+        b'{"',
+        b"[1]",
+        b"",
+    ],
+)
+def test_entries_are_decoded_exactly_as_json_loads_decodes_them(data):
+    # Every version must accept and refuse the same entries: the fast path may not differ.
+    from pubsubsse.backends._entries import loads
+
+    def outcome(function):
+        try:
+            return ("value", function(data))
+        except (ValueError, RecursionError) as error:
+            return ("error", type(error))
+
+    assert outcome(loads) == outcome(json.loads)

@@ -9,8 +9,8 @@ process catching up on publishes to topics it holds no stream of asks for, ``REA
 per ``XREAD`` (what a smaller count would cost) and one per ``XREAD`` (a process woken for each
 publish). Reported: the redis-server process's CPU time (``/proc``, user + system) per publish
 for each, which is what bounds one log: with P processes reading it, a publish costs Redis about
-``append + P x read``.
-Steal (``/proc/stat``) over each measurement is recorded; one JSON line per measurement.
+``append + P x read``. Steal (``/proc/stat``) over each measurement is recorded; one JSON line
+per measurement.
 """
 
 from __future__ import annotations

@@ -42,13 +42,13 @@ while the master has no replica answering, appends do not wait (nothing could fa
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pubsubsse.backends._entries import loads
 from pubsubsse.backends._redis_scripts import APPEND, FORGET_HOLDS, IF_OWNER_DELETE, IF_OWNER_SET, REPLACE, TRIM
 from pubsubsse.backends.log import (
     Appended,
@@ -98,7 +98,7 @@ def _wake_tags(entries: list[dict[str, bytes]]) -> list[Any]:
     for fields in entries:
         if "b" not in fields:
             return [1, ""]
-        topics.add(json.loads(fields["e"])[3][0])
+        topics.add(loads(fields["e"])[3][0])  # just encoded by the writer
     return [len(topics), *topics]
 
 

@@ -72,6 +72,8 @@ class RedisCluster:
             "save": "",
             "appendonly": "no",
             "dir": self.dir,
+            # Kept so that a failing test can show what the nodes decided (logs()).
+            "logfile": f"node-{port}.log",
         }
         self.procs[port] = subprocess.Popen(
             [binary, *(part for name, value in options.items() for part in (f"--{name}", value))],
@@ -160,6 +162,18 @@ class RedisCluster:
         proc = self.procs[port]
         proc.kill()
         proc.wait(10)
+
+    def logs(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of every node's log, for a failing test's report."""
+        parts = []
+        for port in self.ports:
+            try:
+                with open(f"{self.dir}/node-{port}.log", encoding="utf-8", errors="replace") as file:
+                    tail = file.read().splitlines()[-lines:]
+            except OSError as error:
+                tail = [str(error)]
+            parts.append(f"--- node {port} ---\n" + "\n".join(tail))
+        return "\n".join(parts)
 
     def close(self) -> None:
         for proc in self.procs.values():

@@ -141,6 +141,8 @@ class RedisTransport(LogTransport):
         self._replica_missing = False  # warned that no replica answers (once per outage)
         self._reader, self._writer = self._clients(url)
         self._read_connection: Any = None  # the reader's XREAD connection, made on first use
+        # Every call names its client (_run): in a cluster the clients are replaced when the slot's
+        # master moves (_locate), and a script runs on the client it was registered with otherwise.
         self._append_script = self._writer.register_script(APPEND)
         self._replace_script = self._reader.register_script(REPLACE)
         self._if_owner_set = self._reader.register_script(IF_OWNER_SET)
@@ -182,6 +184,10 @@ class RedisTransport(LogTransport):
             return function(*args, **kwargs)
         except self._errors as error:
             raise self._unavailable(error) from error
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a registered script on the reader's client as it is now (the slot's master in a cluster)."""
+        return self._call(script, keys=keys, args=args, client=self._reader)
 
     def _unavailable(self, error: BaseException, sent: bool = True) -> LogUnavailable:
         """Return the error to raise for a failed call; in a cluster, look the slot's master up again first."""
@@ -428,7 +434,7 @@ class RedisTransport(LogTransport):
     def replace_log(self, old_epoch: str | None, new_epoch: str, snapshot: bytes) -> bool:
         """Store the snapshot, delete the stream and set the new epoch, in one script."""
         keys = [self.key + ":epoch", self.key + ":snapshot", self.key]
-        return bool(self._call(self._replace_script, keys=keys, args=[old_epoch or "", new_epoch, snapshot]))
+        return bool(self._run(self._replace_script, keys, [old_epoch or "", new_epoch, snapshot]))
 
     def load_snapshot(self) -> bytes | None:
         """Return ``key:snapshot``."""
@@ -438,7 +444,7 @@ class RedisTransport(LogTransport):
     def store_snapshot(self, blob: bytes, owner: str) -> None:
         """Set ``key:snapshot`` if ``owner`` holds ``key:snapshot-lock``."""
         keys = [self.key + ":snapshot-lock", self.key + ":snapshot"]
-        self._call(self._if_owner_set, keys=keys, args=[owner, blob])
+        self._run(self._if_owner_set, keys, [owner, blob])
 
     def lock_snapshot(self, owner: str, seconds: float) -> bool:
         """``SET key:snapshot-lock owner NX PX``."""
@@ -446,7 +452,7 @@ class RedisTransport(LogTransport):
 
     def unlock_snapshot(self, owner: str) -> None:
         """Delete ``key:snapshot-lock`` if ``owner`` holds it."""
-        self._call(self._if_owner_delete, keys=[self.key + ":snapshot-lock"], args=[owner])
+        self._run(self._if_owner_delete, [self.key + ":snapshot-lock"], [owner])
 
     def trim(self, before: Position, reported_after: float) -> None:
         """``XTRIM key MINID`` (exact) at the oldest of ``before`` and the live reports, in one script.
@@ -454,7 +460,7 @@ class RedisTransport(LogTransport):
         ``max-deleted-entry-id`` is moved to the last entry removed.
         """
         keys = [self.key, self.key + ":applied"]
-        self._call(self._trim_script, keys=keys, args=[_entry_id(before), repr(reported_after)])
+        self._run(self._trim_script, keys, [_entry_id(before), repr(reported_after)])
 
     def report(self, process_token: str, position: Position, wall: float, version: int) -> None:
         """Record ``"<position> <time>"`` in ``key:applied`` and the format in ``key:versions``."""
@@ -484,7 +490,7 @@ class RedisTransport(LogTransport):
         pipe.hdel(self.key + ":applied", *process_tokens)
         pipe.hdel(self.key + ":versions", *process_tokens)
         self._call(pipe.execute)
-        self._call(self._forget_holds, keys=[self.key], args=process_tokens)
+        self._run(self._forget_holds, [self.key], process_tokens)
 
 
 class RedisBackend(LogBackend):

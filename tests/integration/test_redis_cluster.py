@@ -65,6 +65,9 @@ def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently():
             injected = time.monotonic()
             cluster.kill(other)
             run.after("a master of other slots killed", injected)
+    except BaseException:
+        print(cluster.logs())  # what the nodes decided, in the failure's report
+        raise
     finally:
         cluster.close()
 
@@ -111,3 +114,102 @@ def test_a_master_without_a_replica_is_reported_once_per_outage(redis_cluster, m
     transport.disconnect()
     redis_cluster.wait_ok()
     assert said()[1:] == ["the pubsubsse log's master has a replica again; appends wait for it"]
+
+
+def test_every_script_runs_on_the_slot_master_when_the_url_names_another_node(redis_cluster):
+    """Snapshots, trims, a replaced log and forgetting a process work whichever node the URL names.
+
+    Scripts are bound to a client; a transport that looked the slot's master up must run them
+    there, not on the node of the URL (which answers MOVED).
+    """
+    from pubsubsse.backends import redis as redis_transport
+    from pubsubsse.backends._entries import encode_entry
+
+    key = f"t:{uuid.uuid4()}"
+    master = redis_cluster.master_of("{" + key + "}")
+    elsewhere = next(port for port in redis_cluster.ports if port != master)
+    url = f"redis://127.0.0.1:{elsewhere}/0"
+    transport = redis_transport.RedisTransport(url, key=key, cluster=True)
+    transport.serve("P-test")
+    transport.connect()
+    try:
+        transport.create_epoch("e")
+        entries = [encode_entry("P-test", n, "pub", ("T-a", b"{}"), 2) for n in (1, 2, 3)]
+        appended = transport.append(entries, "e", transport.now_ms() + 5000, 0)
+        positions = appended.positions
+        transport.report("P-test", positions[-1], time.time(), 2)
+        transport.hold({"T-a"})
+
+        assert transport.lock_snapshot("me", 10)
+        transport.store_snapshot(b"snapshot", "me")
+        transport.unlock_snapshot("me")
+        assert transport.load_snapshot() == b"snapshot"
+        assert transport.lock_snapshot("other", 10)  # the lock was released
+
+        transport.trim(positions[-1], 0.0)
+        assert [record.position for record in transport.read(positions[0], 0, 10)] == [positions[-1]]
+        assert transport.trimmed_after(positions[0])
+
+        transport.forget(["P-test"])
+        assert transport.reports() == {}
+        assert redis_cluster.command(master, "smembers", f"{transport.key}:wants:T-a").strip() == ""
+
+        assert transport.replace_log("e", "f", b"base")
+        assert transport.get_epoch() == "f"
+        assert transport.load_snapshot() == b"base"
+        assert transport.head() is None
+    finally:
+        transport.disconnect()
+
+
+@pytest.mark.timeout(180)
+def test_a_failover_that_loses_the_logs_newest_entries_is_seeded_again_when_the_url_names_another_node():
+    """The replica promoted lacks the newest entries (its link was cut): a new epoch, then changes go on.
+
+    The URL names a node that serves neither: replacing the log (a script) must run on the new master.
+    """
+    import signal
+
+    from pubsubsse import SSEPubSubService
+    from pubsubsse.backends import RedisBackend
+
+    cluster = RedisCluster()
+    key = f"t:{uuid.uuid4()}"
+    master = cluster.master_of("{" + key + "}")
+    replica = cluster.replica_of(master)
+    bystander = next(port for port in cluster.ports if port not in (master, replica))
+    url = f"redis://127.0.0.1:{bystander}/0"
+    service = SSEPubSubService(backend=RedisBackend(url, key=key, cluster=True, timeout=1.0), client_timeout=None)
+    try:
+        topic = service.public_topic("orders")
+        service.new_client().sub(topic)
+        service.sync()
+        cluster.procs[replica].send_signal(signal.SIGSTOP)
+        try:
+            # The replication link cut while the replica is stopped: nothing after this reaches it.
+            cluster.command(master, "client", "kill", "type", "replica")
+            for n in range(3):  # the master has these; its replica does not
+                topic.pub(n)
+            service.sync()
+            cluster.kill(master)
+        finally:
+            cluster.procs[replica].send_signal(signal.SIGCONT)
+
+        def new_epoch_takes_changes() -> bool:
+            try:
+                service.new_client()
+            except Exception:  # refused or unknown while the cluster fails over and the log is replaced
+                return False
+            return service.stats()["log_reseeds"] == 1
+
+        deadline = time.monotonic() + 60
+        while not new_epoch_takes_changes():
+            assert time.monotonic() < deadline, "no new epoch took changes within 60 s"
+            time.sleep(0.2)
+        assert cluster.master_of("{" + key + "}") == replica
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        service.shutdown()
+        cluster.close()

@@ -33,11 +33,12 @@ the reader's ``XREAD``, its wake-ups, its maintenance, and the writer's (the
 append script, one call per batch of changes).
 
 Redis Cluster (``cluster=True``): the key is wrapped in a hash tag (``{pubsubsse:log}``)
-so that the log and every key beside it live in one slot, and both connections go to the
-master serving that slot, found with ``CLUSTER SLOTS`` from the node in the URL or any node
-seen since; after an error (a failover, a ``MOVED``) the master is looked up again. An append
-returns once the master's replica has it too (``WAIT``), so a failover does not lose it;
-while the master has no replica answering, appends do not wait (nothing could fail over).
+so that the log and every key beside it live in one slot, and every command (the scripts
+too) goes to the master serving that slot, found with ``CLUSTER SLOTS`` from the node in the
+URL or any node seen since; after an error (a failover, a ``MOVED``) the master is looked up
+again. An append returns once the master's replica has it too (``WAIT``), so a failover does
+not lose it; while no replica answers within ``_REPLICA_WAIT_MS``, appends do not wait for
+``_REPLICA_RETRY`` seconds (a failover then may lose them: the log finds it and is seeded again).
 """
 
 from __future__ import annotations

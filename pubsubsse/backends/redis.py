@@ -37,8 +37,9 @@ so that the log and every key beside it live in one slot, and every command (the
 too) goes to the master serving that slot, found with ``CLUSTER SLOTS`` from the node in the
 URL or any node seen since; after an error (a failover, a ``MOVED``) the master is looked up
 again. An append returns once the master's replica has it too (``WAIT``), so a failover does
-not lose it; while no replica answers within ``_REPLICA_WAIT_MS``, appends do not wait for
-``_REPLICA_RETRY`` seconds (a failover then may lose them: the log finds it and is seeded again).
+not lose it; while no replica answers within ``_REPLICA_WAIT_MS`` and none acknowledged
+anything for a second, appends do not wait for ``_REPLICA_RETRY`` seconds (a failover then may
+lose them: the log finds that and is seeded again).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ log = logging.getLogger(__name__)
 #: The default ``key``: where the log is, and the prefix of the keys beside it.
 DEFAULT_KEY = "pubsubsse:log"
 
-#: How long an append waits for the replica of a cluster master (ms); a replica that does not
-#: answer within it is not waited for again for ``_REPLICA_RETRY`` seconds.
+#: How long an append waits for the replica of a cluster master (ms); when no replica answers
+#: within it and none acknowledged anything in the last second, appends do not wait for one
+#: for ``_REPLICA_RETRY`` seconds.
 _REPLICA_WAIT_MS = 200
 _REPLICA_RETRY = 5.0
 
@@ -278,7 +280,7 @@ class RedisTransport(LogTransport):
             self._append_script(keys=keys, args=argv, client=pipe)
             pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
             reply, replicas = self._call(pipe.execute)
-            if not replicas:
+            if not replicas and not self._replica_online():
                 if not self._replica_missing:
                     log.warning("the pubsubsse log's master has no replica answering; appends do not wait for one")
                 self._replica_missing = True
@@ -291,6 +293,22 @@ class RedisTransport(LogTransport):
         if reply and reply[0] in (b"stale", b"expired", b"early"):
             return NotAppended(reply[0].decode())
         return Appended([_position(entry_id) for entry_id in reply])
+
+    def _replica_online(self) -> bool:
+        """Whether the master has a replica online that acknowledged within the last second.
+
+        Such a replica missed one ``WAIT`` by being slow (just resynced, a busy machine), not by
+        being gone: appends go on waiting for it, so that a failover does not lose them.
+        """
+        try:
+            info = self._writer.info("replication")
+        except self._errors:
+            return False  # the append went through; this only decides whether the next ones wait
+        return any(
+            isinstance(replica, dict) and replica.get("state") == "online" and int(replica.get("lag", 2)) <= 1
+            for name, replica in info.items()
+            if name.startswith("slave")
+        )
 
     def serve(self, process_token: str) -> None:
         """Read for the process ``process_token``: it is woken for changes and for its topics' publishes."""

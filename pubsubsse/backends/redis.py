@@ -305,7 +305,7 @@ class RedisTransport(LogTransport):
         except self._errors:
             return False  # the append went through; this only decides whether the next ones wait
         return any(
-            isinstance(replica, dict) and replica.get("state") == "online" and int(replica.get("lag", 2)) <= 1
+            isinstance(replica, dict) and replica.get("state") == "online" and str(replica.get("lag")) in ("0", "1")
             for name, replica in info.items()
             if name.startswith("slave")
         )

@@ -34,12 +34,13 @@ append script, one call per batch of changes).
 
 Redis Cluster (``cluster=True``): the key is wrapped in a hash tag (``{pubsubsse:log}``)
 so that the log and every key beside it live in one slot, and every command (the scripts
-too) goes to the master serving that slot, found with ``CLUSTER SLOTS`` from the node in the
-URL or any node seen since; after an error (a failover, a ``MOVED``) the master is looked up
-again. An append returns once the master's replica has it too (``WAIT``), so a failover does
-not lose it; while no replica answers within ``_REPLICA_WAIT_MS`` and none acknowledged
-anything for a second, appends do not wait for ``_REPLICA_RETRY`` seconds (a failover then may
-lose them: the log finds that and is seeded again).
+too) goes to the master serving that slot, found with ``CLUSTER SLOTS`` from a node the URL
+names (the first that answers: it may name several, comma-separated) or any node seen since;
+after an error (a failover, a ``MOVED``) the master is looked up again. An append returns
+once the master's replica has it too (``WAIT``), so a failover does not lose it; while no
+replica answers within ``_REPLICA_WAIT_MS`` and none acknowledged anything for a second,
+appends do not wait for ``_REPLICA_RETRY`` seconds (a failover then may lose them: the log
+finds that and is seeded again).
 """
 
 from __future__ import annotations
@@ -110,6 +111,28 @@ def _no_such_key(error: BaseException) -> bool:
     return "no such key" in str(error).lower()
 
 
+def _nodes_of(url: str) -> list[tuple[str, int]]:
+    """Return the nodes a URL names: ``redis://user:pw@host-a:7000,host-b:7001/0`` names two."""
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    nodes = []
+    for part in hosts.split(","):
+        if not part:
+            raise ValueError(f"an empty node in the Redis URL {_safe(url)}")
+        node = urlsplit(f"//{part}")
+        try:
+            port = node.port
+        except ValueError as error:
+            raise ValueError(f"a node's port in the Redis URL {_safe(url)}: {error}") from None
+        nodes.append((node.hostname or "127.0.0.1", port or 6379))
+    return nodes
+
+
+def _safe(url: str) -> str:
+    """Return ``url`` without its credentials, for messages."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def _at(url: str, host: str, port: int) -> str:
     """``url`` (its scheme, credentials and options) pointed at ``host:port``."""
     parts = urlsplit(url)
@@ -123,7 +146,9 @@ class RedisTransport(LogTransport):
 
     ``timeout`` is the network timeout, in seconds (the reader's is one second
     longer: it blocks in ``XREAD`` for up to 250 ms). ``cluster``: ``url`` names a
-    node of a Redis Cluster (see the module's docstring).
+    node of a Redis Cluster, or several, comma-separated (``redis://a:7000,b:7001/0``:
+    a process starting while the first is down starts from the next; see the module's
+    docstring). ``ValueError`` for a URL naming several nodes without ``cluster``.
     """
 
     def __init__(self, url: str, *, key: str = DEFAULT_KEY, timeout: float = 5.0, cluster: bool = False) -> None:
@@ -135,9 +160,13 @@ class RedisTransport(LogTransport):
         self.key = f"{{{key}}}" if cluster and "{" not in key else key
         self.timeout = timeout
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        seed = urlsplit(url)
         #: The cluster's nodes seen so far, the URL's first: where the slot's master is looked up.
-        self._nodes: list[tuple[str, int]] = [(seed.hostname or "127.0.0.1", seed.port or 6379)]
+        self._nodes: list[tuple[str, int]] = []
+        if cluster:
+            self._nodes = _nodes_of(url)
+            url = _at(url, *self._nodes[0])  # a redis-py URL names one host; _locate finds the master
+        elif "," in urlsplit(url).netloc:
+            raise ValueError(f"a Redis URL naming several nodes is for a cluster (cluster=True): {_safe(url)}")
         self._master: tuple[str, int] | None = None
         self._locating = threading.Lock()
         self._replica_missing_since = -1e9
@@ -517,8 +546,9 @@ class RedisBackend(LogBackend):
 
     ``url`` is a redis-py URL (``redis://host:6379/0``, ``rediss://`` for TLS,
     ``unix:///path``). Every process built with the same URL and ``key`` shares
-    one service. ``cluster=True``: ``url`` names any node of a Redis Cluster; the log
-    lives in the slot of ``key``'s hash tag (see :mod:`pubsubsse.backends.redis`).
+    one service. ``cluster=True``: ``url`` names any node of a Redis Cluster, or several,
+    comma-separated (``redis://a:7000,b:7001/0``); the log lives in the slot of ``key``'s
+    hash tag (see :mod:`pubsubsse.backends.redis`).
     ``options`` are the log's (:class:`~pubsubsse.backends.log.LogOptions`).
     The same as ``LogBackend(RedisTransport(url, key=key, cluster=cluster), **options)``.
     Needs ``pip install pubsubsse[redis]``.

@@ -257,3 +257,25 @@ def test_a_failover_that_loses_the_logs_newest_entries_is_seeded_again_when_the_
     finally:
         service.shutdown()
         cluster.close()
+
+
+def test_a_process_starts_from_the_next_node_the_url_names_when_the_first_is_down(redis_cluster):
+    import socket
+
+    from pubsubsse import SSEPubSubService
+    from pubsubsse.backends import RedisBackend
+
+    with socket.socket() as probe:  # a port nothing listens on: a node that is down
+        probe.bind(("127.0.0.1", 0))
+        down = probe.getsockname()[1]
+    url = f"redis://127.0.0.1:{down},127.0.0.1:{redis_cluster.ports[1]}/0"
+    service = SSEPubSubService(backend=RedisBackend(url, key=f"t:{uuid.uuid4()}", cluster=True), client_timeout=None)
+    try:
+        client = service.new_client()
+        topic = service.public_topic("orders")
+        client.sub(topic)
+        topic.pub("first")
+        service.sync()
+        assert service.stats()["messages_published"] == 1
+    finally:
+        service.shutdown()

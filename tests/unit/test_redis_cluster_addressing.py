@@ -30,3 +30,28 @@ def test_on_a_cluster_every_key_shares_one_hash_tag_and_elsewhere_keys_are_left_
     assert RedisTransport("redis://127.0.0.1:1/0", key="app:log", cluster=True).key == "{app:log}"
     assert RedisTransport("redis://127.0.0.1:1/0", key="{app}:log", cluster=True).key == "{app}:log"
     assert RedisTransport("redis://127.0.0.1:1/0", key="app:log").key == "app:log"
+
+
+def test_a_cluster_url_may_name_several_nodes_to_start_from():
+    transport = RedisTransport("rediss://app:secret@10.0.0.5:7000,node-b:7001,[::1]/0?ssl_cert_reqs=none", cluster=True)
+    assert transport._nodes == [("10.0.0.5", 7000), ("node-b", 7001), ("::1", 6379)]
+    # The first connection goes to the first node, with the URL's scheme, credentials and options.
+    kwargs = transport._reader.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["password"]) == ("10.0.0.5", 7000, "secret")
+
+
+@pytest.mark.parametrize(
+    ("url", "cluster", "error"),
+    [
+        ("redis://10.0.0.5:7000,10.0.0.6:7001/0", False, "several nodes"),
+        ("redis://10.0.0.5:7000,10.0.0.6:port/0", True, "port"),
+        ("redis://10.0.0.5:7000,/0", True, "empty"),
+    ],
+)
+def test_a_url_naming_several_nodes_without_a_cluster_or_a_bad_one_is_refused(url, cluster, error):
+    with pytest.raises(ValueError, match=error):
+        RedisTransport(url, cluster=cluster)
+
+
+def test_a_url_with_no_host_is_left_to_redis_py_outside_a_cluster():
+    assert RedisTransport("unix:///run/redis.sock?db=1").url == "unix:///run/redis.sock?db=1"

@@ -76,22 +76,36 @@ def _is_master(cluster: RedisCluster, port: int) -> bool:
     return "role:master" in cluster.command(port, "info", "replication")
 
 
-def test_a_master_without_a_replica_is_reported_once_per_outage(redis_cluster, monkeypatch, caplog):
-    import signal
+def _appending(url: str):
+    """A transport on a fresh log of the cluster at ``url``, and a function appending one publish to it.
 
-    from pubsubsse.backends import redis as redis_transport
+    The function returns how long the append took (seconds).
+    """
     from pubsubsse.backends._entries import encode_entry
+    from pubsubsse.backends.redis import RedisTransport
 
-    # Appends try waiting for a replica again after this long without one (5 s in production): each does here.
-    monkeypatch.setattr(redis_transport, "_REPLICA_RETRY", 0.0)
-    transport = redis_transport.RedisTransport(redis_cluster.url, key=f"t:{uuid.uuid4()}", cluster=True)
+    transport = RedisTransport(url, key=f"t:{uuid.uuid4()}", cluster=True)
     transport.connect()
     transport.create_epoch("e")
     numbers = iter(range(1, 10**6))
 
-    def append() -> None:
+    def append() -> float:
         entry = encode_entry("P-test", next(numbers), "pub", ("T-a", b"{}"), 2)
+        started = time.monotonic()
         transport.append([entry], "e", transport.now_ms() + 5000, 0)
+        return time.monotonic() - started
+
+    return transport, append
+
+
+def test_a_master_without_a_replica_is_reported_once_per_outage(redis_cluster, monkeypatch, caplog):
+    import signal
+
+    from pubsubsse.backends import redis as redis_transport
+
+    # Appends try waiting for a replica again after this long without one (5 s in production): each does here.
+    monkeypatch.setattr(redis_transport, "_REPLICA_RETRY", 0.0)
+    transport, append = _appending(redis_cluster.url)
 
     def said() -> list[str]:
         return [record.getMessage() for record in caplog.records if "replica" in record.getMessage()]
@@ -130,19 +144,8 @@ def test_a_replica_that_misses_one_wait_but_is_online_is_still_waited_for(redis_
     import signal
 
     from pubsubsse.backends import redis as redis_transport
-    from pubsubsse.backends._entries import encode_entry
 
-    transport = redis_transport.RedisTransport(redis_cluster.url, key=f"t:{uuid.uuid4()}", cluster=True)
-    transport.connect()
-    transport.create_epoch("e")
-    numbers = iter(range(1, 10**6))
-
-    def append() -> float:
-        entry = encode_entry("P-test", next(numbers), "pub", ("T-a", b"{}"), 2)
-        started = time.monotonic()
-        transport.append([entry], "e", transport.now_ms() + 5000, 0)
-        return time.monotonic() - started
-
+    transport, append = _appending(redis_cluster.url)
     master = redis_cluster.master_of(transport.key)
     process = redis_cluster.procs[redis_cluster.replica_of(master)]
     caplog.set_level("INFO", logger=redis_transport.__name__)

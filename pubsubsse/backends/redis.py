@@ -49,7 +49,7 @@ import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pubsubsse.backends._entries import loads
 from pubsubsse.backends._redis_scripts import APPEND, FORGET_HOLDS, IF_OWNER_DELETE, IF_OWNER_SET, REPLACE, TRIM
@@ -111,11 +111,22 @@ def _no_such_key(error: BaseException) -> bool:
     return "no such key" in str(error).lower()
 
 
+def _parts(url: str) -> tuple[str, str, str, str]:
+    """Split ``url`` into what comes before its hosts, its credentials (with ``@``), its hosts, and the rest.
+
+    By hand: ``urlsplit`` refuses a list of hosts with an IPv6 one after the first (some 3.11s).
+    """
+    scheme, separator, rest = url.partition("://")
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    netloc, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    userinfo, at, hosts = netloc.rpartition("@")
+    return scheme + separator, userinfo + at, hosts, tail
+
+
 def _nodes_of(url: str) -> list[tuple[str, int]]:
     """Return the nodes a URL names: ``redis://user:pw@host-a:7000,host-b:7001/0`` names two."""
-    hosts = urlsplit(url).netloc.rpartition("@")[2]
     nodes = []
-    for part in hosts.split(","):
+    for part in _parts(url)[2].split(","):
         if not part:
             raise ValueError(f"an empty node in the Redis URL {_safe(url)}")
         node = urlsplit(f"//{part}")
@@ -129,16 +140,15 @@ def _nodes_of(url: str) -> list[tuple[str, int]]:
 
 def _safe(url: str) -> str:
     """Return ``url`` without its credentials, for messages."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    before, _, hosts, tail = _parts(url)
+    return before + hosts + tail
 
 
 def _at(url: str, host: str, port: int) -> str:
     """``url`` (its scheme, credentials and options) pointed at ``host:port``."""
-    parts = urlsplit(url)
-    userinfo, at, _ = parts.netloc.rpartition("@")
+    before, credentials, _, tail = _parts(url)
     host = f"[{host}]" if ":" in host else host
-    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{port}"))
+    return f"{before}{credentials}{host}:{port}{tail}"
 
 
 class RedisTransport(LogTransport):
@@ -165,7 +175,7 @@ class RedisTransport(LogTransport):
         if cluster:
             self._nodes = _nodes_of(url)
             url = _at(url, *self._nodes[0])  # a redis-py URL names one host; _locate finds the master
-        elif "," in urlsplit(url).netloc:
+        elif "," in _parts(url)[2]:
             raise ValueError(f"a Redis URL naming several nodes is for a cluster (cluster=True): {_safe(url)}")
         self._master: tuple[str, int] | None = None
         self._locating = threading.Lock()

@@ -38,6 +38,7 @@ def test_a_cluster_url_may_name_several_nodes_to_start_from():
     # The first connection goes to the first node, with the URL's scheme, credentials and options.
     kwargs = transport._reader.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["password"]) == ("10.0.0.5", 7000, "secret")
+    assert RedisTransport("redis://[::1]:7000,[::2]:7001", cluster=True)._nodes == [("::1", 7000), ("::2", 7001)]
 
 
 @pytest.mark.parametrize(

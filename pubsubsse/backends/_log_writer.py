@@ -11,9 +11,11 @@ from pubsubsse.backends._entries import (
     OLDEST_FORMAT,
     SETTLED_ON_APPEND,
     WITH_BODY,
+    Appended,
     Change,
     LogUnavailable,
     NotAppended,
+    Position,
     encode_entry,
 )
 from pubsubsse.backends._log_base import LogState
@@ -172,24 +174,27 @@ class Writer(LogState):
                 return True  # the reader applied it meanwhile: it was appended after all
             version = self._format()
             marker = Change("noop", ())
+            # Its epoch: a reload of a replaced log that lacks it fails it (see _reload).
+            epoch = marker.epoch = self._epoch
             with self._waiting_lock:
                 marker.number = next(self._numbers)
                 self._waiting[marker.number] = marker
             entry = encode_entry(self._process_token, marker.number, "noop", (), version)
             try:
-                outcome = self.transport.append(
-                    [entry], self._epoch or "", self._log_now() + int(self.timeout * 1000), deadline
-                )
+                until = self._log_now() + int(self.timeout * 1000)
+                outcome = self.transport.append([entry], epoch or "", until, deadline)
             except LogUnavailable:
                 outcome = NotAppended("unanswered")
+            if isinstance(outcome, Appended) and not self._marker_applied(marker, outcome.positions[-1], give_up):
+                if not marker.done.is_set() and time.monotonic() >= give_up:
+                    break
+                outcome = NotAppended("lost")  # a failover lost it, or the log was replaced: another one
             if isinstance(outcome, NotAppended):
                 with self._waiting_lock:
                     self._waiting.pop(marker.number, None)
                 if outcome.reason == "stale":
                     self._check_needed.set()
                 continue
-            if not marker.done.wait(max(0.0, give_up - time.monotonic())):
-                break
             # The reader applied the marker; it settled the batch on the way if the batch was there.
             settled = batch[0].done.is_set() and batch[0].error is None
             log.warning("the change(s) whose append got no answer were %s", "applied" if settled else "not applied")
@@ -200,3 +205,18 @@ class Writer(LogState):
             len(batch),
         )
         return None
+
+    def _marker_applied(self, marker: Change, position: Position, give_up: float) -> bool:
+        """Wait until the reader applied ``marker`` (appended at ``position``); ``False`` if it never will.
+
+        It never will once the reader is past ``position`` without it (a failover lost it) or the
+        log was replaced (its epoch changed), or at ``give_up`` (monotonic).
+        """
+        epoch = marker.epoch
+
+        def over() -> bool:
+            return marker.done.is_set() or self._position >= position or self._epoch != epoch
+
+        with self._applied:
+            self._applied.wait_for(over, max(0.0, give_up - time.monotonic()))
+        return marker.done.is_set() and marker.error is None

@@ -314,3 +314,63 @@ def test_entries_are_decoded_exactly_as_json_loads_decodes_them(data):
             return ("error", type(error))
 
     assert outcome(loads) == outcome(json.loads)
+
+
+class _CutReads:
+    """The shared memory log as one process sees it: its reads can be cut off (a connection reset)."""
+
+    def __init__(self, log: MemoryTransport) -> None:
+        self._log = log
+        self.cut = False
+        self.refused = 0  # reads refused while cut: one means the reader is not inside a read any more
+
+    def __getattr__(self, name: str):
+        return getattr(self._log, name)
+
+    def read(self, after, block, count):
+        if self.cut:
+            self.refused += 1
+            raise LogUnavailable("this process's reads are cut off (a test's fault)")
+        return self._log.read(after, block, count)
+
+
+def test_a_marker_a_failover_lost_is_sent_again_instead_of_waited_for(log):
+    # An append got no answer; the marker that settles it was appended, then lost with the log's
+    # newest entries before any process read it (a Redis Cluster failover while the master's
+    # replica lagged). Waiting for it would stall the writer, every change of this process
+    # failing, for outcome_timeout (60 s): once the reader is past its position, send another.
+    views = [_CutReads(log), _CutReads(log)]
+    a, b = (SSEPubSubService(backend=LogBackend(view, timeout=0.5), client_timeout=None) for view in views)
+    try:
+        a.new_client()
+        a.sync()
+        b.sync()
+        for view in views:
+            view.cut = True
+        wait_for(lambda: all(view.refused for view in views), what="both readers cut off")
+        size = len(log._entries)
+        log.lose_answers = 1
+        outcome: list[BaseException] = []
+        change = threading.Thread(target=lambda: outcome.append(_raised(a.new_client)))
+        change.start()
+        wait_for(lambda: len(log._entries) == size + 2, what="the change and its marker in the log")
+        log.fail_over(2)  # both lost; nobody had read them
+        for view in views:
+            view.cut = False
+        time.sleep(0.002)  # the next entry gets a later millisecond, past the lost marker's
+        b.new_client()
+        change.join(10)
+        assert not change.is_alive(), "the writer waits for its lost marker"
+        assert isinstance(outcome[0], BackendUnavailable) and not outcome[0].outcome_unknown
+        a.sync()
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def _raised(change) -> BaseException | None:
+    try:
+        change()
+    except BaseException as error:  # what the change raised is the subject of the test
+        return error
+    return None

@@ -215,7 +215,10 @@ class Writer(LogState):
         epoch = marker.epoch
 
         def over() -> bool:
-            return marker.done.is_set() or self._position >= position or self._epoch != epoch
+            # The reader notes an entry's origin number, then its position, then settles it: past
+            # the position with this number noted, the marker is being settled, not lost.
+            lost = self._position >= position and self._origins.get(self._process_token, 0) < marker.number
+            return marker.done.is_set() or lost or self._epoch != epoch
 
         with self._applied:
             self._applied.wait_for(over, max(0.0, give_up - time.monotonic()))

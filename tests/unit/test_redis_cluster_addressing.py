@@ -44,14 +44,15 @@ def test_a_cluster_url_may_name_several_nodes_to_start_from():
 @pytest.mark.parametrize(
     ("url", "cluster", "error"),
     [
-        ("redis://10.0.0.5:7000,10.0.0.6:7001/0", False, "several nodes"),
+        ("redis://app:secret@10.0.0.5:7000,10.0.0.6:7001/0", False, "several nodes"),
         ("redis://10.0.0.5:7000,10.0.0.6:port/0", True, "port"),
         ("redis://10.0.0.5:7000,/0", True, "empty"),
     ],
 )
 def test_a_url_naming_several_nodes_without_a_cluster_or_a_bad_one_is_refused(url, cluster, error):
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(ValueError, match=error) as refused:
         RedisTransport(url, cluster=cluster)
+    assert "secret" not in str(refused.value)  # messages name the nodes, never the credentials
 
 
 def test_a_url_with_no_host_is_left_to_redis_py_outside_a_cluster():

@@ -55,6 +55,13 @@ class LogTransport:
     def disconnect(self) -> None:
         """Close the connections."""
 
+    def interrupt(self) -> None:
+        """Make a :meth:`read` that waits for entries return now: the engine is closing.
+
+        Called from another thread, before the engine joins its reader. The default does
+        nothing: the read then returns within its ``block`` seconds.
+        """
+
     def append(
         self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
     ) -> Appended | NotAppended:

@@ -167,6 +167,7 @@ class LogBackend(Upkeep, Writer, LogState):
     def close(self) -> None:
         """Stop the threads and close the connections; the service is then unusable."""
         self._closed.set()
+        self.transport.interrupt()
         self._outbox.put(None)
         self._events.put(None)
         for thread in self._threads:

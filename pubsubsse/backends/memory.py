@@ -82,6 +82,10 @@ class MemoryTransport(LogTransport):
         self._check(sent=False)
 
     def disconnect(self) -> None:
+        """Wake the reads waiting for entries."""
+        self.interrupt()
+
+    def interrupt(self) -> None:
         """Wake the reads waiting for entries (an engine closing need not wait for their timeout)."""
         with self._changed:
             self._disconnects += 1

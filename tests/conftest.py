@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from typing import Any
 
@@ -75,7 +76,10 @@ def make_pair(request):
 
 
 def log_backends(request, count: int):
-    """Return ``count`` backends over one new log ("memory", "redis", "redis-cluster", "postgres"), and a cleanup."""
+    """Return ``count`` backends over one new log, and a cleanup.
+
+    The log: "memory", "merged" (three streams in memory), "redis", "redis-cluster" or "postgres".
+    """
     import uuid
 
     if request.param == "memory":
@@ -84,6 +88,13 @@ def log_backends(request, count: int):
 
         transport = MemoryTransport()
         return [LogBackend(transport) for _ in range(count)], lambda: None
+    if request.param == "merged":  # three streams in memory, one clock 2 ms ahead; each backend appends to its own
+        from pubsubsse.backends._merged import MergedTransport
+        from pubsubsse.backends.log import LogBackend
+        from pubsubsse.backends.memory import MemoryTransport
+
+        streams = [MemoryTransport(), MemoryTransport(lambda: int(time.time() * 1000) + 2), MemoryTransport()]
+        return [LogBackend(MergedTransport(streams, home=n % 3)) for n in range(count)], lambda: None
     if request.param == "redis":
         url, key = request.getfixturevalue("redis_server").url, f"test:{uuid.uuid4()}"
         return [RedisBackend(url, key=key) for _ in range(count)], lambda: None

@@ -38,6 +38,11 @@ class LogTransport:
     a transport gives each thread its own connection, or locks.
     """
 
+    #: Whether an entry's place in the log is fixed once its append returns: every entry appended
+    #: after that, anywhere, comes after it (one stream: yes). If not, a publish returns only once
+    #: it is applied here, as every other change does.
+    places_on_append = True
+
     def serve(self, process_token: str) -> None:
         """Read for the process ``process_token`` (called once, before :meth:`connect`)."""
 
@@ -78,6 +83,18 @@ class LogTransport:
     def read(self, after: Position, block: float, count: int) -> list[Record]:
         """Return up to ``count`` entries after ``after``, waiting up to ``block`` seconds for one."""
         raise NotImplementedError
+
+    def stream_of(self, position: Position) -> int:
+        """Return which of the log's streams ``position`` is in (a log of one stream: 0)."""
+        return 0
+
+    def holds(self, before: Position, record: Record) -> bool:
+        """Return whether ``record``, read after ``before``, is still in the log where it was.
+
+        ``False`` once the log lost it (a failover that lost the newest entries) or it was trimmed.
+        """
+        found = self.read(before, 0, 1)
+        return bool(found) and found[0].position == record.position and found[0].fields == record.fields
 
     def head(self) -> Position | None:
         """Return the position of the last entry appended in this epoch (trimmed or not); ``None``: no log."""
@@ -216,9 +233,10 @@ class LogState(Backend):
         self._events: queue.Queue[Effects | threading.Event | None] = queue.Queue()
         #: Position of the last entry applied here; changed only by the reader, after applying.
         self._position: Position = START
-        #: The position before the last entry read from the log, and that entry (None after a
-        #: snapshot was loaded): a log that lost it lost entries this process applied.
-        self._last_applied: tuple[Position, Record] | None = None
+        #: Per stream of the log (one but in a merged log), the position before the last entry
+        #: applied from it and that entry (none after a snapshot was loaded): a log that lost it
+        #: lost entries this process applied.
+        self._last_applied: dict[int, tuple[Position, Record]] = {}
         #: The version of the held topics last told to the transport (-1: tell them, all anew).
         self._held_version = -1
         self._applied = threading.Condition()

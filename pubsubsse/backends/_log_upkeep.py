@@ -33,7 +33,7 @@ class Upkeep(LogState):
                 epoch = self.transport.get_epoch()
             self._epoch = epoch
             self._position = START
-            self._last_applied = None
+            self._last_applied = {}
             self._held_version = -1  # the log may be a new one (a Redis that lost its data): all anew
             # Registered before the snapshot is read: a process that trims the log from now on
             # counts this one (at position 0) and leaves the entries it is about to read alone.
@@ -53,7 +53,7 @@ class Upkeep(LogState):
             self._report(force=True)
         except LogUnavailable:
             self.replica.import_state({"public": [], "groups": []}, [])
-            self._position, self._last_applied = START, None
+            self._position, self._last_applied = START, {}
             raise
         self._check_needed.clear()
         self._ready.set()
@@ -71,7 +71,7 @@ class Upkeep(LogState):
         self.replica.import_state(saved.groups, saved.clients, int(header.get("jump", 0)))
         milliseconds, sequence = header["position"]
         self._position = (int(milliseconds), int(sequence))
-        self._last_applied = None
+        self._last_applied = {}
         self._origins = {k: int(v) for k, v in header.get("origins", {}).items()}
 
     def _check_log(self) -> None:
@@ -109,19 +109,16 @@ class Upkeep(LogState):
         self._reload(self.transport.get_epoch())
 
     def _missing_last(self) -> str | None:
-        """Whether the last entry applied here is gone from the log: ``"trimmed"``, ``"lost"`` or ``None``.
+        """Whether the last entry applied from a stream of the log is gone: ``"trimmed"``, ``"lost"`` or ``None``.
 
         A log can end before this process's position (a Redis restarted without its newest
         entries), but also lose its newest entries and take new ones after them (a replica
         promoted before they reached it, then appended to): the head alone does not show that.
         """
-        if self._last_applied is None:
-            return None
-        before, last = self._last_applied
-        found = self.transport.read(before, 0, 1)
-        if found and found[0].position == last.position and found[0].fields == last.fields:
-            return None
-        return "trimmed" if self.transport.trimmed_after(before) else "lost"
+        for before, last in list(self._last_applied.values()):
+            if not self.transport.holds(before, last):
+                return "trimmed" if self.transport.trimmed_after(before) else "lost"
+        return None
 
     def _reload(self, epoch: str | None) -> None:
         """Load the base snapshot of a replaced log, and settle the changes it decides."""
@@ -130,7 +127,7 @@ class Upkeep(LogState):
         blob = self.transport.load_snapshot()
         replaced, self._epoch = self._epoch, epoch
         self._position = START
-        self._last_applied = None
+        self._last_applied = {}
         self._held_version = -1
         if blob is not None:
             self._import(blob)

@@ -123,6 +123,8 @@ class Writer(LogState):
             if outcome.reason == "stale":
                 self._check_needed.set()
             return self._refuse(batch, f"the shared log refused it ({outcome.reason})")
+        if not self.transport.places_on_append:
+            return []
         with self._waiting_lock:
             for change in batch:
                 if change.operation in SETTLED_ON_APPEND and not change.done.is_set():

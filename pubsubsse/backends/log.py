@@ -339,8 +339,9 @@ class LogBackend(Upkeep, Writer, LogState):
             log.warning(message)
 
     def _apply_records(self, records: list[Record]) -> None:
+        stream_of = self.transport.stream_of
         for record in records:
-            self._last_applied = (self._position, record)
+            self._last_applied[stream_of(record.position)] = (self._position, record)
             try:
                 self._apply_record(record)
             except Exception:

@@ -7,13 +7,13 @@ import pytest
 from ..conftest import make_pair, make_service
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "merged"])
 def service(request):
-    """The service under test, in this process: in-process, or one replica of a log kept in memory."""
+    """The service under test: in-process, or a replica of a log in memory (one stream, or three merged)."""
     yield from make_service(request)
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "merged"])
 def pair(request):
-    """Two replicas, in this process: the same in-process service twice, or two replicas of a log kept in memory."""
+    """Two replicas: the in-process service twice, or two of a log in memory (one stream, or three merged)."""
     yield from make_pair(request)

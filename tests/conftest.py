@@ -78,7 +78,8 @@ def make_pair(request):
 def log_backends(request, count: int):
     """Return ``count`` backends over one new log, and a cleanup.
 
-    The log: "memory", "merged" (three streams in memory), "redis", "redis-cluster" or "postgres".
+    The log: "memory", "merged" (three streams in memory), "redis", "redis-cluster",
+    "redis-cluster-partitioned" (three streams merged, each on its own slot) or "postgres".
     """
     import uuid
 
@@ -98,9 +99,10 @@ def log_backends(request, count: int):
     if request.param == "redis":
         url, key = request.getfixturevalue("redis_server").url, f"test:{uuid.uuid4()}"
         return [RedisBackend(url, key=key) for _ in range(count)], lambda: None
-    if request.param == "redis-cluster":
+    if request.param in ("redis-cluster", "redis-cluster-partitioned"):
         url, key = request.getfixturevalue("redis_cluster").url, f"test:{uuid.uuid4()}"
-        return [RedisBackend(url, key=key, cluster=True) for _ in range(count)], lambda: None
+        partitions = 3 if request.param == "redis-cluster-partitioned" else 1
+        return [RedisBackend(url, key=key, cluster=True, partitions=partitions) for _ in range(count)], lambda: None
     from pubsubsse.backends.postgres import PostgresBackend
 
     name = f"t_{uuid.uuid4().hex[:16]}"
@@ -166,9 +168,10 @@ class Recorder:
 
 
 #: The servers and adapters the HTTP suites run against: the Flask adapter under gunicorn's gevent
-#: worker, Werkzeug's threaded server and a cluster on Redis, Redis Cluster or PostgreSQL; the plain
-#: WSGI adapter and the Django adapter under gunicorn's gevent worker.
-SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-rc", "cluster-pg", "wsgi", "django"]
+#: worker, Werkzeug's threaded server and a cluster on Redis, Redis Cluster (its log in one stream,
+#: or in three merged: "cluster-rcp") or PostgreSQL; the plain WSGI adapter and the Django adapter
+#: under gunicorn's gevent worker.
+SERVER_KINDS = ["gevent", "threaded", "cluster", "cluster-rc", "cluster-rcp", "cluster-pg", "wsgi", "django"]
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
@@ -178,8 +181,9 @@ def server(request):
 
     env = {"PUBSUBSSE_HEARTBEAT": "1", "PUBSUBSSE_CLIENT_TIMEOUT": "none"}
     if request.param.startswith("cluster"):
-        rc = request.getfixturevalue("redis_cluster") if request.param == "cluster-rc" else None
-        srv = Cluster(env, backend="postgres" if request.param == "cluster-pg" else "redis", redis_cluster=rc)
+        rc = request.getfixturevalue("redis_cluster") if request.param.startswith("cluster-rc") else None
+        backend = "postgres" if request.param == "cluster-pg" else "redis"
+        srv = Cluster(env, backend=backend, redis_cluster=rc, partitions=3 if request.param == "cluster-rcp" else 1)
     elif request.param in ("wsgi", "django"):
         srv = Server("gevent", env={**env, "PUBSUBSSE_ADAPTER": request.param})
         srv.kind = request.param

@@ -47,6 +47,7 @@ def _backend_options() -> dict:
             url,
             key=key,
             cluster=bool(cluster_url),
+            partitions=int(os.environ.get("PUBSUBSSE_REDIS_PARTITIONS", "1")),
             snapshot_every=snapshot_every,
             timeout=float(os.environ.get("PUBSUBSSE_REDIS_TIMEOUT", "5")),
             alive=float(os.environ.get("PUBSUBSSE_REDIS_ALIVE", "30")),

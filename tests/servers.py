@@ -188,7 +188,9 @@ class Cluster:
 
     kind = "cluster"
 
-    def __init__(self, env: dict[str, str] | None = None, backend: str = "redis", redis_cluster=None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, backend: str = "redis", redis_cluster=None, partitions: int = 1
+    ) -> None:
         import itertools
         import uuid
 
@@ -199,6 +201,7 @@ class Cluster:
         shared = {**(env or {}), "PUBSUBSSE_REDIS_URL": self.redis.url, "PUBSUBSSE_REDIS_KEY": f"t:{uuid.uuid4()}"}
         if redis_cluster is not None:  # the log on a Redis Cluster (tests/redis_cluster.py)
             shared["PUBSUBSSE_REDIS_CLUSTER_URL"] = redis_cluster.url
+            shared["PUBSUBSSE_REDIS_PARTITIONS"] = str(partitions)
         if self.postgres_name:
             from .conftest import POSTGRES_DSN
 

@@ -27,6 +27,7 @@ __all__ = [
     "Record",
     "Change",
     "WITH_BODY",
+    "MADE_HERE",
     "SETTLED_ON_APPEND",
     "encode_entry",
     "decode_entry",
@@ -143,6 +144,22 @@ class Change:
         self.error = error
         self.done.set()
 
+
+#: Operations whose result is made by the process that applies them (a stream, a handle): one a
+#: replaced log's base holds but this process did not apply cannot return it.
+MADE_HERE = frozenset(
+    {
+        "new_client",
+        "new_public_topic",
+        "new_private_topic",
+        "new_group",
+        "new_group_topic",
+        "ensure_public_topic",
+        "ensure_group",
+        "ensure_group_topic",
+        "attach",
+    }
+)
 
 #: Operations whose last argument is a message body: format 2 carries it in a field of its own.
 WITH_BODY = frozenset({"pub", "pub_named"})

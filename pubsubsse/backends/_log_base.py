@@ -84,6 +84,26 @@ class LogTransport:
         """Return up to ``count`` entries after ``after``, waiting up to ``block`` seconds for one."""
         raise NotImplementedError
 
+    def wake_fileno(self) -> int | None:
+        """Return a file descriptor that becomes readable when this process is woken; ``None``: none.
+
+        For a reader that waits on several logs at once (:mod:`pubsubsse.backends._merged`): it
+        waits until one of them is readable, then takes the wake-ups (:meth:`take_wake_ups`) and
+        reads. Woken as :meth:`read` would be: for changes, and for publishes to held topics.
+        """
+        return None
+
+    def take_wake_ups(self) -> None:
+        """Take every wake-up waiting (after :meth:`wake_fileno` was readable)."""
+
+    def read_at(self, after: Position, count: int) -> tuple[str | None, int, list[Record]]:
+        """Return the epoch, the clock, then up to ``count`` entries after ``after``, read in that order.
+
+        In one atomic step where the transport can: no entry appended after the clock was read is
+        returned with it, and none of another epoch. The default makes three calls.
+        """
+        return self.get_epoch(), self.now_ms(), self.read(after, 0, count)
+
     def stream_of(self, position: Position) -> int:
         """Return which of the log's streams ``position`` is in (a log of one stream: 0)."""
         return 0

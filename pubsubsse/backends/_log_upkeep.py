@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pubsubsse.backends import _snapshot as snapshots
-from pubsubsse.backends._entries import FORMAT, SEQ_JUMP, START, Change, LogUnavailable
+from pubsubsse.backends._entries import FORMAT, MADE_HERE, SEQ_JUMP, START, Change, LogUnavailable
 from pubsubsse.backends._log_base import LogState
 
 __all__ = ["Upkeep"]
@@ -150,8 +150,26 @@ class Upkeep(LogState):
                 elif not change.done.is_set():
                     change.fail("the log lost entries and was replaced; whether it reached anyone is unknown", True)
         for change in kept:
-            self._settle(change.number, None, None)
+            if change.operation in MADE_HERE and not change.eventual:
+                self._lose_result(change)
+            else:
+                self._settle(change.number, None, None)
         log.warning("loaded the replaced pubsubsse log (epoch %s); every stream resyncs", epoch[:8])
+
+    def _lose_result(self, change: Change) -> None:
+        """Fail a change the new base holds but this process never applied: what it returns was not made here.
+
+        A stream attached in the base is detached again (no stream of it exists here), so that
+        its client does not stay RECEIVING; the browser reconnects.
+        """
+        with self._waiting_lock:
+            self._waiting.pop(change.number, None)
+            if change.done.is_set():
+                return
+            change.fail("the log was replaced as this change was applied; its result is not known here", True)
+        if change.operation == "attach":
+            client_id, token = change.args[0], change.args[1]
+            self._outbox.put(Change("detach", (client_id, token), eventual=True))
 
     # Maintenance: reports, liveness, snapshots, trimming --------------------------------------
 

@@ -41,6 +41,7 @@ The epoch, the snapshot and the reports
 from __future__ import annotations
 
 import random
+import select
 import threading
 import time
 from collections.abc import Sequence
@@ -126,7 +127,7 @@ class MergedTransport(LogTransport):
             stream.serve(process_token)
 
     def hold(self, topics: set[str], again: bool = False) -> None:
-        """Tell every stream (each wakes this process for publishes to ``topics``)."""
+        """Tell every stream: each wakes this process for its publishes to ``topics``."""
         for stream in self.streams:
             stream.hold(topics, again)
 
@@ -181,15 +182,17 @@ class MergedTransport(LogTransport):
             interrupts = self._interrupts
             pause = _FIRST_PAUSE
             while True:
-                found = self._read_round(after, count)
+                found, held_back = self._read_round(after, count)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0 or interrupts != self._interrupts:
                     break
-                # Nothing to return yet: look again after an append of this process, or a pause
-                # (longer while nothing comes: other processes' appends are found by looking).
-                with self._appended:
-                    self._appended.wait(min(remaining, pause))
-                pause = min(pause * 2, _LAST_PAUSE)
+                if held_back or not self._wait_for_wake_ups(remaining):
+                    # Entries wait for another stream's clock, or the streams cannot wake this
+                    # process: look again after an append of its own, or a pause (longer while
+                    # nothing comes).
+                    with self._appended:
+                        self._appended.wait(min(remaining, pause))
+                    pause = _FIRST_PAUSE if held_back else min(pause * 2, _LAST_PAUSE)
             if found:
                 self._ended_at = found[-1].position
                 for record in found:
@@ -198,46 +201,66 @@ class MergedTransport(LogTransport):
                 self._ended_at = after
             return found
 
-    def _read_round(self, after: Position, count: int) -> list[Record]:
-        """Read every stream once; return the entries no stream can still get one before."""
-        epoch = self.streams[0].get_epoch()
+    def _wait_for_wake_ups(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until a stream wakes this process, then take the wake-ups; ``False``: cannot."""
+        filenos = [fileno for fileno in (stream.wake_fileno() for stream in self.streams) if fileno is not None]
+        if len(filenos) < self._count:
+            return False
+        try:
+            select.select(filenos, [], [], timeout)
+        except (OSError, ValueError):  # a connection closed meanwhile (a failover): read, and learn why
+            return True
+        for stream in self.streams:
+            stream.take_wake_ups()
+        return True
+
+    def _read_round(self, after: Position, count: int) -> tuple[list[Record], bool]:
+        """Read every stream once; return the entries no stream can still get one before, and if some wait."""
         limit: Position | None = None
         candidates: list[Record] = []
-        for number, stream in enumerate(self.streams):
-            if number and stream.get_epoch() != epoch:
-                self._bring_up(number, epoch)
-                raise LogUnavailable(f"stream {number} of the log was of another epoch; it is brought up")
-            clock = stream.now_ms()
+        epochs: dict[int, str | None] = {}
+        # The first stream last: a replace changes its epoch first, so an entry of a newer epoch
+        # read from another stream shows as an epoch apart.
+        for number in [*range(1, self._count), 0]:
             cursor = self._after(after, number)
             taken = self._taken[number]
-            start = min(cursor, taken) if taken is not None else cursor
-            records = stream.read(start, 0, count)
-            for record in records:
-                if record.position <= cursor:
-                    # Before what this process applied already: the stream's clock stepped back.
-                    self._out_of_order = True
-                    raise LogUnavailable(f"stream {number} of the log gave an entry out of order")
+            epochs[number], clock, records = self.streams[number].read_at(
+                min(cursor, taken) if taken is not None else cursor, count
+            )
+            if records and records[0].position <= cursor:
+                # Before what this process applied already: the stream's clock stepped back.
+                self._out_of_order = True
+                raise LogUnavailable(f"stream {number} of the log gave an entry out of order")
             # The smallest merged position this stream can still give: past the last entry read,
             # and not before its clock as read (later appends get at least that).
-            if len(records) >= count:
+            next_id = (clock, 0)
+            if records and (len(records) >= count or records[-1].position >= next_id):
                 next_id = (records[-1].position[0], records[-1].position[1] + 1)
-            else:
-                next_id = (clock, 0)
-                if records and records[-1].position >= next_id:
-                    next_id = (records[-1].position[0], records[-1].position[1] + 1)
             bound = self.merged(next_id, number)
             limit = bound if limit is None else min(limit, bound)
             candidates += [Record(self.merged(record.position, number), record.fields) for record in records]
+        for number, epoch in epochs.items():
+            if epoch != epochs[0]:
+                self._bring_up(number, epochs[0])
+                raise LogUnavailable(f"stream {number} of the log was of another epoch; it is brought up")
         candidates.sort(key=lambda record: record.position)
-        return [record for record in candidates if limit is None or record.position < limit][:count]
+        ready = [record for record in candidates if limit is None or record.position < limit]
+        return ready[:count], len(ready) < len(candidates)
 
     def holds(self, before: Position, record: Record) -> bool:
-        """Whether ``record`` is still where it was in its stream (``False`` after entries came out of order)."""
+        """Whether ``record`` is still where it was in its stream, or was trimmed from it (not lost).
+
+        The last entry applied from a quiet stream is trimmed in time like any other, behind every
+        process. ``False`` after a stream gave entries out of order.
+        """
         if self._out_of_order:
             return False
         inner, number = self.split(record.position)
-        found = self.streams[number].read(_predecessor(inner), 0, 1)
-        return bool(found) and found[0].position == inner and found[0].fields == record.fields
+        stream = self.streams[number]
+        found = stream.read(_predecessor(inner), 0, 1)
+        if found and found[0].position == inner:
+            return found[0].fields == record.fields  # another entry at its place: lost, then appended to
+        return stream.trimmed_after(_predecessor(inner))
 
     def head(self) -> Position | None:
         """Return the merged position of the last entry any stream was given; ``None``: no stream has any."""

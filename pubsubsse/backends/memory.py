@@ -134,6 +134,11 @@ class MemoryTransport(LogTransport):
                 self._changed.wait(remaining)
                 self._check()
 
+    def read_at(self, after: Position, count: int) -> tuple[str | None, int, list[Record]]:
+        """Return the epoch, the clock and up to ``count`` entries after ``after``, in one step."""
+        with self._changed:
+            return self.get_epoch(), self.now_ms(), self.read(after, 0, count)
+
     def head(self) -> Position | None:
         """Return the last position appended in this epoch, trimmed or not."""
         self._check()

@@ -49,9 +49,10 @@ import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pubsubsse.backends._entries import loads
+from pubsubsse.backends._merged import MergedTransport
+from pubsubsse.backends._redis_cluster import at_node, nodes_of, parts, slot_master, without_credentials
 from pubsubsse.backends._redis_scripts import APPEND, FORGET_HOLDS, IF_OWNER_DELETE, IF_OWNER_SET, REPLACE, TRIM
 from pubsubsse.backends.log import (
     Appended,
@@ -111,46 +112,6 @@ def _no_such_key(error: BaseException) -> bool:
     return "no such key" in str(error).lower()
 
 
-def _parts(url: str) -> tuple[str, str, str, str]:
-    """Split ``url`` into what comes before its hosts, its credentials (with ``@``), its hosts, and the rest.
-
-    By hand: ``urlsplit`` refuses a list of hosts with an IPv6 one after the first (some 3.11s).
-    """
-    scheme, separator, rest = url.partition("://")
-    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
-    netloc, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
-    userinfo, at, hosts = netloc.rpartition("@")
-    return scheme + separator, userinfo + at, hosts, tail
-
-
-def _nodes_of(url: str) -> list[tuple[str, int]]:
-    """Return the nodes a URL names: ``redis://user:pw@host-a:7000,host-b:7001/0`` names two."""
-    nodes = []
-    for part in _parts(url)[2].split(","):
-        if not part:
-            raise ValueError(f"an empty node in the Redis URL {_safe(url)}")
-        node = urlsplit(f"//{part}")
-        try:
-            port = node.port
-        except ValueError as error:
-            raise ValueError(f"a node's port in the Redis URL {_safe(url)}: {error}") from None
-        nodes.append((node.hostname or "127.0.0.1", port or 6379))
-    return nodes
-
-
-def _safe(url: str) -> str:
-    """Return ``url`` without its credentials, for messages."""
-    before, _, hosts, tail = _parts(url)
-    return before + hosts + tail
-
-
-def _at(url: str, host: str, port: int) -> str:
-    """``url`` (its scheme, credentials and options) pointed at ``host:port``."""
-    before, credentials, _, tail = _parts(url)
-    host = f"[{host}]" if ":" in host else host
-    return f"{before}{credentials}{host}:{port}{tail}"
-
-
 class RedisTransport(LogTransport):
     """The log in Redis: a Stream at ``key`` and the keys beside it (see the module's docstring).
 
@@ -173,10 +134,12 @@ class RedisTransport(LogTransport):
         #: The cluster's nodes seen so far, the URL's first: where the slot's master is looked up.
         self._nodes: list[tuple[str, int]] = []
         if cluster:
-            self._nodes = _nodes_of(url)
-            url = _at(url, *self._nodes[0])  # a redis-py URL names one host; _locate finds the master
-        elif "," in _parts(url)[2]:
-            raise ValueError(f"a Redis URL naming several nodes is for a cluster (cluster=True): {_safe(url)}")
+            self._nodes = nodes_of(url)
+            url = at_node(url, *self._nodes[0])  # a redis-py URL names one host; _locate finds the master
+        elif "," in parts(url)[2]:
+            raise ValueError(
+                f"a Redis URL naming several nodes is for a cluster (cluster=True): {without_credentials(url)}"
+            )
         self._master: tuple[str, int] | None = None
         self._locating = threading.Lock()
         self._replica_missing_since = -1e9
@@ -248,37 +211,16 @@ class RedisTransport(LogTransport):
 
     def _locate(self) -> None:
         """Point both connections at the master serving the log's slot (``CLUSTER SLOTS``)."""
-        import redis
         from redis.crc import key_slot
 
-        slot = key_slot(self.key.encode())
         with self._locating:
-            for host, port in list(self._nodes):
-                probe = redis.Redis.from_url(
-                    _at(self.url, host, port), socket_timeout=1.0, socket_connect_timeout=1.0, protocol=2
-                )
-                try:
-                    ranges: list[Any] = probe.execute_command("CLUSTER", "SLOTS") or []  # type: ignore[no-untyped-call]
-                except self._errors:
-                    continue
-                finally:
-                    probe.close()
-                master = None
-                for start, end, *nodes in ranges:
-                    # A node: [host, port, id, ...]; an empty host is the node that answered.
-                    addresses = [(bytes(node[0]).decode() or host, int(node[1])) for node in nodes]
-                    self._nodes += [address for address in addresses if address not in self._nodes]
-                    if start <= slot <= end:
-                        master = addresses[0]
-                if master is None:
-                    continue  # this node has no view of the slot (not joined yet, or cut off)
-                if master != self._master:
-                    if self._master is not None:
-                        log.warning("the pubsubsse log's slot is served by %s:%s now", *master)
-                    self._master = master
-                    self._reader, self._writer = self._clients(_at(self.url, *master))
-                    self._read_connection = self._wake_connection = None
-                return
+            master = slot_master(self.url, self._nodes, key_slot(self.key.encode()))
+            if master is not None and master != self._master:
+                if self._master is not None:
+                    log.warning("the pubsubsse log's slot is served by %s:%s now", *master)
+                self._master = master
+                self._reader, self._writer = self._clients(at_node(self.url, *master))
+                self._read_connection = self._wake_connection = None
 
     def connect(self) -> None:
         """Check that Redis answers (redis-py connects on first use and reconnects by itself)."""
@@ -387,6 +329,27 @@ class RedisTransport(LogTransport):
         # and a read, where a blocked XREAD is one read.
         self._caught_up = len(entries) < count and all(b"b" in record.fields for record in records)
         return records
+
+    def read_at(self, after: Position, count: int) -> tuple[str | None, int, list[Record]]:
+        """``GET key:epoch``, ``TIME`` and ``XRANGE key (after + COUNT count`` in one ``MULTI``."""
+        pipe = self._reader.pipeline(transaction=True)
+        pipe.get(self.key + ":epoch")
+        pipe.time()
+        pipe.xrange(self.key, "(" + _entry_id(after), "+", count=count)
+        epoch, (seconds, microseconds), entries = self._call(pipe.execute)
+        records = [Record(_position(entry_id), fields) for entry_id, fields in entries]
+        return (None if epoch is None else epoch.decode()), int(seconds) * 1000 + int(microseconds) // 1000, records
+
+    def wake_fileno(self) -> int | None:
+        """Return the socket of this process's wake-up subscription (made if need be)."""
+        if not self._token:
+            return None
+        sock = self._wake()._sock
+        return None if sock is None else int(sock.fileno())
+
+    def take_wake_ups(self) -> None:
+        """Take every wake-up waiting."""
+        self._take_wake_ups(0.0)
 
     def _take_wake_ups(self, timeout: float) -> None:
         """Wait up to ``timeout`` for a wake-up, then take every one waiting: one read serves them all."""
@@ -559,28 +522,43 @@ class RedisBackend(LogBackend):
     one service. ``cluster=True``: ``url`` names any node of a Redis Cluster, or several,
     comma-separated (``redis://a:7000,b:7001/0``); the log lives in the slot of ``key``'s
     hash tag (see :mod:`pubsubsse.backends.redis`).
+    ``partitions=N`` (default 1): the log is N streams (``key``, then ``key:1`` …
+    ``key:N-1``, each with a hash tag of its own in a cluster, so that appends are spread over
+    its masters), each process appends to one of them and reads them all merged into one order
+    (:mod:`pubsubsse.backends._merged`); every process of a service must use the same N.
     ``options`` are the log's (:class:`~pubsubsse.backends.log.LogOptions`).
-    The same as ``LogBackend(RedisTransport(url, key=key, cluster=cluster), **options)``.
+    With one partition, the same as ``LogBackend(RedisTransport(url, key=key, cluster=cluster), **options)``.
     Needs ``pip install pubsubsse[redis]``.
     """
 
-    transport: RedisTransport
-
     def __init__(
-        self, url: str, *, key: str = DEFAULT_KEY, cluster: bool = False, **options: Unpack[LogOptions]
+        self,
+        url: str,
+        *,
+        key: str = DEFAULT_KEY,
+        cluster: bool = False,
+        partitions: int = 1,
+        **options: Unpack[LogOptions],
     ) -> None:
         timeout = log_options(**options).timeout
-        super().__init__(RedisTransport(url, key=key, timeout=timeout, cluster=cluster), **options)
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= 64:
+            raise ValueError(f"partitions must be an int from 1 to 64, got {partitions!r}")
+        #: The streams of the log: one ``RedisTransport`` per partition, the first at ``key``.
+        self.streams = [
+            RedisTransport(url, key=key if n == 0 else f"{key}:{n}", timeout=timeout, cluster=cluster)
+            for n in range(partitions)
+        ]
+        super().__init__(self.streams[0] if partitions == 1 else MergedTransport(self.streams), **options)
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {self.transport.key} at {self.transport.url.rpartition('@')[2]}>"
+        return f"<RedisBackend {self.key} at {self.url.rpartition('@')[2]}>"
 
     @property
     def url(self) -> str:
         """The Redis URL."""
-        return self.transport.url
+        return self.streams[0].url
 
     @property
     def key(self) -> str:
         """The log's key; the keys beside it start with it."""
-        return self.transport.key
+        return self.streams[0].key

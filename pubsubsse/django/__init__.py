@@ -23,7 +23,7 @@ and in a view or a task::
 ``PUBSUBSSE`` takes every option of :class:`~pubsubsse.SSEPubSubService` and of the endpoints (see
 :func:`pubsubsse.wsgi.make_wsgi_app`), by their Python names, and ``redis_url`` / ``redis_key`` /
 ``redis_cluster`` (a ``RedisBackend`` built in each process that uses the service;
-``"redis_cluster": True`` when the URL names a node of a Redis Cluster) or ``postgres_dsn`` /
+``"redis_cluster": True`` when the URL names a node of a Redis Cluster; ``"redis_partitions"``) or ``postgres_dsn`` /
 ``postgres_name`` (a ``PostgresBackend``, likewise); an unknown key raises ``ImproperlyConfigured``.
 The service is built on first use, in the process that uses it (each gunicorn worker builds its
 own). The ``authorize`` hook receives Django's ``HttpRequest`` and may raise ``PermissionDenied``

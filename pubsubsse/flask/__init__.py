@@ -24,7 +24,8 @@ Every option of :class:`~pubsubsse.SSEPubSubService` and of
 :func:`~pubsubsse.flask.blueprint.create_blueprint` is a configuration key: ``heartbeat`` is
 ``PUBSUBSSE_HEARTBEAT``, ``authorize`` is ``PUBSUBSSE_AUTHORIZE``; ``PUBSUBSSE_REDIS_URL``
 (and ``PUBSUBSSE_REDIS_KEY``, default ``"pubsubsse:log"``; ``PUBSUBSSE_REDIS_CLUSTER = True``
-when the URL names a node of a Redis Cluster) shares the service through Redis, a
+when the URL names a node of a Redis Cluster; ``PUBSUBSSE_REDIS_PARTITIONS``, default 1) shares
+the service through Redis, a
 ``RedisBackend`` built in each process that uses the service; ``PUBSUBSSE_POSTGRES_DSN`` (and
 ``PUBSUBSSE_POSTGRES_NAME``, default ``"pubsubsse"``) through PostgreSQL; ``PUBSUBSSE_URL_PREFIX`` (default
 ``"/sse"``) says where the endpoints are. Options given to :class:`PubSubSSE`

@@ -2,7 +2,7 @@
 
 An adapter is configured by names (Flask's ``PUBSUBSSE_*`` keys, Django's
 ``settings.PUBSUBSSE``): every option of the service and of the endpoints,
-``redis_url``, ``redis_key`` and ``redis_cluster`` (a Redis backend built in the process that
+``redis_url``, ``redis_key``, ``redis_cluster`` and ``redis_partitions`` (a Redis backend built in the process that
 uses it: a backend object made in settings would be shared by forked workers),
 ``postgres_dsn`` and ``postgres_name`` (the same for PostgreSQL),
 and the adapter's own (``url_prefix`` for Flask).
@@ -19,10 +19,12 @@ from pubsubsse.web._protocol import ENDPOINT_OPTIONS
 
 __all__ = ["BACKEND_SHORTHANDS", "LazyService", "known_options", "is_shared", "endpoint_options"]
 
-#: ``redis_url``, ``redis_key`` and ``redis_cluster``: ``backend=RedisBackend(redis_url, key=redis_key,
-#: cluster=redis_cluster)``, built in each process; ``postgres_dsn`` and ``postgres_name``:
-#: ``backend=PostgresBackend(postgres_dsn, name=postgres_name)``.
-BACKEND_SHORTHANDS = frozenset({"redis_url", "redis_key", "redis_cluster", "postgres_dsn", "postgres_name"})
+#: ``redis_url``, ``redis_key``, ``redis_cluster`` and ``redis_partitions``: ``backend=RedisBackend(redis_url,
+#: key=redis_key, cluster=redis_cluster, partitions=redis_partitions)``, built in each process;
+#: ``postgres_dsn`` and ``postgres_name``: ``backend=PostgresBackend(postgres_dsn, name=postgres_name)``.
+BACKEND_SHORTHANDS = frozenset(
+    {"redis_url", "redis_key", "redis_cluster", "redis_partitions", "postgres_dsn", "postgres_name"}
+)
 
 
 def known_options(extra: frozenset[str] = frozenset()) -> frozenset[str]:
@@ -79,7 +81,8 @@ class LazyService:
             if not isinstance(cluster, bool):
                 raise ValueError(f"redis_cluster must be True or False, got {cluster!r}")
             key = self.options.get("redis_key", "pubsubsse:log")
-            return RedisBackend(self.options["redis_url"], key=key, cluster=cluster)
+            partitions = self.options.get("redis_partitions", 1)
+            return RedisBackend(self.options["redis_url"], key=key, cluster=cluster, partitions=partitions)
         if self.options.get("postgres_dsn"):
             from pubsubsse.backends.postgres import PostgresBackend
 

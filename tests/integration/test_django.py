@@ -232,6 +232,15 @@ def test_redis_cluster_is_a_setting_and_the_service_runs_on_the_cluster(redis_cl
         'PUBSUBSSE={"redis_url": "redis://127.0.0.1:1/0", "redis_cluster": "yes"}',
     )
     assert refused.returncode != 0 and "redis_cluster must be True or False" in refused.stderr
+    settings = settings.replace('"dj"}', '"dj3", "redis_partitions": 3}')
+    code = code.replace("service.backend.transport.key", "*(stream.key for stream in service.backend.streams)")
+    result = run_django(code, settings)
+    assert result.returncode == 0 and result.stdout.split()[:3] == ["{dj3}", "{dj3:1}", "{dj3:2}"], result.stderr
+    refused = run_django(
+        "from pubsubsse.django import get_service; get_service()",
+        'PUBSUBSSE={"redis_url": "redis://127.0.0.1:1/0", "redis_partitions": "3"}',
+    )
+    assert refused.returncode != 0 and "partitions must be an int" in refused.stderr
 
 
 @pytest.mark.parametrize("shorthand", ["redis_url", "postgres_dsn"])

@@ -26,12 +26,17 @@ SUBSCRIBERS = 200
 
 
 @pytest.mark.timeout(600)
-def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently():
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently(partitions):
     cluster = RedisCluster()
     key = f"t:{uuid.uuid4()}"
-    slot_key = "{" + key + "}"  # where RedisBackend(cluster=True) keeps the log
+    slot_key = "{" + key + "}"  # where RedisBackend(cluster=True) keeps the log (its first stream)
+    # With three partitions, the other streams are "{key:1}" and "{key:2}": printed, since which
+    # masters serve them decides what the third step kills.
+    print("masters:", [cluster.master_of("{" + key + (f":{n}" if n else "") + "}") for n in range(partitions)])
     env = {
         "PUBSUBSSE_REDIS_CLUSTER_URL": cluster.url,
+        "PUBSUBSSE_REDIS_PARTITIONS": str(partitions),
         "PUBSUBSSE_REDIS_KEY": key,
         "PUBSUBSSE_HEARTBEAT": "1",
         "PUBSUBSSE_CLIENT_TIMEOUT": "none",
@@ -41,7 +46,7 @@ def test_masters_killed_mid_run_fail_over_and_nothing_is_lost_silently():
     }
     servers = [Server("gevent", env=env, workers=2), Server("gevent", env=env, workers=2)]
     try:
-        with fault_run(servers, SUBSCRIBERS, "cluster-faults.json") as run:
+        with fault_run(servers, SUBSCRIBERS, f"cluster-faults-{partitions}.json") as run:
             # 1. SIGKILL of the master that serves the log's slot: its replica is promoted.
             first = cluster.master_of(slot_key)
             injected = time.monotonic()

@@ -374,3 +374,55 @@ def _raised(change) -> BaseException | None:
     except BaseException as error:  # what the change raised is the subject of the test
         return error
     return None
+
+
+class _ReaderCut:
+    """The shared memory log as one process sees it: all but its writer's calls can be cut off."""
+
+    _WRITER = frozenset({"append", "now_ms", "interrupt", "disconnect"})
+
+    def __init__(self, log: MemoryTransport) -> None:
+        self._log = log
+        self.cut = False
+        self.refused = 0
+
+    def __getattr__(self, name: str):
+        call = getattr(self._log, name)
+        if name in self._WRITER or not callable(call):
+            return call
+
+        def cut_or_call(*args, **kwargs):
+            if self.cut:
+                self.refused += 1
+                raise LogUnavailable("this process's reader is cut off (a test's fault)")
+            return call(*args, **kwargs)
+
+        return cut_or_call
+
+
+def test_a_stream_whose_attach_the_replaced_logs_base_holds_but_this_process_never_applied_raises(log):
+    # The attach was appended, another process applied it and then replaced the lost log with its
+    # state, before this process read it. The stream it returns was never made here: returning
+    # None crashed the server's response; it raises instead, and the attach is undone.
+    view = _ReaderCut(log)
+    a = SSEPubSubService(backend=LogBackend(view, timeout=1.0), client_timeout=None)
+    b = SSEPubSubService(backend=LogBackend(log, timeout=1.0), client_timeout=None)
+    try:
+        client = a.new_client()
+        b.sync()
+        view.cut = True
+        wait_for(lambda: view.refused, what="the reader cut off")
+        outcome: list[object] = []
+        attach = threading.Thread(target=lambda: outcome.append(_raised(client.stream)))
+        attach.start()
+        wait_for(lambda: b.get_client_by_id(client.id).status.value == "receiving", what="the attach applied elsewhere")
+        log.lose()  # a Redis restarted without its data: the other process seeds it with its state
+        wait_for(lambda: log.get_epoch() is not None and log.load_snapshot() is not None, what="a new epoch")
+        view.cut = False
+        attach.join(15)
+        assert not attach.is_alive()
+        assert isinstance(outcome[0], BackendUnavailable) and outcome[0].outcome_unknown, (outcome, a.stats())
+        wait_for(lambda: b.get_client_by_id(client.id).status.value == "waiting", what="the attach undone", timeout=15)
+    finally:
+        a.shutdown()
+        b.shutdown()

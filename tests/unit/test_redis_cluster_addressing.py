@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pubsubsse.backends.redis import RedisTransport, _at
+from pubsubsse.backends._redis_cluster import at_node as _at
+from pubsubsse.backends.redis import RedisTransport
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ to a topic one client subscribes to; every replica applies every publish. Report
 master's CPU time (``/proc``, user + system) per publish, the busiest master's and the sum, the
 publishes a second, and steal (``/proc/stat``) over the measurement. With one stream, one master
 takes every append and every read; with three, each takes its stream's, and every read round
-asks every master (epoch, clock and entries in one ``MULTI``).
+asks every master (clock, entries and epoch in one pipeline).
 """
 
 from __future__ import annotations

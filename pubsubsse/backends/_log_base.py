@@ -97,12 +97,15 @@ class LogTransport:
         """Take every wake-up waiting (after :meth:`wake_fileno` was readable)."""
 
     def read_at(self, after: Position, count: int) -> tuple[str | None, int, list[Record]]:
-        """Return the epoch, the clock, then up to ``count`` entries after ``after``, read in that order.
+        """Return the epoch, the clock and up to ``count`` entries after ``after``.
 
-        In one atomic step where the transport can: no entry appended after the clock was read is
-        returned with it, and none of another epoch. The default makes three calls.
+        The clock is read before the entries (an entry appended after it has a later position),
+        the epoch after them (a log replaced meanwhile shows its new epoch). The default makes
+        three calls; a transport may make them one round trip.
         """
-        return self.get_epoch(), self.now_ms(), self.read(after, 0, count)
+        now = self.now_ms()
+        records = self.read(after, 0, count)
+        return self.get_epoch(), now, records
 
     def stream_of(self, position: Position) -> int:
         """Return which of the log's streams ``position`` is in (a log of one stream: 0)."""

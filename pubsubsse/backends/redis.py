@@ -331,12 +331,12 @@ class RedisTransport(LogTransport):
         return records
 
     def read_at(self, after: Position, count: int) -> tuple[str | None, int, list[Record]]:
-        """``GET key:epoch``, ``TIME`` and ``XRANGE key (after + COUNT count`` in one ``MULTI``."""
-        pipe = self._reader.pipeline(transaction=True)
-        pipe.get(self.key + ":epoch")
+        """``TIME``, ``XRANGE key (after + COUNT count`` and ``GET key:epoch``: in that order, one pipeline."""
+        pipe = self._reader.pipeline(transaction=False)
         pipe.time()
         pipe.xrange(self.key, "(" + _entry_id(after), "+", count=count)
-        epoch, (seconds, microseconds), entries = self._call(pipe.execute)
+        pipe.get(self.key + ":epoch")
+        (seconds, microseconds), entries, epoch = self._call(pipe.execute)
         records = [Record(_position(entry_id), fields) for entry_id, fields in entries]
         return (None if epoch is None else epoch.decode()), int(seconds) * 1000 + int(microseconds) // 1000, records
 

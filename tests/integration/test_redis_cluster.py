@@ -287,3 +287,35 @@ def test_a_process_starts_from_the_next_node_the_url_names_when_the_first_is_dow
         assert service.stats()["messages_published"] == 1
     finally:
         service.shutdown()
+
+
+def test_a_publisher_on_a_partitioned_log_reaches_every_process(redis_cluster):
+    # A Celery task's Publisher writes to one of the streams; the web processes, each appending to
+    # its own, read them all merged: every one gets its publishes, in order, at the same ids.
+    from pubsubsse import Publisher, SSEPubSubService
+    from pubsubsse.backends.redis import RedisBackend
+
+    key = f"t:{uuid.uuid4()}"
+    backends = [RedisBackend(redis_cluster.url, key=key, cluster=True, partitions=3) for _ in range(2)]
+    for home, backend in enumerate(backends):
+        backend.transport.home = home  # type: ignore[attr-defined]
+    a, b = (SSEPubSubService(backend=backend, client_timeout=None) for backend in backends)
+    publisher = Publisher(backend=RedisBackend(redis_cluster.url, key=key, cluster=True, partitions=3))
+    publisher._log.transport.home = 2  # type: ignore[attr-defined]
+    try:
+        client = a.new_client()
+        client.sub(a.public_topic("orders"))
+        b.sync()
+        for n in range(5):
+            publisher.publish("orders", n)
+        a.sync()
+        b.sync()
+        here = a._core.since(a._core.clients[client.id], 0)
+        there = b._core.since(b._core.clients[client.id], 0)
+        assert here == there
+        assert [body for _, body in here if b'"updates":[{' in body] and len(here) >= 5
+        assert [b'"data":%d' % n in body for n, (_, body) in zip(range(5), here[-5:])] == [True] * 5
+    finally:
+        publisher.close()
+        a.shutdown()
+        b.shutdown()

@@ -87,7 +87,7 @@ class LogTransport:
     def wake_fileno(self) -> int | None:
         """Return a file descriptor that becomes readable when this process is woken; ``None``: none.
 
-        For a reader that waits on several logs at once (:mod:`pubsubsse.backends._merged`): it
+        For a reader that waits on several logs at once (``pubsubsse.backends._merged``): it
         waits until one of them is readable, then takes the wake-ups (:meth:`take_wake_ups`) and
         reads. Woken as :meth:`read` would be: for changes, and for publishes to held topics.
         """

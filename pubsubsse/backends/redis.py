@@ -525,7 +525,7 @@ class RedisBackend(LogBackend):
     ``partitions=N`` (default 1): the log is N streams (``key``, then ``key:1`` …
     ``key:N-1``, each with a hash tag of its own in a cluster, so that appends are spread over
     its masters), each process appends to one of them and reads them all merged into one order
-    (:mod:`pubsubsse.backends._merged`); every process of a service must use the same N.
+    (``pubsubsse.backends._merged``); every process of a service must use the same N.
     ``options`` are the log's (:class:`~pubsubsse.backends.log.LogOptions`).
     With one partition, the same as ``LogBackend(RedisTransport(url, key=key, cluster=cluster), **options)``.
     Needs ``pip install pubsubsse[redis]``.

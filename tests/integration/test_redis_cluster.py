@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from ..http_helpers import wait_for
 from ..redis_cluster import RedisCluster
 from ..servers import Server
 from .test_faults import fault_run
@@ -319,3 +320,63 @@ def test_a_publisher_on_a_partitioned_log_reaches_every_process(redis_cluster):
         publisher.close()
         a.shutdown()
         b.shutdown()
+
+
+def test_a_partition_whose_master_fails_over_without_its_newest_entries_is_found_and_reseeded():
+    """Three partitions; the second stream's replica lacks its newest entries when its master dies.
+
+    The process's last applied entry came from the first stream, later, and is still there: only
+    the last entry applied from each stream shows the loss. A new epoch, then changes go on.
+    """
+    import signal
+
+    from pubsubsse import SSEPubSubService
+    from pubsubsse.backends import RedisBackend
+
+    cluster = RedisCluster()
+    while True:  # the two streams on different masters
+        key = f"t:{uuid.uuid4()}"
+        first, second = cluster.master_of("{" + key + "}"), cluster.master_of("{" + key + ":1}")
+        if first != second:
+            break
+    replica = cluster.replica_of(second)
+    backends = [RedisBackend(cluster.url, key=key, cluster=True, partitions=3, timeout=1.0) for _ in range(2)]
+    backends[0].transport.home, backends[1].transport.home = 1, 0  # type: ignore[attr-defined]
+    a, b = (SSEPubSubService(backend=backend, client_timeout=None) for backend in backends)
+    try:
+        topic = a.public_topic("orders")
+        a.new_client().sub(topic)
+        a.sync()
+        cluster.procs[replica].send_signal(signal.SIGSTOP)
+        try:
+            cluster.command(second, "client", "kill", "type", "replica")
+            for n in range(3):  # the second stream's master has these; its replica does not
+                topic.pub(n)
+            b.sync()  # an entry of the first stream, after them
+            wait_for(lambda: a.backend._position == b.backend._position, what="the first process to apply it")
+            assert a.backend.transport.stream_of(a.backend._position) == 0  # type: ignore[attr-defined]
+            cluster.kill(second)
+        finally:
+            cluster.procs[replica].send_signal(signal.SIGCONT)
+
+        def new_epoch_takes_changes() -> bool:
+            try:
+                a.new_client()
+                b.sync()
+            except Exception:  # refused or unknown while the cluster fails over and the log is replaced
+                return False
+            return a.stats()["log_reseeds"] + b.stats()["log_reseeds"] == 1
+
+        deadline = time.monotonic() + 60
+        while not new_epoch_takes_changes():
+            assert time.monotonic() < deadline, "no new epoch took changes within 60 s"
+            time.sleep(0.2)
+        a.sync()
+        assert a._core.position == b._core.position
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        a.shutdown()
+        b.shutdown()
+        cluster.close()

@@ -114,7 +114,9 @@ class LogTransport:
     def holds(self, before: Position, record: Record) -> bool:
         """Return whether ``record``, read after ``before``, is still in the log where it was.
 
-        ``False`` once the log lost it (a failover that lost the newest entries) or it was trimmed.
+        ``False`` once the log lost it (a failover that lost the newest entries) or it was trimmed;
+        the engine then asks :meth:`trimmed_after` which. A log of several streams answers ``True``
+        for an entry trimmed from its stream behind every process (a quiet stream's last one).
         """
         found = self.read(before, 0, 1)
         return bool(found) and found[0].position == record.position and found[0].fields == record.fields

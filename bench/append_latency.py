@@ -12,11 +12,8 @@ the measurement; one JSON line per target and run, both targets in the same run.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
-import sys
 import time
 import uuid
 
@@ -24,7 +21,7 @@ from pubsubsse.backends._entries import encode_entry
 from pubsubsse.backends.redis import RedisTransport
 from pubsubsse.core._messages import encode_update
 
-from .run import emit, steal_pct, steal_ticks
+from .run import emit, measurement_arguments, steal_pct, steal_ticks
 
 
 def measure(url: str, cluster: bool, appends: int) -> dict[str, object]:
@@ -55,12 +52,7 @@ def measure(url: str, cluster: bool, appends: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--appends", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", help="append the JSON lines to this file too")
-    args = parser.parse_args()
-    sys.path.insert(0, os.getcwd())
+    args = measurement_arguments(__doc__ or "", "appends", 2000)
     from tests.redis_cluster import RedisCluster
     from tests.redis_server import RedisServer
 

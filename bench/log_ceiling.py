@@ -15,10 +15,8 @@ per measurement.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 import uuid
 
@@ -26,7 +24,7 @@ from pubsubsse.backends._entries import encode_entry
 from pubsubsse.backends.redis import RedisTransport
 from pubsubsse.core._messages import encode_update
 
-from .run import emit, steal_ticks
+from .run import emit, measurement_arguments, steal_ticks
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -89,12 +87,7 @@ def measure(url: str, pid: int, publishes: int) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--publishes", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", help="append the JSON lines to this file too")
-    args = parser.parse_args()
-    sys.path.insert(0, os.getcwd())
+    args = measurement_arguments(__doc__ or "", "publishes", 20000)
     from tests.redis_server import RedisServer
 
     redis = RedisServer()

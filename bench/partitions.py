@@ -15,9 +15,7 @@ asks every master (clock, entries and epoch in one pipeline).
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import threading
 import time
 import uuid
@@ -26,7 +24,7 @@ from pubsubsse import SSEPubSubService
 from pubsubsse.backends._merged import MergedTransport
 from pubsubsse.backends.redis import RedisBackend
 
-from .run import emit, steal_pct, steal_ticks
+from .run import emit, measurement_arguments, steal_pct, steal_ticks
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -96,12 +94,7 @@ def measure(cluster, partitions: int, publishes: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--publishes", type=int, default=3000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", help="append the JSON lines to this file too")
-    args = parser.parse_args()
-    sys.path.insert(0, os.getcwd())
+    args = measurement_arguments(__doc__ or "", "publishes", 3000)
     from tests.redis_cluster import RedisCluster
 
     cluster = RedisCluster()

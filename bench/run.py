@@ -507,6 +507,21 @@ def set_steal_limit(pct: float) -> None:
     STEAL_LIMIT_PCT = pct
 
 
+def measurement_arguments(doc: str, count: str, default: int) -> argparse.Namespace:
+    """Parse the command line of a measurement on private Redis servers: ``--<count>``, ``--repeat``, ``--out``.
+
+    The working directory goes on ``sys.path``: such measurements start their servers with the
+    tests' helpers (``tests/redis_server.py``, ``tests/redis_cluster.py``).
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(f"--{count}", type=int, default=default)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", help="append the JSON lines to this file too")
+    args = parser.parse_args()
+    sys.path.insert(0, os.getcwd())
+    return args
+
+
 def emit(result: dict, out: str | None) -> None:
     """Print ``result`` as one JSON line, and append it to the file ``out`` too if given."""
     line = json.dumps(result)

@@ -13,6 +13,8 @@ RECEIVING; every worker's state is identical.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 import uuid
 
@@ -105,8 +107,6 @@ def _appending(url: str):
 
 
 def test_a_master_without_a_replica_is_reported_once_per_outage(redis_cluster, monkeypatch, caplog):
-    import signal
-
     from pubsubsse.backends import redis as redis_transport
 
     # Appends try waiting for a replica again after this long without one (5 s in production): each does here.
@@ -147,8 +147,6 @@ def test_a_replica_that_misses_one_wait_but_is_online_is_still_waited_for(redis_
 
     Otherwise appends stop waiting for it for 5 s, and a failover in that window loses them.
     """
-    import signal
-
     from pubsubsse.backends import redis as redis_transport
 
     transport, append = _appending(redis_cluster.url)
@@ -221,8 +219,6 @@ def test_a_failover_that_loses_the_logs_newest_entries_is_seeded_again_when_the_
 
     The URL names a node that serves neither: replacing the log (a script) must run on the new master.
     """
-    import signal
-
     from pubsubsse import SSEPubSubService
     from pubsubsse.backends import RedisBackend
 
@@ -237,28 +233,12 @@ def test_a_failover_that_loses_the_logs_newest_entries_is_seeded_again_when_the_
         topic = service.public_topic("orders")
         service.new_client().sub(topic)
         service.sync()
-        cluster.procs[replica].send_signal(signal.SIGSTOP)
-        try:
-            # The replication link cut while the replica is stopped: nothing after this reaches it.
-            cluster.command(master, "client", "kill", "type", "replica")
+        with _replica_cut_off(cluster, master):
             for n in range(3):  # the master has these; its replica does not
                 topic.pub(n)
             service.sync()
             cluster.kill(master)
-        finally:
-            cluster.procs[replica].send_signal(signal.SIGCONT)
-
-        def new_epoch_takes_changes() -> bool:
-            try:
-                service.new_client()
-            except Exception:  # refused or unknown while the cluster fails over and the log is replaced
-                return False
-            return service.stats()["log_reseeds"] == 1
-
-        deadline = time.monotonic() + 60
-        while not new_epoch_takes_changes():
-            assert time.monotonic() < deadline, "no new epoch took changes within 60 s"
-            time.sleep(0.2)
+        _until_a_new_epoch_takes(service.new_client, lambda: service.stats()["log_reseeds"])
         assert cluster.master_of("{" + key + "}") == replica
     except BaseException:
         print(cluster.logs())
@@ -328,8 +308,6 @@ def test_a_partition_whose_master_fails_over_without_its_newest_entries_is_found
     The process's last applied entry came from the first stream, later, and is still there: only
     the last entry applied from each stream shows the loss. A new epoch, then changes go on.
     """
-    import signal
-
     from pubsubsse import SSEPubSubService
     from pubsubsse.backends import RedisBackend
 
@@ -339,7 +317,6 @@ def test_a_partition_whose_master_fails_over_without_its_newest_entries_is_found
         first, second = cluster.master_of("{" + key + "}"), cluster.master_of("{" + key + ":1}")
         if first != second:
             break
-    replica = cluster.replica_of(second)
     backends = [RedisBackend(cluster.url, key=key, cluster=True, partitions=3, timeout=1.0) for _ in range(2)]
     backends[0].transport.home, backends[1].transport.home = 1, 0  # type: ignore[attr-defined]
     a, b = (SSEPubSubService(backend=backend, client_timeout=None) for backend in backends)
@@ -347,30 +324,16 @@ def test_a_partition_whose_master_fails_over_without_its_newest_entries_is_found
         topic = a.public_topic("orders")
         a.new_client().sub(topic)
         a.sync()
-        cluster.procs[replica].send_signal(signal.SIGSTOP)
-        try:
-            cluster.command(second, "client", "kill", "type", "replica")
+        with _replica_cut_off(cluster, second):
             for n in range(3):  # the second stream's master has these; its replica does not
                 topic.pub(n)
             b.sync()  # an entry of the first stream, after them
             wait_for(lambda: a.backend._position == b.backend._position, what="the first process to apply it")
             assert a.backend.transport.stream_of(a.backend._position) == 0  # type: ignore[attr-defined]
             cluster.kill(second)
-        finally:
-            cluster.procs[replica].send_signal(signal.SIGCONT)
-
-        def new_epoch_takes_changes() -> bool:
-            try:
-                a.new_client()
-                b.sync()
-            except Exception:  # refused or unknown while the cluster fails over and the log is replaced
-                return False
-            return a.stats()["log_reseeds"] + b.stats()["log_reseeds"] == 1
-
-        deadline = time.monotonic() + 60
-        while not new_epoch_takes_changes():
-            assert time.monotonic() < deadline, "no new epoch took changes within 60 s"
-            time.sleep(0.2)
+        _until_a_new_epoch_takes(
+            lambda: (a.new_client(), b.sync()), lambda: a.stats()["log_reseeds"] + b.stats()["log_reseeds"]
+        )
         a.sync()
         assert a._core.position == b._core.position
     except BaseException:
@@ -380,3 +343,29 @@ def test_a_partition_whose_master_fails_over_without_its_newest_entries_is_found
         a.shutdown()
         b.shutdown()
         cluster.close()
+
+
+@contextlib.contextmanager
+def _replica_cut_off(cluster: RedisCluster, master: int):
+    """The master's replica stopped and its replication link cut: what the master takes meanwhile, it lacks."""
+    replica = cluster.replica_of(master)
+    cluster.procs[replica].send_signal(signal.SIGSTOP)
+    try:
+        cluster.command(master, "client", "kill", "type", "replica")
+        yield replica
+    finally:
+        cluster.procs[replica].send_signal(signal.SIGCONT)
+
+
+def _until_a_new_epoch_takes(change, reseeds) -> None:
+    """Make ``change`` until it goes through after exactly one reseed (``reseeds()``); at most 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            change()
+            if reseeds() == 1:
+                return
+        except Exception:  # refused or unknown while the cluster fails over and the log is replaced
+            pass
+        assert time.monotonic() < deadline, "no new epoch took changes within 60 s"
+        time.sleep(0.2)

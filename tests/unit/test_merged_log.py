@@ -21,6 +21,7 @@ from pubsubsse.backends.memory import MemoryTransport
 from pubsubsse.errors import BackendUnavailable
 
 from ..http_helpers import wait_for
+from .test_log_engine import delivered
 
 
 class Clock:
@@ -56,13 +57,6 @@ def replicas(streams):
     yield make
     for service in made:
         service.shutdown()
-
-
-def delivered(service: SSEPubSubService, client_id: str) -> list[tuple[int, object]]:
-    """The messages a resume from the start would give the client on this replica: (position, data)."""
-    events = service._core.since(service._core.clients[client_id], 0)
-    assert events is not None
-    return [(position, json.loads(body)["updates"][0]["data"]) for position, body in events if b'"updates":[{' in body]
 
 
 def origins(stream: MemoryTransport) -> set[str]:

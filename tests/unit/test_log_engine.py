@@ -53,23 +53,25 @@ def test_two_replicas_apply_every_change_in_the_same_order(replicas):
     topic = a.public_topic("orders")
     client.sub(topic)
     b.sync()
-    other = b.public_topic("orders")
+    publish_from_both(a, b, client.id)
 
-    def publish(service, handle, start):
+
+def publish_from_both(a: SSEPubSubService, b: SSEPubSubService, client_id: str) -> None:
+    """Publish 0..59 to "orders" from both replicas at once; assert both give the client all, alike."""
+    topic, other = a.public_topic("orders"), b.public_topic("orders")
+
+    def publish(handle, start):
         for n in range(start, 60, 2):
             handle.pub(n)
 
-    threads = [
-        threading.Thread(target=publish, args=(a, topic, 0)),
-        threading.Thread(target=publish, args=(b, other, 1)),
-    ]
+    threads = [threading.Thread(target=publish, args=(topic, 0)), threading.Thread(target=publish, args=(other, 1))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
     a.sync()
     b.sync()
-    in_a, in_b = delivered(a, client.id), delivered(b, client.id)
+    in_a, in_b = delivered(a, client_id), delivered(b, client_id)
     assert sorted(data for _, data in in_a) == list(range(60))
     assert in_a == in_b  # the same messages at the same positions, in the same order
 

@@ -9,7 +9,6 @@ a clock that steps back, a replace that stopped halfway. The unit tests of the `
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from pubsubsse.backends.memory import MemoryTransport
 from pubsubsse.errors import BackendUnavailable
 
 from ..http_helpers import wait_for
-from .test_log_engine import delivered
+from .test_log_engine import delivered, publish_from_both
 
 
 class Clock:
@@ -91,22 +90,7 @@ def test_replicas_on_clocks_apart_apply_every_change_in_one_order_each_appending
     topic = a.public_topic("orders")
     client.sub(topic)
     b.sync()
-    other = b.public_topic("orders")
-
-    def publish(handle, start):
-        for n in range(start, 60, 2):
-            handle.pub(n)
-
-    threads = [threading.Thread(target=publish, args=(topic, 0)), threading.Thread(target=publish, args=(other, 1))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    a.sync()
-    b.sync()
-    in_a, in_b = delivered(a, client.id), delivered(b, client.id)
-    assert sorted(data for _, data in in_a) == list(range(60))
-    assert in_a == in_b
+    publish_from_both(a, b, client.id)
     assert origins(streams[0]) == {a.process_token} and origins(streams[1]) == {b.process_token}
     assert streams[2].head() is None
 

@@ -107,6 +107,14 @@ class LogTransport:
         records = self.read(after, 0, count)
         return self.get_epoch(), now, records
 
+    def name_epoch(self, base: str) -> str:
+        """Return the name of a new epoch made from the unique ``base``: a log may mark its layout in it.
+
+        The default is ``base``. A Redis log of several streams adds how many, and a process
+        built for another number refuses it (:meth:`get_epoch` raises), instead of reading a part.
+        """
+        return base
+
     def stream_of(self, position: Position) -> int:
         """Return which of the log's streams ``position`` is in (a log of one stream: 0)."""
         return 0

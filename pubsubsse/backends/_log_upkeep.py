@@ -29,7 +29,7 @@ class Upkeep(LogState):
             if epoch is None:
                 # "/new": made by a process that had no state. A process that has state (its
                 # Redis came back empty) replaces such a log while it is still empty.
-                self.transport.create_epoch(uuid.uuid4().hex + "/new")
+                self.transport.create_epoch(self.transport.name_epoch(uuid.uuid4().hex) + "/new")
                 epoch = self.transport.get_epoch()
             self._epoch = epoch
             self._position = START
@@ -91,12 +91,12 @@ class Upkeep(LogState):
         replaceable = epoch is None or (epoch != self._epoch and epoch.endswith("/new") and head is None)
         if not has_state or (not replaceable and epoch != self._epoch):
             if epoch is None:
-                self.transport.create_epoch(uuid.uuid4().hex + "/new")
+                self.transport.create_epoch(self.transport.name_epoch(uuid.uuid4().hex) + "/new")
                 epoch = self.transport.get_epoch()
             if epoch != self._epoch:
                 self._reload(epoch)  # another process replaced the log already, or nothing is lost here
             return
-        new_epoch = uuid.uuid4().hex
+        new_epoch = self.transport.name_epoch(uuid.uuid4().hex)
         blob = b"".join(
             snapshots.encode(
                 {"epoch": new_epoch, "position": list(START), "origins": self._origins, "jump": SEQ_JUMP},

@@ -90,6 +90,8 @@ class MergedTransport(LogTransport):
         self._ended_at: Position = START
         #: Set when a stream gave an entry before one already returned (its clock stepped back).
         self._out_of_order = False
+        #: Whether the log's epoch was read once (a transport may refuse one of another layout).
+        self._layout_checked = False
         self._lock = threading.Lock()
         self._appended = threading.Condition()
         self._interrupts = 0
@@ -151,6 +153,8 @@ class MergedTransport(LogTransport):
         self, entries: list[dict[str, bytes]], epoch: str, deadline_ms: int, not_before_ms: int
     ) -> Appended | NotAppended:
         """Append to this process's stream; a stream left at an older epoch by a replace is brought up first."""
+        if not self._layout_checked:  # a Publisher's first append ("*"): is the log laid out as this one?
+            self.get_epoch()
         home = self.streams[self.home]
         outcome = home.append(entries, epoch, deadline_ms, not_before_ms)
         stale = isinstance(outcome, NotAppended) and outcome.reason == "stale" and epoch != "*"
@@ -278,7 +282,13 @@ class MergedTransport(LogTransport):
 
     def get_epoch(self) -> str | None:
         """Return the first stream's epoch: the log's."""
-        return self.streams[0].get_epoch()
+        epoch = self.streams[0].get_epoch()
+        self._layout_checked = True
+        return epoch
+
+    def name_epoch(self, base: str) -> str:
+        """Name a new epoch as the first stream does."""
+        return self.streams[0].name_epoch(base)
 
     def create_epoch(self, epoch: str) -> None:
         """Give the first stream its epoch unless it has one, then every stream without one the same."""

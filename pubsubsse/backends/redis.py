@@ -122,11 +122,15 @@ class RedisTransport(LogTransport):
     docstring). ``ValueError`` for a URL naming several nodes without ``cluster``.
     """
 
-    def __init__(self, url: str, *, key: str = DEFAULT_KEY, timeout: float = 5.0, cluster: bool = False) -> None:
+    def __init__(
+        self, url: str, *, key: str = DEFAULT_KEY, timeout: float = 5.0, cluster: bool = False, partitions: int = 1
+    ) -> None:
         import redis
 
         self.url = url
         self.cluster = cluster
+        #: How many streams the log has (``RedisBackend(partitions=N)``); this transport is one of them.
+        self.partitions = partitions
         # One hash tag: the log, its epoch, snapshot and reports in one slot (scripts touch several).
         self.key = f"{{{key}}}" if cluster and "{" not in key else key
         self.timeout = timeout
@@ -444,9 +448,23 @@ class RedisTransport(LogTransport):
         return int(seconds) * 1000 + int(microseconds) // 1000
 
     def get_epoch(self) -> str | None:
-        """Return ``key:epoch``."""
+        """Return ``key:epoch``; raise ``LogUnavailable`` if it names another number of partitions."""
         value = self._call(self._reader.get, self.key + ":epoch")
-        return None if value is None else value.decode()
+        if value is None:
+            return None
+        epoch: str = value.decode()
+        marked = epoch.partition("~p")[2].partition("/")[0]
+        if (int(marked) if marked.isdigit() else 1) != self.partitions:
+            raise LogUnavailable(
+                f"the log at {self.key} is in {marked or 1} partition(s), this process is built for"
+                f" {self.partitions}: every process of a service needs the same partitions=",
+                sent=False,
+            )
+        return epoch
+
+    def name_epoch(self, base: str) -> str:
+        """Return ``base``, and ``~pN`` after it for a log of N partitions."""
+        return base if self.partitions == 1 else f"{base}~p{self.partitions}"
 
     def create_epoch(self, epoch: str) -> None:
         """Set ``key:epoch`` unless it exists."""
@@ -545,7 +563,9 @@ class RedisBackend(LogBackend):
             raise ValueError(f"partitions must be an int from 1 to 64, got {partitions!r}")
         #: The streams of the log: one ``RedisTransport`` per partition, the first at ``key``.
         self.streams = [
-            RedisTransport(url, key=key if n == 0 else f"{key}:{n}", timeout=timeout, cluster=cluster)
+            RedisTransport(
+                url, key=key if n == 0 else f"{key}:{n}", timeout=timeout, cluster=cluster, partitions=partitions
+            )
             for n in range(partitions)
         ]
         super().__init__(self.streams[0] if partitions == 1 else MergedTransport(self.streams), **options)

@@ -197,3 +197,33 @@ def test_a_snapshot_stores_a_published_body_once_however_many_clients_got_it(red
             late.shutdown()
     finally:
         a.shutdown()
+
+
+@pytest.mark.parametrize(("log", "process"), [(3, 1), (1, 3), (3, 2)])
+def test_a_process_built_for_other_partitions_refuses_the_log_instead_of_reading_part_of_it(redis_server, log, process):
+    # A worker deployed with another partitions= would read some of the streams, or none of the
+    # others': its state would part from the service's, silently. It stays unready, and says why.
+    from pubsubsse import Publisher
+
+    key = f"test:{uuid.uuid4()}"
+    first = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key, partitions=log), client_timeout=None)
+    other = SSEPubSubService(backend=RedisBackend(redis_server.url, key=key, partitions=process), client_timeout=None)
+    publisher = Publisher(backend=RedisBackend(redis_server.url, key=key, partitions=process))
+    plain = Publisher(redis_server.url, redis_key=key)
+    try:
+        client = first.new_client()
+        client.sub(first.public_topic("orders"))
+        with pytest.raises(BackendUnavailable, match=f"in {log} partition.*built for {process}"):
+            other.new_client()
+        if process > 1:  # a Publisher built for another number is refused, and says nothing was sent
+            with pytest.raises(BackendUnavailable, match="partition") as refused:
+                publisher.publish("orders", "refused")
+            assert not refused.value.outcome_unknown
+        plain.publish("orders", "from a plain Publisher")  # one without partitions= appends to `key`
+        first.sync()
+        assert b"from a plain Publisher" in first._core.since(first._core.clients[client.id], 0)[-1][1]
+    finally:
+        publisher.close()
+        plain.close()
+        first.shutdown()
+        other.shutdown()

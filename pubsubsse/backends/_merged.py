@@ -49,13 +49,28 @@ from collections.abc import Sequence
 from pubsubsse.backends._entries import START, Appended, LogUnavailable, NotAppended, Position, Record
 from pubsubsse.backends._log_base import LogTransport
 
-__all__ = ["MergedTransport"]
+__all__ = ["MergedTransport", "checked_layout"]
 
 _SEQ_MAX = (1 << 64) - 1
 #: How long a read that found nothing to return waits before it looks again, at first and at most
 #: (seconds); an append of this process ends the wait.
 _FIRST_PAUSE = 0.001
 _LAST_PAUSE = 0.016
+
+
+def checked_layout(epoch: str, partitions: int, where: str) -> str:
+    """Return ``epoch`` if it names ``partitions`` streams (``~pN``, none: one); else raise ``LogUnavailable``.
+
+    A process built for another number would read part of the log, or miss part of it.
+    """
+    marked = epoch.partition("~p")[2].partition("/")[0]
+    if (int(marked) if marked.isdigit() else 1) != partitions:
+        raise LogUnavailable(
+            f"the log at {where} is in {marked or 1} partition(s), this process is built for {partitions}:"
+            " every process of a service needs the same partitions=",
+            sent=False,
+        )
+    return epoch
 
 
 def _predecessor(position: Position) -> Position:

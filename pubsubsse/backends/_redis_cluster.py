@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["parts", "nodes_of", "without_credentials", "at_node", "slot_master"]
+__all__ = ["parts", "nodes_of", "without_credentials", "at_node", "slot_master", "replica_online"]
 
 
 def parts(url: str) -> tuple[str, str, str, str]:
@@ -78,3 +78,23 @@ def slot_master(url: str, nodes: list[tuple[str, int]], slot: int) -> tuple[str,
         if master is not None:
             return master
     return None
+
+
+def replica_online(client: Any) -> bool:
+    """Whether the master ``client`` talks to has a replica online that acknowledged within the last second.
+
+    Such a replica missed one ``WAIT`` by being slow (just resynced, a busy machine), not by being
+    gone: appends go on waiting for it, so that a failover does not lose them. Never raises: it
+    runs after an append that went through, and only decides whether the next ones wait.
+    """
+    import redis
+
+    try:
+        info = client.info("replication")
+    except (redis.RedisError, OSError):
+        return False
+    return any(
+        isinstance(replica, dict) and replica.get("state") == "online" and str(replica.get("lag")) in ("0", "1")
+        for name, replica in info.items()
+        if name.startswith("slave")
+    )

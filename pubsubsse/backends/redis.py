@@ -51,8 +51,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pubsubsse.backends._entries import loads
-from pubsubsse.backends._merged import MergedTransport
-from pubsubsse.backends._redis_cluster import at_node, nodes_of, parts, slot_master, without_credentials
+from pubsubsse.backends._merged import MergedTransport, checked_layout
+from pubsubsse.backends._redis_cluster import (
+    at_node,
+    nodes_of,
+    parts,
+    replica_online,
+    slot_master,
+    without_credentials,
+)
 from pubsubsse.backends._redis_scripts import APPEND, FORGET_HOLDS, IF_OWNER_DELETE, IF_OWNER_SET, REPLACE, TRIM
 from pubsubsse.backends.log import (
     Appended,
@@ -265,7 +272,7 @@ class RedisTransport(LogTransport):
             self._append_script(keys=keys, args=argv, client=pipe)
             pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
             reply, replicas = self._call(pipe.execute)
-            if not replicas and not self._replica_online():
+            if not replicas and not replica_online(self._writer):
                 if not self._replica_missing:
                     log.warning("the pubsubsse log's master has no replica answering; appends do not wait for one")
                 self._replica_missing = True
@@ -278,22 +285,6 @@ class RedisTransport(LogTransport):
         if reply and reply[0] in (b"stale", b"expired", b"early"):
             return NotAppended(reply[0].decode())
         return Appended([_position(entry_id) for entry_id in reply])
-
-    def _replica_online(self) -> bool:
-        """Whether the master has a replica online that acknowledged within the last second.
-
-        Such a replica missed one ``WAIT`` by being slow (just resynced, a busy machine), not by
-        being gone: appends go on waiting for it, so that a failover does not lose them.
-        """
-        try:
-            info = self._writer.info("replication")
-        except self._errors:
-            return False  # the append went through; this only decides whether the next ones wait
-        return any(
-            isinstance(replica, dict) and replica.get("state") == "online" and str(replica.get("lag")) in ("0", "1")
-            for name, replica in info.items()
-            if name.startswith("slave")
-        )
 
     def serve(self, process_token: str) -> None:
         """Read for the process ``process_token``: it is woken for changes and for its topics' publishes."""
@@ -452,18 +443,10 @@ class RedisTransport(LogTransport):
         value = self._call(self._reader.get, self.key + ":epoch")
         if value is None:
             return None
-        epoch: str = value.decode()
-        marked = epoch.partition("~p")[2].partition("/")[0]
-        if (int(marked) if marked.isdigit() else 1) != self.partitions:
-            raise LogUnavailable(
-                f"the log at {self.key} is in {marked or 1} partition(s), this process is built for"
-                f" {self.partitions}: every process of a service needs the same partitions=",
-                sent=False,
-            )
-        return epoch
+        return checked_layout(value.decode(), self.partitions, self.key)
 
     def name_epoch(self, base: str) -> str:
-        """Return ``base``, and ``~pN`` after it for a log of N partitions."""
+        """Return ``base``, marked with the number of partitions if there are several (``~pN``)."""
         return base if self.partitions == 1 else f"{base}~p{self.partitions}"
 
     def create_epoch(self, epoch: str) -> None:

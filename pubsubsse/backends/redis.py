@@ -440,6 +440,7 @@ class RedisTransport(LogTransport):
 
     def get_epoch(self) -> str | None:
         """Return ``key:epoch``; raise ``LogUnavailable`` if it names another number of partitions."""
+        self._located()  # a Publisher's first look (it never connects)
         value = self._call(self._reader.get, self.key + ":epoch")
         if value is None:
             return None

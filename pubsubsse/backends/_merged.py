@@ -309,9 +309,10 @@ class MergedTransport(LogTransport):
         """Give the first stream its epoch unless it has one, then every stream without one the same."""
         self.streams[0].create_epoch(epoch)
         chosen = self.streams[0].get_epoch()
+        if chosen is None:  # replaced or lost meanwhile: the next check sees to it
+            return
         for stream in self.streams[1:]:
-            if chosen is not None:
-                stream.create_epoch(chosen)
+            stream.create_epoch(chosen)
 
     def replace_log(self, old_epoch: str | None, new_epoch: str, snapshot: bytes) -> bool:
         """Replace the first stream (the decision, with ``snapshot``), then empty every other at ``new_epoch``."""

@@ -114,6 +114,12 @@ def _wake_tags(entries: list[dict[str, bytes]]) -> list[Any]:
     return [len(topics), *topics]
 
 
+def _milliseconds(time_reply: tuple[Any, Any]) -> int:
+    """Return Redis's ``TIME`` reply (seconds, microseconds) in milliseconds."""
+    seconds, microseconds = time_reply
+    return int(seconds) * 1000 + int(microseconds) // 1000
+
+
 def _no_such_key(error: BaseException) -> bool:
     """Whether a ``ResponseError`` says the key does not exist (and not, say, ``MOVED``)."""
     return "no such key" in str(error).lower()
@@ -331,9 +337,9 @@ class RedisTransport(LogTransport):
         pipe.time()
         pipe.xrange(self.key, "(" + _entry_id(after), "+", count=count)
         pipe.get(self.key + ":epoch")
-        (seconds, microseconds), entries, epoch = self._call(pipe.execute)
+        now, entries, epoch = self._call(pipe.execute)
         records = [Record(_position(entry_id), fields) for entry_id, fields in entries]
-        return (None if epoch is None else epoch.decode()), int(seconds) * 1000 + int(microseconds) // 1000, records
+        return (None if epoch is None else epoch.decode()), _milliseconds(now), records
 
     def wake_fileno(self) -> int | None:
         """Return the socket of this process's wake-up subscription (made if need be)."""
@@ -435,8 +441,7 @@ class RedisTransport(LogTransport):
 
     def now_ms(self) -> int:
         """Return Redis's clock (``TIME``)."""
-        seconds, microseconds = self._call(self._writer.time)
-        return int(seconds) * 1000 + int(microseconds) // 1000
+        return _milliseconds(self._call(self._writer.time))
 
     def get_epoch(self) -> str | None:
         """Return ``key:epoch``; raise ``LogUnavailable`` if it names another number of partitions."""
